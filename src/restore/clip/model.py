@@ -1,0 +1,418 @@
+"""The frozen CLIP backbone, with one prompt hook per block and the feature shift measured inside the block.
+
+Parameter names are exactly those of OpenAI's released state dicts (``visual.transformer.resblocks.0.attn.
+in_proj_weight``, ``token_embedding.weight``, ...), so OpenAI and open_clip checkpoints load without renaming.
+
+Prompt placement (SPEC.md): vision prompts are appended after ``[CLS, patches]``; text prompts are written over
+the positions right after the start token. A block given prompts replaces whatever occupied those positions,
+so deep prompts are "fresh learnable tokens at each prompted layer"; after the last prompted layer the tokens
+simply flow on, as in MaPLe and IVLP.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from restore.clip.config import CLIPConfig, TextConfig, VisionConfig
+
+
+class QuickGELU(nn.Module):
+    """OpenAI's GELU approximation; their released weights expect it."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+@dataclass(frozen=True)
+class ShiftRequest:
+    """How a tower measures the feature shift at its prompted layers.
+
+    ``fraction`` < 1 runs the prompt-free branch on a random subset of the image tokens (CLS always kept):
+    an unbiased estimate of the mean squared per-token shift at a fraction of the cost. It applies to the
+    image tower only; text is short after truncation. ``detach`` computes the prompt-free branch without
+    gradient (cheaper; an ablation).
+    """
+
+    fraction: float = 1.0
+    detach: bool = False
+    generator: torch.Generator | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"shift token fraction must lie in (0, 1], got {self.fraction}")
+
+
+@dataclass
+class ShiftStats:
+    """One prompted layer's shift, per sample (image or class prompt).
+
+    ``shift_ms``: mean over the counted non-prompt tokens of ‖Ω_i‖², Ω = Φ([X, P])[X] − Φ(X).
+    ``ref_ms``: the same mean of ‖Φ(X)_i‖², for the ``relative`` normalisation.
+    """
+
+    shift_ms: Tensor
+    ref_ms: Tensor
+
+
+@dataclass
+class TowerOutput:
+    features: Tensor
+    # One entry per transformer layer; None where the layer had no prompts or no shift was asked for.
+    shifts: list[ShiftStats | None] = field(default_factory=list)
+
+
+def _positions(region: tuple[int, int], length: int, device: torch.device) -> Tensor | slice:
+    """Indices of the non-prompt tokens; a slice when they are contiguous (vision prompts sit at the tail)."""
+    r0, r1 = region
+    if r1 >= length:
+        return slice(0, r0)
+    return torch.cat([torch.arange(0, r0, device=device), torch.arange(r1, length, device=device)])
+
+
+def _take(x: Tensor, index: Tensor | slice, dim: int) -> Tensor:
+    if isinstance(index, slice):
+        return x[(slice(None),) * dim + (index,)]
+    return x.index_select(dim, index)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with nn.MultiheadAttention's parameter names, on the fused SDPA kernel."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by {heads} heads")
+        self.heads = heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
+        self.out_proj = nn.Linear(width, width)
+
+    def qkv(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        b, n, d = h.shape
+        qkv = F.linear(h, self.in_proj_weight, self.in_proj_bias)
+        qkv = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        return qkv[0], qkv[1], qkv[2]
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        b, h, n, hd = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, h * hd))
+
+
+class ResidualAttentionBlock(nn.Module):
+    """A pre-norm transformer block with the prompt hook and the in-block feature shift."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, quick_gelu: bool) -> None:
+        super().__init__()
+        hidden = int(width * mlp_ratio)
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = Attention(width, heads)
+        self.ln_2 = nn.LayerNorm(width)
+        act: nn.Module = QuickGELU() if quick_gelu else nn.GELU()
+        self.mlp = nn.Sequential(
+            OrderedDict([("c_fc", nn.Linear(width, hidden)), ("gelu", act), ("c_proj", nn.Linear(hidden, width))])
+        )
+        # Counts prompt-free branch evaluations: evaluation of a trained model must make none.
+        self.prompt_free_calls = 0
+
+    def _tail(self, x: Tensor, attended: Tensor) -> Tensor:
+        y = x + attended
+        return y + self.mlp(self.ln_2(y))
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        causal: bool = False,
+        prompts: Tensor | None = None,
+        region: tuple[int, int] | None = None,
+        shift: ShiftRequest | None = None,
+        sample: Tensor | None = None,
+        counted: Tensor | None = None,
+    ) -> tuple[Tensor, ShiftStats | None]:
+        """Run the block; write ``prompts`` over ``region`` first; measure the shift if ``shift`` is given.
+
+        x: (B, L, D). region: the [start, end) positions of the prompt tokens in the sequence this block
+        sees (required with prompts or shift). prompts: (n, D) shared or (B, n, D) per sample.
+        sample: sorted indices into the non-prompt tokens whose prompt-free output is computed (index 0, the
+        CLS, included); None means all. counted: (B, L) bool mask of tokens that count in the shift (text:
+        real tokens up to the end-of-text token); None means all.
+        """
+        if prompts is not None:
+            assert region is not None
+            r0, r1 = region
+            if prompts.shape[-2] != r1 - r0:
+                raise ValueError(f"{prompts.shape[-2]} prompt tokens do not fit region {region}")
+            if prompts.dim() == 2:
+                prompts = prompts.unsqueeze(0).expand(x.shape[0], -1, -1)
+            x = torch.cat([x[:, :r0], prompts.to(x.dtype), x[:, r1:]], dim=1)
+        q, k, v = self.attn.qkv(self.ln_1(x))
+        y = self._tail(x, self.attn.attend(q, k, v, causal))
+        if shift is None:
+            return y, None
+        assert region is not None
+        return y, self._shift(x, q, k, v, y, region, causal, shift, sample, counted)
+
+    def _shift(
+        self,
+        x: Tensor,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        y: Tensor,
+        region: tuple[int, int],
+        causal: bool,
+        shift: ShiftRequest,
+        sample: Tensor | None,
+        counted: Tensor | None,
+    ) -> ShiftStats:
+        """Ω from the same block call: shared Q/K/V, prompt keys hidden, output projection and MLP run again.
+
+        Removing the prompt tokens equals hiding them as keys, because positions are already embedded and
+        the non-prompt tokens' projections do not depend on the prompts.
+        """
+        self.prompt_free_calls += 1
+        keep = _positions(region, x.shape[1], x.device)
+        n_keep = x.shape[1] - (region[1] - region[0])
+        queries: Tensor | slice = keep
+        weight: Tensor | None = None
+        if sample is not None:
+            if causal:
+                raise ValueError("token sampling of the shift applies to the (non-causal) image tower only")
+            base = torch.arange(n_keep, device=x.device) if isinstance(keep, slice) else keep
+            queries = base[sample]
+            # CLS is always in the sample; every other sampled token stands for (n_keep - 1) / m tokens.
+            m = sample.numel() - 1
+            weight = torch.full((sample.numel(),), (n_keep - 1) / max(m, 1), device=x.device, dtype=y.dtype)
+            weight[0] = 1.0
+        grad = nullcontext() if not shift.detach else torch.no_grad()
+        with grad:
+            kk, vv = _take(k, keep, 2), _take(v, keep, 2)
+            qq = _take(q, queries, 2)
+            free = self._tail(_take(x, queries, 1), self.attn.attend(qq, kk, vv, causal))
+        omega = _take(y, queries, 1) - free
+        sq = omega.float().pow(2).sum(-1)  # (B, Q)
+        ref = free.detach().float().pow(2).sum(-1) if shift.detach else free.float().pow(2).sum(-1)
+        if counted is not None:
+            mask = _take(counted, queries, 1).to(sq.dtype)
+            denom = mask.sum(1).clamp_min(1.0)
+            return ShiftStats((sq * mask).sum(1) / denom, (ref * mask).sum(1) / denom)
+        if weight is not None:
+            w = weight.float()
+            return ShiftStats((sq * w).sum(1) / n_keep, (ref * w).sum(1) / n_keep)
+        return ShiftStats(sq.mean(1), ref.mean(1))
+
+
+class Transformer(nn.Module):
+    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float, quick_gelu: bool) -> None:
+        super().__init__()
+        self.width = width
+        self.layers = layers
+        self.resblocks = nn.ModuleList(
+            [ResidualAttentionBlock(width, heads, mlp_ratio, quick_gelu) for _ in range(layers)]
+        )
+        # Activation checkpointing trades a second forward for memory (ImageNet's 1,000 class prompts).
+        self.grad_checkpointing = False
+
+    def run_block(self, index: int, x: Tensor, **kwargs) -> tuple[Tensor, ShiftStats | None]:
+        block = self.resblocks[index]
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, x, use_reentrant=False, **kwargs)
+        return block(x, **kwargs)
+
+
+def _layer_prompt(prompts: Sequence[Tensor | None], layer: int) -> Tensor | None:
+    return prompts[layer] if layer < len(prompts) else None
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, cfg: VisionConfig, embed_dim: int, quick_gelu: bool) -> None:
+        super().__init__()
+        self.cfg = cfg
+        scale = cfg.width**-0.5
+        self.conv1 = nn.Conv2d(3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
+        self.class_embedding = nn.Parameter(scale * torch.randn(cfg.width))
+        self.positional_embedding = nn.Parameter(scale * torch.randn(cfg.tokens, cfg.width))
+        self.ln_pre = nn.LayerNorm(cfg.width)
+        self.transformer = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, quick_gelu)
+        self.ln_post = nn.LayerNorm(cfg.width)
+        self.proj = nn.Parameter(scale * torch.randn(cfg.width, embed_dim))
+
+    def embed(self, images: Tensor) -> Tensor:
+        x = self.conv1(images.to(self.conv1.weight.dtype))
+        x = x.flatten(2).transpose(1, 2)
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        return self.ln_pre(x)
+
+    def forward(
+        self,
+        images: Tensor,
+        prompts: Sequence[Tensor | None] = (),
+        shift: ShiftRequest | None = None,
+    ) -> TowerOutput:
+        """prompts[l]: (n, width) or (B, n, width) tokens for layer l, or None. Layer 0's pass ln_pre, as
+        the tokens of MaPLe/VPT are concatenated before it (LayerNorm is per token, so this is the same)."""
+        x = self.embed(images)
+        n_real = x.shape[1]
+        shifts: list[ShiftStats | None] = []
+        for layer in range(self.transformer.layers):
+            p = _layer_prompt(prompts, layer)
+            if p is not None and layer == 0:
+                p = self.ln_pre(p)
+            n_prompt = p.shape[-2] if p is not None else x.shape[1] - n_real
+            region = (n_real, n_real + n_prompt) if n_prompt else None
+            measure = shift if (p is not None and shift is not None) else None
+            sample = self._sample(n_real, measure, x.device) if measure is not None else None
+            x, s = self.transformer.run_block(
+                layer, x, prompts=p, region=region, shift=measure, sample=sample
+            )
+            shifts.append(s)
+        features = self.ln_post(x[:, 0]) @ self.proj
+        return TowerOutput(features, shifts)
+
+    @staticmethod
+    def _sample(n_real: int, shift: ShiftRequest, device: torch.device) -> Tensor | None:
+        if shift.fraction >= 1.0:
+            return None
+        m = max(1, round(shift.fraction * (n_real - 1)))
+        picked = torch.randperm(n_real - 1, generator=shift.generator)[:m].sort().values + 1
+        return torch.cat([torch.zeros(1, dtype=torch.long), picked]).to(device)
+
+
+@dataclass(frozen=True)
+class TextBatch:
+    """Tokenised text and where each sequence ends; the unit the text tower consumes."""
+
+    tokens: Tensor  # (S, context_length) int64
+
+    @property
+    def eot(self) -> Tensor:
+        # The end-of-text token has the highest id of the vocabulary (OpenAI's convention).
+        return self.tokens.argmax(dim=-1)
+
+
+class CLIP(nn.Module):
+    """Image tower ``visual`` plus the text tower, whose parts sit at the top level as in OpenAI's model."""
+
+    def __init__(self, cfg: CLIPConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        t: TextConfig = cfg.text
+        self.visual = VisionTransformer(cfg.vision, cfg.embed_dim, cfg.quick_gelu)
+        self.token_embedding = nn.Embedding(t.vocab_size, t.width)
+        self.positional_embedding = nn.Parameter(torch.empty(t.context_length, t.width))
+        self.transformer = Transformer(t.width, t.layers, t.heads, t.mlp_ratio, cfg.quick_gelu)
+        self.ln_final = nn.LayerNorm(t.width)
+        self.text_projection = nn.Parameter(torch.empty(t.width, cfg.embed_dim))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.truncate_text = True
+        self.initialize_parameters()
+
+    def initialize_parameters(self) -> None:
+        """OpenAI's initialisation, so random models have well-scaled features (tests, the synthetic world)."""
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        for tower in (self.transformer, self.visual.transformer):
+            width, layers = tower.width, tower.layers
+            proj_std = (width**-0.5) * ((2 * layers) ** -0.5)
+            attn_std = width**-0.5
+            fc_std = (2 * width) ** -0.5
+            for block in tower.resblocks:
+                nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
+                nn.init.zeros_(block.attn.in_proj_bias)
+                nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+                nn.init.zeros_(block.attn.out_proj.bias)
+                nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
+                nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+        nn.init.normal_(self.text_projection, std=self.cfg.text.width**-0.5)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.visual.conv1.weight.dtype
+
+    @property
+    def context_length(self) -> int:
+        return self.cfg.text.context_length
+
+    # --- image side -------------------------------------------------------------------------------------
+    def forward_image(
+        self, images: Tensor, prompts: Sequence[Tensor | None] = (), shift: ShiftRequest | None = None
+    ) -> TowerOutput:
+        return self.visual(images, prompts, shift)
+
+    def encode_image(self, images: Tensor) -> Tensor:
+        return self.visual(images).features
+
+    # --- text side --------------------------------------------------------------------------------------
+    def forward_text(
+        self,
+        tokens: Tensor,
+        prompts: Sequence[Tensor | None] = (),
+        shift: ShiftRequest | None = None,
+        truncate: bool | None = None,
+    ) -> TowerOutput:
+        """Encode token ids; prompts[0] (n, W) or (S, n, W) replaces the token embeddings at positions
+        1..n (it gets positional embeddings, like CoOp's context); prompts[l > 0] are written over the same
+        positions at the input of block l. Sequences are cut after the batch's last end-of-text token: with
+        a causal mask nothing after it can change any feature that is read.
+        """
+        batch = TextBatch(tokens)
+        eot = batch.eot
+        if truncate if truncate is not None else self.truncate_text:
+            tokens = tokens[:, : int(eot.max()) + 1]
+        length = tokens.shape[1]
+        x = self.token_embedding(tokens)
+        p0 = _layer_prompt(prompts, 0)
+        n_prompt = 0
+        if p0 is not None:
+            n_prompt = p0.shape[-2]
+            if n_prompt + 1 > length:
+                raise ValueError("text prompt tokens extend past the end-of-text token")
+            p0 = p0.to(x.dtype)
+            if p0.dim() == 2:
+                p0 = p0.unsqueeze(0).expand(x.shape[0], -1, -1)
+            x = torch.cat([x[:, :1], p0, x[:, 1 + n_prompt :]], dim=1)
+        x = x + self.positional_embedding[:length].to(x.dtype)
+        counted = torch.arange(length, device=x.device)[None, :] <= eot[:, None].to(x.device)
+        shifts: list[ShiftStats | None] = []
+        for layer in range(self.transformer.layers):
+            p = _layer_prompt(prompts, layer) if layer > 0 else None
+            if p is not None:
+                n_prompt = p.shape[-2]
+            region = (1, 1 + n_prompt) if n_prompt else None
+            prompted = _layer_prompt(prompts, layer) is not None
+            measure = shift if (prompted and shift is not None) else None
+            x, s = self.transformer.run_block(
+                layer, x, causal=True, prompts=p, region=region, shift=measure, counted=counted
+            )
+            shifts.append(s)
+        x = self.ln_final(x)
+        features = x[torch.arange(x.shape[0], device=x.device), eot.to(x.device)] @ self.text_projection
+        return TowerOutput(features, shifts)
+
+    def encode_text(self, tokens: Tensor) -> Tensor:
+        return self.forward_text(tokens).features
+
+    # --- both -------------------------------------------------------------------------------------------
+    def logits(self, image_features: Tensor, text_features: Tensor) -> Tensor:
+        """Cosine similarity times the checkpoint's logit scale: (images, classes)."""
+        image_features = F.normalize(image_features, dim=-1)
+        text_features = F.normalize(text_features, dim=-1)
+        return self.logit_scale.exp() * image_features @ text_features.t()
+
+    def forward(self, images: Tensor, tokens: Tensor) -> Tensor:
+        return self.logits(self.encode_image(images), self.encode_text(tokens))
+
+
+def build_model(cfg: CLIPConfig) -> CLIP:
+    return CLIP(cfg)
