@@ -35,6 +35,9 @@ class TextConfig:
     layers: int = 12
     heads: int = 8
     mlp_ratio: float = 4.0
+    # When set, the token embedding holds only this many rows and a lookup from BPE id to row (a model that
+    # knows a small world's words); ids stay the real tokenizer's, so the end-of-text rule still holds.
+    embedding_rows: int | None = None
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,9 @@ def infer_config(state: dict[str, Any], quick_gelu: bool = True) -> CLIPConfig:
         grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
         embed_dim = state["text_projection"].shape[1]
         context_length = state["positional_embedding"].shape[0]
-        vocab_size = state["token_embedding.weight"].shape[0]
+        rows = state["token_embedding.weight"].shape[0]
+        compact = "token_embedding.lookup" in state
+        vocab_size = state["token_embedding.lookup"].shape[0] if compact else rows
         text_width = state["ln_final.weight"].shape[0]
         text_layers = len({k.split(".")[2] for k in state if k.startswith("transformer.resblocks.")})
         vision_mlp = state["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / vision_width
@@ -118,7 +123,10 @@ def infer_config(state: dict[str, Any], quick_gelu: bool = True) -> CLIPConfig:
     except KeyError as e:
         raise ConfigError(f"state dict lacks {e.args[0]!r}: not a ViT CLIP in the OpenAI layout") from None
     vision = VisionConfig(grid * patch, patch, vision_width, vision_layers, max(1, vision_width // 64), vision_mlp)
-    text = TextConfig(context_length, vocab_size, text_width, text_layers, max(1, text_width // 64), text_mlp)
+    text = TextConfig(
+        context_length, vocab_size, text_width, text_layers, max(1, text_width // 64), text_mlp,
+        embedding_rows=rows if compact else None,
+    )
     # Head counts are not visible in the weights: take them from a known architecture of the same shapes
     # (OpenAI's rule, width // 64, for anything else).
     for arch_name, cfg in ARCHITECTURES.items():

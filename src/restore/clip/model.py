@@ -301,6 +301,28 @@ class TextBatch:
         return self.tokens.argmax(dim=-1)
 
 
+class CompactTokenEmbedding(nn.Module):
+    """A token embedding over a subset of the BPE vocabulary: ``lookup`` maps each id to a row.
+
+    Ids outside the subset map to row 0, which the model that owns the table reserves for them.
+    """
+
+    def __init__(self, vocab_size: int, rows: int, width: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(rows, width))
+        self.register_buffer("lookup", torch.zeros(vocab_size, dtype=torch.long))
+
+    def set_vocabulary(self, ids: Sequence[int]) -> None:
+        """Row 0 stays the unknown-id row; ``ids`` take rows 1.. in order."""
+        if len(ids) + 1 > self.weight.shape[0]:
+            raise ValueError(f"{len(ids)} ids do not fit {self.weight.shape[0] - 1} rows")
+        self.lookup.zero_()
+        self.lookup[torch.as_tensor(list(ids), dtype=torch.long)] = torch.arange(1, len(ids) + 1)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return F.embedding(self.lookup[tokens], self.weight)
+
+
 class CLIP(nn.Module):
     """Image tower ``visual`` plus the text tower, whose parts sit at the top level as in OpenAI's model."""
 
@@ -309,7 +331,11 @@ class CLIP(nn.Module):
         self.cfg = cfg
         t: TextConfig = cfg.text
         self.visual = VisionTransformer(cfg.vision, cfg.embed_dim, cfg.quick_gelu)
-        self.token_embedding = nn.Embedding(t.vocab_size, t.width)
+        self.token_embedding: nn.Module = (
+            nn.Embedding(t.vocab_size, t.width)
+            if t.embedding_rows is None
+            else CompactTokenEmbedding(t.vocab_size, t.embedding_rows, t.width)
+        )
         self.positional_embedding = nn.Parameter(torch.empty(t.context_length, t.width))
         self.transformer = Transformer(t.width, t.layers, t.heads, t.mlp_ratio, cfg.quick_gelu)
         self.ln_final = nn.LayerNorm(t.width)

@@ -1,0 +1,37 @@
+"""Shared fixtures. Each area's own fixtures live in its test package's conftest."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+# Tests run on tiny models; more threads than cores only adds contention.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def tiny_clip():
+    """A randomly initialised tiny CLIP in eval mode, the same for every test (seeded)."""
+    from restore.clip import build_model, get_config
+
+    torch.manual_seed(0)
+    return build_model(get_config("tiny")).eval()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """No test reads or writes the user's real cache."""
+    monkeypatch.setenv("RESTORE_CACHE", str(tmp_path_factory.mktemp("restore-cache")))
+
+
+def shared_data(*parts: str) -> Path:
+    """A path under ../shared/data, or a skip with the reason when it is absent."""
+    path = SHARED_DATA.joinpath(*parts).resolve()
+    if not path.exists():
+        pytest.skip(f"shared test data not found at {path} (it lives beside the repository, not in it)")
+    return path
