@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
-
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 # Tests run on tiny models; more threads than cores only adds contention.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -27,11 +24,3 @@ def tiny_clip():
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """No test reads or writes the user's real cache."""
     monkeypatch.setenv("RESTORE_CACHE", str(tmp_path_factory.mktemp("restore-cache")))
-
-
-def shared_data(*parts: str) -> Path:
-    """A path under ../shared/data, or a skip with the reason when it is absent."""
-    path = SHARED_DATA.joinpath(*parts).resolve()
-    if not path.exists():
-        pytest.skip(f"shared test data not found at {path} (it lives beside the repository, not in it)")
-    return path

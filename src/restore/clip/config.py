@@ -69,9 +69,7 @@ class CLIPConfig:
 ARCHITECTURES: dict[str, CLIPConfig] = {
     "ViT-B/32": CLIPConfig("ViT-B/32", 512, VisionConfig(224, 32, 768, 12, 12), TextConfig(77, 49408, 512, 12, 8)),
     "ViT-B/16": CLIPConfig("ViT-B/16", 512, VisionConfig(224, 16, 768, 12, 12), TextConfig(77, 49408, 512, 12, 8)),
-    "ViT-L/14": CLIPConfig(
-        "ViT-L/14", 768, VisionConfig(224, 14, 1024, 24, 16), TextConfig(77, 49408, 768, 12, 12)
-    ),
+    "ViT-L/14": CLIPConfig("ViT-L/14", 768, VisionConfig(224, 14, 1024, 24, 16), TextConfig(77, 49408, 768, 12, 12)),
     # For tests: every code path of the big models, in milliseconds. The real vocabulary is kept so the
     # real tokenizer works unchanged.
     "tiny": CLIPConfig("tiny", 32, VisionConfig(32, 8, 64, 3, 2), TextConfig(77, 49408, 32, 3, 2)),
@@ -107,9 +105,7 @@ def infer_config(state: dict[str, Any], quick_gelu: bool = True) -> CLIPConfig:
     try:
         vision_width = state["visual.conv1.weight"].shape[0]
         patch = state["visual.conv1.weight"].shape[-1]
-        vision_layers = len(
-            {k.split(".")[3] for k in state if k.startswith("visual.transformer.resblocks.")}
-        )
+        vision_layers = len({k.split(".")[3] for k in state if k.startswith("visual.transformer.resblocks.")})
         grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
         embed_dim = state["text_projection"].shape[1]
         context_length = state["positional_embedding"].shape[0]
@@ -124,7 +120,12 @@ def infer_config(state: dict[str, Any], quick_gelu: bool = True) -> CLIPConfig:
         raise ConfigError(f"state dict lacks {e.args[0]!r}: not a ViT CLIP in the OpenAI layout") from None
     vision = VisionConfig(grid * patch, patch, vision_width, vision_layers, max(1, vision_width // 64), vision_mlp)
     text = TextConfig(
-        context_length, vocab_size, text_width, text_layers, max(1, text_width // 64), text_mlp,
+        context_length,
+        vocab_size,
+        text_width,
+        text_layers,
+        max(1, text_width // 64),
+        text_mlp,
         embedding_rows=rows if compact else None,
     )
     # Head counts are not visible in the weights: take them from a known architecture of the same shapes

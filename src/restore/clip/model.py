@@ -273,9 +273,7 @@ class VisionTransformer(nn.Module):
             region = (n_real, n_real + n_prompt) if n_prompt else None
             measure = shift if (p is not None and shift is not None) else None
             sample = self._sample(n_real, measure, x.device) if measure is not None else None
-            x, s = self.transformer.run_block(
-                layer, x, prompts=p, region=region, shift=measure, sample=sample
-            )
+            x, s = self.transformer.run_block(layer, x, prompts=p, region=region, shift=measure, sample=sample)
             shifts.append(s)
         features = self.ln_post(x[:, 0]) @ self.proj
         return TowerOutput(features, shifts)
