@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks [name ...]` runs them; every figure is a ratio measured in the same run."""

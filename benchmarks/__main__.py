@@ -1,0 +1,46 @@
+"""Run the benchmarks: ``python -m benchmarks`` (all) or ``python -m benchmarks text data`` (by name).
+
+Each ``benchmarks/bench_<name>.py`` defines ``run(quick: bool) -> dict``: it prints its figures as ratios
+measured side by side in this run and returns what goes into its JSON record under benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.common import write_record
+
+
+def available() -> list[str]:
+    here = Path(__file__).resolve().parent
+    return sorted(m.name[len("bench_") :] for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default all): {', '.join(available())}")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions; a smoke run of the suite")
+    args = parser.parse_args(argv)
+    names = args.names or available()
+    unknown = sorted(set(names) - set(available()))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; available: {available()}")
+    t0 = time.perf_counter()
+    for name in names:
+        print(f"== {name}", flush=True)
+        module = importlib.import_module(f"benchmarks.bench_{name}")
+        start = time.perf_counter()
+        record = module.run(quick=args.quick)
+        record["seconds"] = time.perf_counter() - start
+        print(f"   record: {write_record(name, record)}  ({record['seconds']:.0f} s)", flush=True)
+    print(f"all benchmarks: {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
