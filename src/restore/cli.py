@@ -24,27 +24,22 @@ def version() -> None:
     typer.echo(__version__)
 
 
+@app.callback()
+def _root() -> None:
+    """Prompt learning for CLIP: RESTORE and the methods it is compared with."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: a `RestoreError` becomes one clear message and a non-zero exit, never a traceback."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="restore")
     except RestoreError as e:
         typer.secho(f"error: {e.message}", fg=typer.colors.RED, err=True)
         if e.hint:
             typer.echo(f"  hint: {e.hint}", err=True)
         return e.exit_code
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("interrupted", err=True)
-        return 130
     except SystemExit as e:
-        return int(e.code or 0)
-    except Exception as e:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            return e.exit_code
-        raise
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return 0
 
 
