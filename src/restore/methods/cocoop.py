@@ -1,0 +1,36 @@
+"""CoCoOp (Zhou et al., CVPR 2022): the context is shifted per image by a small meta-net of its feature.
+
+Cost: every image needs its own C class prompts through the text tower (B x C sequences per step). The
+model encodes them a chunk of images at a time (``conditional_chunk``, default 1 image: C sequences in
+memory at once, as the paper's batch size of 1), so memory stays that of one image's class prompts; time
+grows linearly with the batch, which is why the paper trains with batch 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from restore.clip.model import CLIP
+from restore.config import option
+from restore.methods.base import MethodConfig, PromptedCLIP, register
+from restore.methods.parts import ConditionalContextText
+
+
+@register
+@dataclass
+class CoCoOpConfig(MethodConfig):
+    name = "cocoop"
+    summary = "CoCoOp: 4 context tokens + a meta-net shift conditioned on each image (batch 1)"
+    # CoCoOp configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml: SGD lr 0.002, batch 1, 10 epochs.
+    train_defaults = {"lr": 0.002, "epochs": 10, "batch_size": 1}
+
+    n_ctx: int = option(4, help="context tokens (N_CTX 4)", min=1)
+    ctx_init: str | None = option("a photo of a", help="CTX_INIT")
+    reduction: int = option(16, help="meta-net hidden width = embed_dim / reduction (CoCoOp: 512 -> 32)", min=1)
+    image_chunk: int = option(1, help="images whose B x C prompts are encoded at once (memory vs speed)", min=1)
+
+    def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
+        text = ConditionalContextText(clip, self.n_ctx, self.ctx_init, self.reduction)
+        method = PromptedCLIP(clip, self, text=text, dataset=dataset)
+        method.conditional_chunk = self.image_chunk
+        return method

@@ -1,0 +1,45 @@
+"""Single-branch deep prompts, the baselines of the RESTORE paper's Fig. 4: vision only (VPT-deep) and
+language only. Both as released in the MaPLe repository's configs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from restore.clip.model import CLIP
+from restore.config import option
+from restore.methods.base import MethodConfig, PromptedCLIP, register
+from restore.methods.parts import ContextText, DeepVisionPrompts, HandcraftedText
+
+
+@register
+@dataclass
+class VPTConfig(MethodConfig):
+    name = "vpt"
+    summary = "VPT-deep: learnable vision tokens at every layer; text is the fixed 'a photo of a {class}.'"
+    # MaPLe repo configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml: SGD lr 0.0025, batch 4, 5 epochs.
+    train_defaults = {"lr": 0.0025, "epochs": 5, "batch_size": 4}
+
+    n_ctx: int = option(8, help="vision tokens per layer (N_CTX_VISION 8)", min=1)
+    depth: int = option(12, help="PROMPT_DEPTH_VISION 12", min=1)
+    template: str = option("a photo of a {}.", help="the fixed text (CTX_INIT 'a photo of a')")
+
+    def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
+        vision = DeepVisionPrompts(clip, self.n_ctx, self.depth)
+        return PromptedCLIP(clip, self, text=HandcraftedText((self.template,)), vision=vision, dataset=dataset)
+
+
+@register
+@dataclass
+class DeepTextConfig(MethodConfig):
+    name = "deep_text"
+    summary = "Language-only deep prompts: learnable text tokens at every layer; image tower untouched"
+    # MaPLe repo configs/trainers/IVLP/vit_b16_c2_ep5_batch4_4ctx_language_only.yaml: lr 0.0025, batch 4, 5 ep.
+    train_defaults = {"lr": 0.0025, "epochs": 5, "batch_size": 4}
+
+    n_ctx: int = option(4, help="text tokens per layer (N_CTX_TEXT 4)", min=1)
+    depth: int = option(12, help="PROMPT_DEPTH_TEXT 12", min=1)
+    ctx_init: str | None = option("a photo of a", help="CTX_INIT")
+
+    def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
+        text = ContextText(clip, self.n_ctx, self.ctx_init, depth=self.depth)
+        return PromptedCLIP(clip, self, text=text, dataset=dataset)

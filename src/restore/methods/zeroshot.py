@@ -1,0 +1,25 @@
+"""Zero-shot CLIP: no training; one template per dataset (CoOp's) or CLIP's ensemble."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from restore.clip.model import CLIP
+from restore.clip.templates import resolve
+from restore.config import option
+from restore.methods.base import MethodConfig, PromptedCLIP, register
+from restore.methods.parts import HandcraftedText
+
+
+@register
+@dataclass
+class ZeroShotConfig(MethodConfig):
+    name = "zeroshot"
+    summary = "Zero-shot CLIP (Radford et al. 2021): class-name prompts, no training"
+    train_defaults = {"epochs": 0}
+
+    # CoOp's zero-shot baseline uses one hand-written template per dataset (trainers/zsclip.py).
+    templates: str = option("single", help="single | ensemble | imagenet80 | promptsrc60 | a template with {}")
+
+    def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
+        return PromptedCLIP(clip, self, text=HandcraftedText(resolve(self.templates, dataset)), dataset=dataset)
