@@ -3,14 +3,27 @@
 Writers: `store = open_results(path)`; `rec = store.start_run(RunRecord.new(...))`; then
 `store.finish_run(rec.run_id, metrics, timings)` or `store.fail_run(rec.run_id, error)`.
 Readers: `store.query(...)`, `build_report(records)`, `restore report`.
+
+Report names are imported lazily, so a trainer that only writes rows does not import matplotlib.
 """
 
 from __future__ import annotations
 
-from restore.results.aggregate import Stat, aggregate
+import importlib
+from typing import Any
+
 from restore.results.db import ResultsStore, SQLiteStore, default_results_location, open_results
 from restore.results.records import PROTOCOLS, STATUSES, RunRecord, code_version, config_hash, harmonic_mean
-from restore.results.report import build_report, render_html, render_markdown, render_terminal, write_report
+
+_LAZY = {
+    "Stat": "restore.results.aggregate",
+    "aggregate": "restore.results.aggregate",
+    "build_report": "restore.results.report",
+    "render_html": "restore.results.report",
+    "render_markdown": "restore.results.report",
+    "render_terminal": "restore.results.report",
+    "write_report": "restore.results.report",
+}
 
 __all__ = [
     "PROTOCOLS",
@@ -31,3 +44,9 @@ __all__ = [
     "render_terminal",
     "write_report",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'restore.results' has no attribute {name!r}")

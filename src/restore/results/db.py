@@ -305,7 +305,7 @@ class SQLiteStore(ResultsStore):
             try:
                 self._conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
                 self._conn.execute("PRAGMA journal_mode = WAL").fetchone()
-                self._conn.execute("PRAGMA synchronous = FULL")
+                self._conn.execute("PRAGMA synchronous = NORMAL")
                 return
             except sqlite3.OperationalError as e:
                 # Switching a brand-new file to WAL needs an exclusive lock; racing openers retry.
