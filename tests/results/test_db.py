@@ -245,3 +245,12 @@ def test_finishing_is_one_update_that_writes_status_and_json_together(store):
     assert len(writes) == 1
     assert all(col in writes[0] for col in ("status", "metrics", "timings", "finished_at"))
     assert statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT"
+
+
+def test_an_empty_file_becomes_a_results_database(tmp_path):
+    path = tmp_path / "empty.sqlite"
+    path.touch()
+    with open_results(path) as s:
+        record_run(s, method="coop", dataset="dtd", seed=1, metrics=B2N)
+    with open_results(path, create=False) as s:
+        assert [r.method for r in s.query()] == ["coop"]

@@ -112,7 +112,7 @@ def report(
         filters={k: ", ".join(map(str, v)) for k, v in filters.items()},
         published=pub,
         published_missing=missing,
-        with_plots=bool(documents),
+        with_plots="html" in documents or (out is not None and "markdown" in documents),
         title=title,
     )
     if "table" in formats:

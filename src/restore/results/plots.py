@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from restore.results.aggregate import B2NTable, FewShotTable, ShiftCurve, TargetTable
 
@@ -160,11 +161,11 @@ def fewshot_lines(table: FewShotTable) -> Figure:
     return fig
 
 
-def shift_curves(curves: Sequence[ShiftCurve], title: str) -> Figure:
+def shift_curves(curves: Sequence[ShiftCurve], title: str, colors: dict[str, str] | None = None) -> Figure:
     """Per-layer feature-shift magnitude s_l, vision and text side by side, one line per method."""
     fig = Figure(figsize=(10, 4), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
-    colors = _colors([c.label for c in curves])
+    colors = colors or _colors([c.label for c in curves])
     for ax, tower in zip(axes, ("vision", "text"), strict=True):
         for c in curves:
             ys = getattr(c, tower)
@@ -174,8 +175,9 @@ def shift_curves(curves: Sequence[ShiftCurve], title: str) -> Figure:
                 )
         ax.set_title(f"{tower} tower", fontsize=10)
         ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("feature shift s_l")
+    axes[0].set_ylabel("feature shift $s_l$")
     _legend(fig, axes[0], len(curves))
     fig.suptitle(title)
     return fig
@@ -191,5 +193,7 @@ def table_plots(table: B2NTable | TargetTable | FewShotTable, stem: str) -> list
         plots = [Plot(f"{stem}-shots", "Accuracy against shots", _png(fewshot_lines(table)))]
     if table.shift:
         title = "Per-layer feature shift (mean over runs)"
-        plots.append(Plot(f"{stem}-shift", title, _png(shift_curves(table.shift, title))))
+        labels = list(dict.fromkeys(r.label for r in table.rows))  # the bar colours, so a method keeps its colour
+        colors = _colors(labels + [c.label for c in table.shift if c.label not in labels])
+        plots.append(Plot(f"{stem}-shift", title, _png(shift_curves(table.shift, title, colors))))
     return plots
