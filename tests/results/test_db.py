@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -254,3 +255,36 @@ def test_an_empty_file_becomes_a_results_database(tmp_path):
         record_run(s, method="coop", dataset="dtd", seed=1, metrics=B2N)
     with open_results(path, create=False) as s:
         assert [r.method for r in s.query()] == ["coop"]
+
+
+def test_a_read_only_database_gives_a_clear_error_on_write(db_path):
+    with open_results(db_path) as s:
+        rec = s.start_run(new())
+    with sqlite3.connect(db_path) as conn:  # simulate a file we may read but not write: a query_only connection
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    s = open_results(db_path)
+    s._conn.execute("PRAGMA query_only = ON")
+    with pytest.raises(ResultsError, match=r"cannot write results database .*readonly") as err:
+        s.finish_run(rec.run_id, B2N)
+    assert "writable" in err.value.hint
+    assert s.get(rec.run_id).status == "running"
+    s.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+def test_a_store_used_after_fork_opens_its_own_connection(store):
+    import multiprocessing as mp
+
+    first = record_run(store, method="coop", dataset="dtd", seed=1, metrics=B2N)
+    inherited = store._conn
+
+    def child():
+        record_run(store, method="maple", dataset="dtd", seed=1, metrics=B2N)  # the parent's store object
+        os._exit(0 if store._conn is not inherited else 3)  # 3: it wrote through the parent's connection
+
+    proc = mp.get_context("fork").Process(target=child)
+    proc.start()
+    proc.join(timeout=60)
+    assert proc.exitcode == 0
+    assert sorted(r.method for r in store.query(status="finished")) == ["coop", "maple"]
+    assert store.get(first.run_id).status == "finished"

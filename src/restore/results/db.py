@@ -250,6 +250,7 @@ class SQLiteStore(ResultsStore):
         self.timeout_s = timeout_s
         self._lock = threading.RLock()
         self._host = socket.gethostname()
+        self._inherited: list[sqlite3.Connection] = []
         if path.is_dir():
             raise ResultsError(
                 f"results database {path} is a directory", hint="give a file path, e.g. runs/results.sqlite"
@@ -265,12 +266,8 @@ class SQLiteStore(ResultsStore):
             except OSError as e:
                 raise ResultsError(f"cannot create the folder for results database {path}: {e}") from None
         self._check_header()
+        self._connect()
         try:
-            self._conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as e:
-            raise ResultsError(f"cannot open results database {path}: {e}") from None
-        try:
-            self._configure()
             self._check_schema()
         except BaseException:
             self._conn.close()
@@ -292,6 +289,27 @@ class SQLiteStore(ResultsStore):
                 f"{self.path} is not a results database (not an SQLite file)",
                 hint="point --db at the .sqlite file that runs wrote, or at a new path to start a new database",
             )
+
+    def _connect(self) -> None:
+        try:
+            self._conn = sqlite3.connect(
+                self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as e:
+            raise ResultsError(f"cannot open results database {self.path}: {e}") from None
+        self._pid = os.getpid()
+        try:
+            self._configure()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _ensure_own_connection(self) -> None:
+        """An SQLite connection must not cross a fork: a forked worker opens its own. The inherited one is kept
+        (never used, never closed) because closing it in the child could disturb the parent's locks."""
+        if os.getpid() != self._pid:
+            self._inherited.append(self._conn)
+            self._connect()
 
     def _not_a_database(self, e: sqlite3.Error) -> ResultsError:
         return ResultsError(
@@ -359,20 +377,24 @@ class SQLiteStore(ResultsStore):
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; the write lock is taken up front so two writers never deadlock on upgrade."""
         with self._lock:
+            self._ensure_own_connection()
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as e:
+            except sqlite3.Error as e:
                 raise self._busy(e) from None
             try:
                 yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            try:
                 self._conn.execute("COMMIT")
-            except sqlite3.OperationalError as e:
-                self._conn.execute("ROLLBACK")
+            except sqlite3.Error as e:
+                self._rollback()
                 raise self._busy(e) from None
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already (e.g. disk full)
+            self._conn.execute("ROLLBACK")
 
     def _busy(self, e: sqlite3.Error) -> ResultsError:
         if "locked" in str(e) or "busy" in str(e):
@@ -380,10 +402,14 @@ class SQLiteStore(ResultsStore):
                 f"results database {self.path} stayed locked for more than {self.timeout_s:.0f} s",
                 hint="another process holds a long write; retry, or check for a hung writer",
             )
-        return ResultsError(f"cannot write results database {self.path}: {e}")
+        return ResultsError(
+            f"cannot write results database {self.path}: {e}",
+            hint="check that the file and its folder are writable and the disk is not full",
+        )
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
+            self._ensure_own_connection()
             try:
                 cur = self._conn.execute(sql, tuple(params))
                 names = [d[0] for d in cur.description]
@@ -416,12 +442,16 @@ class SQLiteStore(ResultsStore):
                 ) from None
         return RunRecord.from_dict(data)
 
-    def _fetch(self, conn: sqlite3.Connection, run_id: str) -> RunRecord:
+    def _find(self, conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
         cur = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE run_id = ?", (run_id,))
         row = cur.fetchone()
-        if row is None:
+        return None if row is None else self._record(dict(zip(_COLUMNS, row, strict=True)))
+
+    def _fetch(self, conn: sqlite3.Connection, run_id: str) -> RunRecord:
+        record = self._find(conn, run_id)
+        if record is None:
             raise ResultsError(f"no run {run_id!r} in {self.path}", hint="`restore results runs` lists the runs")
-        return self._record(dict(zip(_COLUMNS, row, strict=True)))
+        return record
 
     def _insert(self, conn: sqlite3.Connection, record: RunRecord, *, replace: bool) -> None:
         verb = "INSERT OR REPLACE" if replace else "INSERT"
@@ -446,10 +476,7 @@ class SQLiteStore(ResultsStore):
             record, status="running", error=None, finished_at=None, heartbeat_at=now
         ).validated()
         with self._write() as conn:
-            try:
-                old = self._fetch(conn, record.run_id)
-            except ResultsError:
-                old = None
+            old = self._find(conn, record.run_id)
             if old is not None:
                 if old.status == "finished":
                     raise ResultsError(
@@ -560,6 +587,7 @@ class SQLiteStore(ResultsStore):
 
     def get(self, run_id: str) -> RunRecord:
         with self._lock:
+            self._ensure_own_connection()
             try:
                 return self._fetch(self._conn, run_id)
             except sqlite3.DatabaseError as e:
