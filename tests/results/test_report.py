@@ -142,6 +142,7 @@ def test_markdown_and_html_reports_equal_the_recomputation(filled_db, tmp_path):
     assert header[4:7] == ["dtd Base", "dtd Novel", "dtd HM"]
     check_rows(tables[vit][1:], expected_table(numbers, "ViT-B/16"), published)
     check_rows(tables[tiny][1:], expected_table(numbers, "tiny"), None)  # published rows only for ViT-B/16
+    assert len(tables[xd]) == 2  # header and coop: no published rows outside base-to-novel
     assert tables[xd][0] == ["Method", "imagenet (source)", "dtd", "eurosat", "Average"]
     assert tables[xd][1] == ["**coop**", "71.50 ± 0.71", "41.50 ± 0.71", "45.00 ± 0.00", "43.25"]
     assert md.count("HM is the harmonic mean of the mean Base and mean Novel") == 2
@@ -238,6 +239,9 @@ def test_errors_through_the_real_entry_point_are_one_clear_message(restore_main,
 
     assert restore_main(["report", "--db", str(path), "-f", "markdown", "-f", "html"]) == 2
     assert "cannot all go to the terminal" in capsys.readouterr().err
+
+    assert restore_main(["report", "--db", str(path), "-f", "table", "--out", str(tmp_path / "o")]) == 2
+    assert "--out writes Markdown or HTML files" in capsys.readouterr().err
 
     assert restore_main(["report", "--db", str(path), "--protocol", "b2m"]) == 2
     err = re.sub(r"[\s│╭╮╰╯─]+", " ", capsys.readouterr().err)

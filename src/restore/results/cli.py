@@ -88,6 +88,11 @@ def report(
     """Mean ± std over seeds per method × dataset: the paper-style tables, with plots in Markdown/HTML."""
     formats = [f.value for f in fmt] if fmt else (["table", "markdown", "html"] if out else ["table"])
     documents = [f for f in formats if f != "table"]
+    if out is not None and not documents:
+        raise ConfigError(
+            "--out writes Markdown or HTML files, but --format asks only for the terminal table",
+            hint="add --format markdown and/or --format html, or drop --out",
+        )
     if out is None and len(formats) > 1:
         raise ConfigError(
             f"--format {' and '.join(formats)} cannot all go to the terminal",

@@ -27,6 +27,11 @@ def _colors(labels: Sequence[str]) -> dict[str, str]:
     return {label: palette[i % len(palette)] for i, label in enumerate(labels)}
 
 
+def _width(groups: int, series: int) -> float:
+    """Inches: about a quarter inch per bar plus margins, between 7 and 16 (a page, not a poster)."""
+    return min(16.0, max(7.0, 0.25 * groups * max(1, series) + 0.3 * groups + 1.5))
+
+
 def _png(fig: Figure) -> bytes:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
@@ -72,7 +77,7 @@ def _legend(fig: Figure, ax, n: int) -> None:
 def b2n_bars(table: B2NTable) -> Figure:
     """Base, Novel and HM per dataset (and the Average), one bar per method; error bars: std over seeds."""
     groups = ["Average", *table.datasets]
-    fig = Figure(figsize=(max(7.0, 1.1 * len(groups) * max(1, len(table.rows)) ** 0.5 + 3), 9), layout="constrained")
+    fig = Figure(figsize=(_width(len(groups), len(table.rows)), 9), layout="constrained")
     axes = fig.subplots(3, 1, sharex=True)
     for ax, metric in zip(axes, ("Base", "Novel", "HM"), strict=True):
         series: dict[str, list[float | None]] = {}
@@ -105,7 +110,7 @@ def b2n_bars(table: B2NTable) -> Figure:
 
 def target_bars(table: TargetTable) -> Figure:
     groups = list(table.splits) + (["Average"] if table.averaged else [])
-    fig = Figure(figsize=(max(7.0, 0.9 * len(groups) + 3), 4.5), layout="constrained")
+    fig = Figure(figsize=(_width(len(groups), len(table.rows)), 4.5), layout="constrained")
     ax = fig.subplots()
     series = {
         row.label: [row.cells[s].mean if s in row.cells else None for s in table.splits]
