@@ -163,7 +163,7 @@ def runs(
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"{len(records)} runs")
+    t = Table(title=f"{len(records)} run{'' if len(records) == 1 else 's'}")
     for col in ("run", "status", "method", "dataset", "protocol", "shots", "seed", "backbone", "result", "started"):
         t.add_column(col, no_wrap=col in ("run", "status"))
     colors = {"finished": "green", "failed": "red", "running": "cyan", "interrupted": "yellow"}
