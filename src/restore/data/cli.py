@@ -42,14 +42,20 @@ def _classes(value: str) -> str:
     return value
 
 
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """Plain aligned columns: readable in a terminal, and greppable when piped or captured."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 @app.command("list")
 def list_cmd(root: Annotated[Path | None, typer.Option("--root", "-r", help="also show what is on disk")] = None):
     """The registered datasets, their folders, and whether `download` can fetch them without a manual step."""
-    from rich.table import Table
-
     from restore.data.registry import get_dataset, list_datasets
 
-    table = Table("dataset", "CoOp name", "folder", "download", *(["on disk"] if root else []), "what")
+    rows = []
     for name in list_datasets():
         spec = get_dataset(name)
         how = "automatic" if spec.downloadable else ("manual step" if spec.manual else "by hand")
@@ -58,8 +64,9 @@ def list_cmd(root: Annotated[Path | None, typer.Option("--root", "-r", help="als
         row = [spec.name, spec.title, spec.folder, how]
         if root:
             row.append("yes" if (Path(root).expanduser() / spec.folder).is_dir() else "-")
-        table.add_row(*row, spec.description)
-    _console().print(table)
+        rows.append([*row, spec.description])
+    header = ["dataset", "CoOp name", "folder", "download", *(["on disk"] if root else []), "about"]
+    typer.echo(_table(header, rows))
 
 
 @app.command()
@@ -116,15 +123,13 @@ def verify(
 
 
 def _print_counts(out, report, per_class: bool) -> None:
-    from rich.table import Table
-
     splits = [s for s in ("train", "val", "test") if sum(report.listed_counts[s])]
     if per_class or len(report.classnames) <= 50:
-        table = Table("label", "class", *[f"{s} ok/listed" for s in splits])
-        for y, name in enumerate(report.classnames):
-            cells = [f"{report.good_counts[s][y]}/{report.listed_counts[s][y]}" for s in splits]
-            table.add_row(str(y), name, *cells)
-        out.print(table)
+        rows = [
+            [str(y), name, *[f"{report.good_counts[s][y]}/{report.listed_counts[s][y]}" for s in splits]]
+            for y, name in enumerate(report.classnames)
+        ]
+        out.print(_table(["label", "class", *[f"{s} ok/listed" for s in splits]], rows), markup=False)
     else:
         for s in splits:
             good = report.good_counts[s]
