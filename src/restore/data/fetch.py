@@ -92,8 +92,12 @@ def download_dataset(
                 archive.unlink(missing_ok=True)
         result.fetched.append(res.filename)
         log(f"{res.filename}: done")
+    # download_file's lock files are only needed while a transfer runs; then the staging folder goes if empty
+    # (kept archives or leftovers of a failed extraction stay for inspection).
+    for res in spec.resources:
+        (staging / f"{res.filename}.lock").unlink(missing_ok=True)
     with contextlib.suppress(OSError):
-        staging.rmdir()  # only when empty (kept archives or leftovers stay for inspection)
+        staging.rmdir()
     return result
 
 
