@@ -97,9 +97,12 @@ def test_corrupt_image_names_the_file_in_process_and_from_workers(tree):
     with pytest.raises(DataError, match=f"cannot decode image {bad}"):
         for _ in make_loader(splits.train, eval_transform(8), 4, shuffle=False, workers=0, seed=0):
             pass
+    it = iter(make_loader(splits.train, eval_transform(8), 4, shuffle=False, workers=2, seed=0))
     with pytest.raises(DataError) as e:
-        for _ in make_loader(splits.train, eval_transform(8), 4, shuffle=False, workers=2, seed=0):
+        for _ in it:
             pass
+    # The workers are stopped with the error (not left to garbage collection, which takes seconds).
+    assert not any(w.is_alive() for w in it._it._workers)
     assert e.value.message.startswith(f"cannot decode image {bad}")
     assert "in a data-loader worker" in e.value.message and "Traceback" not in e.value.message
     assert "verify" in e.value.hint

@@ -89,10 +89,17 @@ class _CleanErrors:
     def __next__(self) -> Any:
         try:
             return next(self._it)
-        except DataError as e:
-            if "Original Traceback" not in e.message:
-                raise
-            raise unwrap_worker_error(e.message) from None
+        except StopIteration:
+            raise
+        except BaseException as e:
+            # Stop the workers now: left to garbage collection after an error, torch's shutdown of an
+            # interrupted iterator waits ~5 s per worker before terminating it.
+            shutdown = getattr(self._it, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+            if isinstance(e, DataError) and "Original Traceback" in e.message:
+                raise unwrap_worker_error(e.message) from None
+            raise
 
 
 def unwrap_worker_error(text: str) -> DataError:
@@ -126,6 +133,10 @@ def make_loader(
 ) -> ImageLoader:
     """A loader whose order and augmentations follow `seed`: shuffling draws from a seeded torch.Generator and
     each worker is seeded from it, so the same seed and worker count give the same batches.
+
+    `items` may also be an ImageDataset (e.g. one built with on_corrupt="skip", whose `skipped` a run records);
+    a non-None `transform` then replaces its transform. With workers=0 the augmentations draw from the main
+    process's torch generator, which the caller seeds.
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
