@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 
 import pytest
 import torch
@@ -59,6 +60,10 @@ def test_empty_file_and_files_that_are_no_checkpoint(tmp_path):
     (tmp_path / "photo.safetensors").write_bytes(b"\xff\xd8\xff\xe0" + bytes(100))
     with pytest.raises(CheckpointError, match="is not a checkpoint"):
         load(tmp_path / "photo.safetensors")
+    with zipfile.ZipFile(tmp_path / "archive.pt", "w") as zf:
+        zf.writestr("images/a.txt", "a zip, but no torch.save file")
+    with pytest.raises(CheckpointError, match=r"archive.pt is not a checkpoint"):
+        load(tmp_path / "archive.pt")
     torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match="holds a list, not a state dict"):
         load(tmp_path / "list.pt")

@@ -90,6 +90,18 @@ def test_open_clip_folder_and_quick_gelu_argument(tmp_path):
     assert_parity(model, open_clip_outputs(ref_model, images, tokens), images, tokens)
 
 
+def test_open_clip_hub_folder_beside_another_librarys_config(tmp_path):
+    """A folder like timm/vit_base_patch16_clip_224.openai: open_clip files plus timm's own config.json."""
+    ref_model = open_clip_tiny(quick_gelu=True)
+    images, tokens = inputs(32)
+    save_open_clip_formats(ref_model, tmp_path, quick_gelu_sidecar=True, formats=("safetensors",))
+    (tmp_path / "model.safetensors").rename(tmp_path / "open_clip_model.safetensors")
+    (tmp_path / "config.json").write_text('{"architecture": "vit_base_patch16_clip_224", "num_classes": 512}')
+    model = load(tmp_path)
+    assert model.cfg.quick_gelu
+    assert_parity(model, open_clip_outputs(ref_model, images, tokens), images, tokens)
+
+
 @pytest.mark.parametrize("act", ["quick_gelu", "gelu"])
 def test_hugging_face_folder(tmp_path, act):
     ref_model = hf_model("tiny", act)

@@ -152,6 +152,10 @@ def read_checkpoint(path: Path) -> Checkpoint:
 
 
 def _read_folder(folder: Path) -> Checkpoint:
+    # open_clip's files first: a Hub folder of open_clip weights may also hold another library's config.json.
+    for name in OPEN_CLIP_FILES:
+        if (folder / name).is_file():
+            return _read_file(folder / name)
     cfg = hf.read_config(folder)
     if cfg is not None:
         files = hf.weight_files(folder)
@@ -165,9 +169,6 @@ def _read_folder(folder: Path) -> Checkpoint:
         for f in files:
             state.update(_tensors(f)[0])
         return _hf_checkpoint(state, cfg, folder)
-    for name in OPEN_CLIP_FILES:
-        if (folder / name).is_file():
-            return _read_file(folder / name)
     found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
     if len(found) == 1:
         return _read_file(found[0])
@@ -229,7 +230,7 @@ def _sniff(path: Path) -> str:
         inner = [n.split("/", 1)[1] for n in names if "/" in n]
         if any(n == "constants.pkl" or n.startswith("code/") for n in inner):
             return "torchscript"
-        return "zip"
+        return "zip" if "data.pkl" in inner else "unknown"  # any other zip is no torch.save file
     if len(head) >= 9:
         (n,) = struct.unpack("<Q", head[:8])
         if head[8:9] == b"{" and n > 0:
