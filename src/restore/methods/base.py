@@ -172,7 +172,8 @@ class PromptedCLIP(nn.Module):
         self.shift_request: ShiftRequest | None = None
         # Called after each training forward (e.g. to update a moving average); never at evaluation.
         self.step_hooks: list[StepHook] = []
-        # Called at the end of each epoch with (epoch, total_epochs) (e.g. PromptSRC's prompt aggregation).
+        # Called at the end of each epoch with (epoch, total_epochs), epoch counting from 1 (e.g. PromptSRC's
+        # prompt aggregation, which loads the average after epoch == total_epochs).
         self.epoch_hooks: list[Callable[[int, int], None]] = []
         # Processes images per chunk of this many when text depends on the image (memory).
         self.conditional_chunk = 1
@@ -298,6 +299,7 @@ class PromptedCLIP(nn.Module):
         return total, logs
 
     def end_epoch(self, epoch: int, total_epochs: int) -> None:
+        """After training epoch ``epoch`` of ``total_epochs`` (1-based)."""
         for hook in self.epoch_hooks:
             hook(epoch, total_epochs)
 
