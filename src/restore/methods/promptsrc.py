@@ -90,12 +90,17 @@ class PromptSRCModel(PromptedCLIP):
     aggregation: PromptAggregation
 
     def training_state(self) -> dict[str, Any]:
+        """Copies: the accumulator is updated in place, so a live reference would change after saving."""
         agg = self.aggregation
-        return {"gpa_sum": agg.sum, "gpa_epochs_seen": agg.epochs_seen}
+        return {"gpa_sum": _copy(agg.sum), "gpa_epochs_seen": agg.epochs_seen}
 
     def load_training_state(self, state: dict[str, Any]) -> None:
-        self.aggregation.sum = state.get("gpa_sum")
+        self.aggregation.sum = _copy(state.get("gpa_sum"))
         self.aggregation.epochs_seen = int(state.get("gpa_epochs_seen", 0))
+
+
+def _copy(tensors: dict[str, Tensor] | None) -> dict[str, Tensor] | None:
+    return None if tensors is None else {k: v.detach().clone() for k, v in tensors.items()}
 
 
 @register
