@@ -60,3 +60,36 @@ def test_image_chunk_does_not_change_logits_or_gradients(tiny_clip, images, labe
         grads.append({k: p.grad.clone() for k, p in method.named_parameters() if p.requires_grad})
     for k, g in grads[0].items():
         torch.testing.assert_close(grads[1][k], g, rtol=1e-4, atol=1e-6)
+
+
+def saved_for_backward(method, images, labels) -> tuple[int, dict[str, torch.Tensor]]:
+    """Bytes of distinct tensors autograd keeps for backward during one training forward, and the gradients."""
+    seen: dict[tuple[int, int], int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        seen[(t.data_ptr(), t.numel())] = t.numel() * t.element_size()
+        return t
+
+    method.train()
+    method.zero_grad()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss, _ = method.compute_loss(method(images), labels)
+    loss.backward()
+    return sum(seen.values()), {k: p.grad.clone() for k, p in method.named_parameters() if p.requires_grad}
+
+
+def test_chunking_alone_keeps_every_chunk_for_backward_checkpointing_does_not(tiny_clip, images, labels):
+    reference = trained_cocoop(tiny_clip, images, labels)
+    results = {}
+    for chunk, ckpt in [(1, False), (4, False), (1, True)]:
+        method = build_method(make_config("cocoop", {"image_chunk": chunk, "checkpoint_text": ckpt}), tiny_clip,
+                              CLASSNAMES)  # fmt: skip
+        method.load_learnable_state_dict(reference.learnable_state_dict())
+        results[(chunk, ckpt)] = saved_for_backward(method, images, labels)
+    kept_1, grads = results[(1, False)]
+    kept_4, _ = results[(4, False)]
+    kept_ckpt, grads_ckpt = results[(1, True)]
+    assert abs(kept_1 - kept_4) < 0.05 * kept_4  # one image at a time keeps just as much for backward
+    assert kept_ckpt < kept_1 / 5  # recomputation keeps only each chunk's inputs
+    for k, g in grads.items():
+        torch.testing.assert_close(grads_ckpt[k], g, rtol=1e-5, atol=1e-7)
