@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from restore.clip.model import CLIP, ShiftRequest, ShiftStats
 from restore.clip.tokenizer import tokenize
@@ -174,10 +175,14 @@ class PromptedCLIP(nn.Module):
         self.shift_request: ShiftRequest | None = None
         # Called after each training forward (e.g. to update a moving average); never at evaluation.
         self.step_hooks: list[StepHook] = []
-        # Called at the end of each epoch with (epoch, total_epochs) (e.g. PromptSRC's prompt aggregation).
+        # Called at the end of each epoch with (epoch, total_epochs), epoch counting from 1 (e.g. PromptSRC's
+        # prompt aggregation, which loads the average after epoch == total_epochs).
         self.epoch_hooks: list[Callable[[int, int], None]] = []
         # Processes images per chunk of this many when text depends on the image (memory).
         self.conditional_chunk = 1
+        # Recompute each chunk's text pass in backward instead of keeping its activations: without it the
+        # activations of all B x C image-conditioned prompts stay alive until backward, whatever the chunk.
+        self.conditional_checkpoint = False
         self.classnames: list[str] = []
         self.register_buffer("tokens", torch.zeros(0, clip.context_length, dtype=torch.long), persistent=False)
         for p in self.learnable_parameters():
@@ -283,12 +288,19 @@ class PromptedCLIP(nn.Module):
             ctx = self.text.layer_prompts(chunk)[0]  # (b', n, W)
             ctx = ctx.repeat_interleave(n_seq, dim=0)  # one copy per sentence
             tokens = self.tokens.repeat(chunk.shape[0], 1)
-            raw = self.clip.forward_text(tokens, [ctx]).features.view(chunk.shape[0], n_seq, -1)
+            if self.conditional_checkpoint and torch.is_grad_enabled():
+                raw = checkpoint(self._encode_conditional, tokens, ctx, use_reentrant=False)
+            else:
+                raw = self._encode_conditional(tokens, ctx)
+            raw = raw.view(chunk.shape[0], n_seq, -1)
             raws.append(raw)
             feats.append(torch.stack([self._class_features(r) for r in raw]))
         text_features = torch.cat(feats)  # (B, C, D)
         logits = self.clip.logit_scale.exp() * torch.einsum("bd,bcd->bc", image_features, text_features)
         return Output(logits, image_features, text_features, raw_img, torch.cat(raws), images, vision_shifts=vshifts)
+
+    def _encode_conditional(self, tokens: Tensor, ctx: Tensor) -> Tensor:
+        return self.clip.forward_text(tokens, [ctx]).features
 
     def compute_loss(self, out: Output, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
         """Cross-entropy plus every loss term; returns the total and each weighted component as a float."""
@@ -304,6 +316,7 @@ class PromptedCLIP(nn.Module):
         return total, logs
 
     def end_epoch(self, epoch: int, total_epochs: int) -> None:
+        """After training epoch ``epoch`` of ``total_epochs`` (1-based)."""
         for hook in self.epoch_hooks:
             hook(epoch, total_epochs)
 

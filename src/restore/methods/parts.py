@@ -84,16 +84,32 @@ class ContextText(TextPart):
             prefix = " ".join(["X"] * n_ctx)
         self.n_ctx = n_ctx
         self.class_specific = class_specific
+        # The class list a class-specific context belongs to: fixed by the first class set it serves.
+        self.bound_classes: tuple[str, ...] | None = None
         self.ctx = nn.Parameter(ctx)
         self.deep = _deep(depth - 1, n_ctx, width, deep_std)
         self.templates = (prefix + " {}.",)
 
     def check_classes(self, classnames: Sequence[str]) -> None:
-        if self.class_specific and len(classnames) != self.ctx.shape[0]:
+        if not self.class_specific:
+            return
+        hint = "use a shared context (class_specific: false) for base-to-novel or cross-dataset runs"
+        if len(classnames) != self.ctx.shape[0]:
             raise ConfigError(
                 f"class-specific contexts were learned for {self.ctx.shape[0]} classes; cannot serve "
                 f"{len(classnames)} (class-specific context does not transfer to new classes)",
-                hint="use a shared context (class_specific: false) for base-to-novel or cross-dataset runs",
+                hint=hint,
+            )
+        names = tuple(classnames)
+        if self.bound_classes is None:
+            self.bound_classes = names
+        elif names != self.bound_classes:
+            # Same count, other classes or another order: context i would silently serve the wrong class.
+            changed = [f"{a!r} -> {b!r}" for a, b in zip(self.bound_classes, names, strict=True) if a != b]
+            raise ConfigError(
+                f"class-specific contexts belong to their training classes in order; this class set differs "
+                f"at {len(changed)} position(s): {', '.join(changed[:3])}",
+                hint=hint,
             )
 
     def layer_prompts(self, image_features: Tensor | None = None) -> list[Tensor | None]:

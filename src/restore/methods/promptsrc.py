@@ -20,7 +20,8 @@ from restore.methods.parts import ContextText, DeepVisionPrompts, FrozenTeacher
 
 class SelfConsistency(LossTerm):
     """L_SCL of trainers/promptsrc.py: L1(text, frozen text) * w_t + L1(image, frozen image) * w_i +
-    KL(prompted logits || frozen logits) summed and divided by the logits' size."""
+    KL(frozen || prompted) of the softmaxed logits, summed and divided by the logits' size (the trainer's
+    ``F.kl_div(log_softmax(logits), log_softmax(zero_shot_logits), log_target=True)``)."""
 
     def __init__(self, templates: tuple[str, ...], text_weight: float, image_weight: float, kl_weight: float):
         super().__init__()
@@ -69,6 +70,10 @@ class PromptAggregation:
         return gaussian_weights(total_epochs, mean, self.std)
 
     def __call__(self, epoch: int, total_epochs: int) -> None:
+        """``epoch`` counts from 1; the trainer's weight of epoch e is gauss[e - 1]."""
+        if not 1 <= epoch <= total_epochs:
+            # A 0-based epoch would silently take the last epoch's weight and never load the average.
+            raise ValueError(f"prompt aggregation: epoch {epoch} is outside 1..{total_epochs} (epochs count from 1)")
         w = self.weights(total_epochs)[epoch - 1]
         state = self.method.learnable_state_dict()
         if self.sum is None:
@@ -85,12 +90,17 @@ class PromptSRCModel(PromptedCLIP):
     aggregation: PromptAggregation
 
     def training_state(self) -> dict[str, Any]:
+        """Copies: the accumulator is updated in place, so a live reference would change after saving."""
         agg = self.aggregation
-        return {"gpa_sum": agg.sum, "gpa_epochs_seen": agg.epochs_seen}
+        return {"gpa_sum": _copy(agg.sum), "gpa_epochs_seen": agg.epochs_seen}
 
     def load_training_state(self, state: dict[str, Any]) -> None:
-        self.aggregation.sum = state.get("gpa_sum")
+        self.aggregation.sum = _copy(state.get("gpa_sum"))
         self.aggregation.epochs_seen = int(state.get("gpa_epochs_seen", 0))
+
+
+def _copy(tensors: dict[str, Tensor] | None) -> dict[str, Tensor] | None:
+    return None if tensors is None else {k: v.detach().clone() for k, v in tensors.items()}
 
 
 @register
