@@ -159,8 +159,10 @@ class Trainer:
         return True
 
     # --- the loop ---------------------------------------------------------------------------------------
-    def fit(self, *, resume: bool = False) -> TrainResult:
+    def fit(self, *, resume: bool = False, until_epoch: int | None = None) -> TrainResult:
+        """Train to the last epoch (or to ``until_epoch`` in this call; a later `fit` continues)."""
         s = self.s
+        stop = s.epochs if until_epoch is None else min(until_epoch, s.epochs)
         resumed_from = None
         if resume and self.resume():
             resumed_from = self.epoch
@@ -179,7 +181,7 @@ class Trainer:
             )
         self.progress.start(s.epochs * steps_per_epoch, self.epoch * steps_per_epoch)
         try:
-            while self.epoch < s.epochs:
+            while self.epoch < stop:
                 summary = self._run_epoch(self.epoch, steps_per_epoch)
                 self.epoch += 1
                 self.method.end_epoch(self.epoch, s.epochs)
