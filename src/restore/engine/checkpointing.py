@@ -57,7 +57,7 @@ def check_same_config(state: dict[str, Any], config_hash: str, identity: dict[st
         saved = json.loads(state.get("config", "{}"))
     except json.JSONDecodeError:
         saved = {}
-    diffs = _differences(saved, identity)
+    diffs = differences(saved, identity)
     shown = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, a, b in diffs[:6]) or "unknown settings"
     raise CheckpointError(
         f"cannot resume {path}: it was written with other settings ({shown})",
@@ -65,10 +65,11 @@ def check_same_config(state: dict[str, Any], config_hash: str, identity: dict[st
     )
 
 
-def _differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+def differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, value in a, value in b) for every leaf where two nested mappings differ."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in sorted(set(a) | set(b)):
-            out += _differences(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
+            out += differences(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
         return out
     return [] if a == b else [(prefix or "config", a, b)]

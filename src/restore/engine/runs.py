@@ -33,13 +33,14 @@ import yaml
 from restore.clip import CLIP
 from restore.config import to_dict
 from restore.engine.backbone import backbone_label, check_backbone, load_backbone
+from restore.engine.checkpointing import differences
 from restore.engine.config import RunConfig, build_run_config, resolve
 from restore.engine.device import resolve_device
 from restore.engine.evaluate import evaluate
 from restore.engine.progress import RunLog
 from restore.engine.seeding import derive_seed, seed_everything
 from restore.engine.trainer import Trainer, TrainResult, TrainSettings
-from restore.errors import ConfigError, DataError, RestoreError
+from restore.errors import CheckpointError, ConfigError, DataError, RestoreError
 from restore.fileio import atomic_write_json, atomic_write_text
 from restore.methods import PromptedCLIP, build_method
 
@@ -182,6 +183,18 @@ def _prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> dict[st
     return info if resume else None
 
 
+def _read_config_identity(run_dir: Path) -> dict[str, Any]:
+    try:
+        return read_run_config(run_dir).identity()
+    except RestoreError:
+        return {}
+
+
+def _describe_changes(previous: dict[str, Any], config: RunConfig) -> str:
+    diffs = differences(previous, config.identity())
+    return "; ".join(f"{k}: {a!r} before, {b!r} now" for k, a, b in diffs[:6]) or "its config.yaml is unreadable"
+
+
 def _write_config(run_dir: Path, config: RunConfig) -> None:
     header = "# resolved run config: `restore train --config config.yaml` repeats this run\n"
     atomic_write_text(run_dir / CONFIG_FILE, header + yaml.safe_dump(config.to_dict(), sort_keys=False))
@@ -280,6 +293,12 @@ def execute(plan: RunPlan, *, resume: bool = False, overwrite: bool = False, pro
     """Train and evaluate a planned run, writing its directory and its database row."""
     c = plan.config
     info = _prepare_run_dir(plan.run_dir, resume=resume, overwrite=overwrite)
+    if info is not None and info.get("config_hash") not in (None, c.hash()):
+        previous = _read_config_identity(plan.run_dir)
+        raise CheckpointError(
+            f"cannot resume {plan.run_dir}: it holds a run of other settings ({_describe_changes(previous, c)})",
+            hint="resume with the run's own config (its config.yaml), or start a new run without --resume",
+        )
     if info is not None and (done := _finished_result(plan, info)) is not None:
         return done
     run_id = (info or {}).get("run_id") or new_run_id(plan)
