@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+import torch
 import yaml
 
 from restore.engine.config import load_run_config
@@ -112,3 +113,18 @@ def test_zero_shot_run_has_no_training(data_root, tmp_path):
     assert result.timings["steps"] == 0 and not (result.run_dir / "checkpoints").exists()
     assert set(result.metrics) == {"base", "novel", "hm"}
     assert (result.run_dir / "model.safetensors").is_file()  # the method's config (and no tensors)
+
+
+def test_backbone_settings(tmp_path):
+    from restore.clip import build_model, get_config
+    from restore.engine.backbone import backbone_label, check_backbone, load_backbone, register_backbone
+
+    a, b = load_backbone("random:tiny"), load_backbone("random:tiny")
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())  # one fixed random backbone
+    assert not any(p.requires_grad for p in a.parameters()) and not a.training
+    assert backbone_label("random:tiny", a) == "random-tiny"
+    register_backbone("toy", lambda: build_model(get_config("tiny")))
+    check_backbone("toy")
+    assert backbone_label("toy", load_backbone("toy")) == "toy-tiny"
+    with pytest.raises(ConfigError, match="not a known architecture"):
+        check_backbone("ViT-Q/7")

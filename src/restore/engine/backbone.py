@@ -22,24 +22,32 @@ from restore.errors import CheckpointError, ConfigError
 RANDOM_BACKBONE_SEED = 0
 
 _PROVIDERS: dict[str, Callable[[], CLIP]] = {}
-# Modules that register a provider when imported (looked up lazily so the CLI starts fast).
-_PROVIDER_MODULES = {"world": "restore.world"}
+# Built-in providers, imported on first use ("module:function" returning the CLIP).
+_BUILTIN = {"world": "restore.world.weights:load_world_clip"}
 
 
 def register_backbone(name: str, load: Callable[[], CLIP]) -> None:
-    """Make ``name`` a backbone setting (the synthetic world registers ``world`` this way)."""
+    """Make ``name`` a backbone setting whose weights ``load()`` returns."""
     _PROVIDERS[name.lower()] = load
 
 
 def _provider(name: str) -> Callable[[], CLIP] | None:
     key = name.lower()
-    if key not in _PROVIDERS and key in _PROVIDER_MODULES and importlib.util.find_spec(_PROVIDER_MODULES[key]):
-        importlib.import_module(_PROVIDER_MODULES[key])
+    if key not in _PROVIDERS and key in _BUILTIN:
+        module, function = _BUILTIN[key].split(":")
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if found:
+            _PROVIDERS[key] = getattr(importlib.import_module(module), function)
     return _PROVIDERS.get(key)
 
 
 def _known_names() -> str:
-    return ", ".join([*ARCHITECTURES, *(f"random:{a}" for a in ARCHITECTURES), *sorted(_PROVIDERS | {"world": 0})])
+    return ", ".join(
+        [*ARCHITECTURES, *(f"random:{a}" for a in ARCHITECTURES), *sorted(set(_PROVIDERS) | set(_BUILTIN))]
+    )
 
 
 def check_backbone(spec: str) -> None:
@@ -50,9 +58,12 @@ def check_backbone(spec: str) -> None:
     if spec.lower().startswith("random:"):
         get_config(spec.split(":", 1)[1])
         return
-    if spec.lower() in _PROVIDERS or spec.lower() in _PROVIDER_MODULES:
+    if spec.lower() in _PROVIDERS or spec.lower() in _BUILTIN:
         if _provider(spec) is None:
-            raise ConfigError(f"backbone {spec!r} is not available in this installation")
+            raise ConfigError(
+                f"backbone {spec!r} is not available in this installation",
+                hint="use an architecture name, random:<arch>, or the path of CLIP weights",
+            )
         return
     if Path(spec).expanduser().exists():
         return
@@ -100,5 +111,5 @@ def backbone_label(spec: str, clip: CLIP) -> str:
     if s.startswith("random:"):
         return f"random-{clip.cfg.name}"
     if s in _PROVIDERS:
-        return f"{s}-{clip.cfg.name}"
+        return clip.cfg.name if clip.cfg.name.lower().startswith(s) else f"{s}-{clip.cfg.name}"
     return clip.cfg.name

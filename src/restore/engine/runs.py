@@ -446,6 +446,11 @@ def _evaluate_all(plan: RunPlan, log: RunLog, *, progress: bool | None) -> tuple
     if c.protocol == "b2n":
         metrics["hm"] = harmonic_mean(metrics["base"]["top1"], metrics["novel"]["top1"])
     plan.method.set_classes(plan.data.train.classnames)
+    # Methods that measure feature shifts (RESTORE) report their per-layer magnitudes for the report's plots:
+    # ``shift_metrics() -> {"vision": [s_l, ...], "text": [...], "discrepancy": x}`` (None when not measured).
+    shift = getattr(plan.method, "shift_metrics", None)
+    if callable(shift) and (values := shift()):
+        metrics["shift"] = values
     return metrics, skipped
 
 
