@@ -349,7 +349,7 @@ def execute(plan: RunPlan, *, resume: bool = False, overwrite: bool = False, pro
         recorder.finish(metrics, timings)
         run_info.update(status="finished", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         atomic_write_json(plan.run_dir / RUN_FILE, run_info)
-        log.info(f"finished: {RunResult(plan.run_dir, run_id, 'finished', c, metrics).summary()}")
+        log.info(f"finished: {RunResult(plan.run_dir, run_id, 'finished', c, metrics).summary()}", echo=False)
         return RunResult(plan.run_dir, run_id, "finished", c, metrics, timings, result.history)
     except KeyboardInterrupt:
         run_info.update(status="interrupted")
