@@ -45,6 +45,9 @@ class ShiftRequest:
     fraction: float = 1.0
     detach: bool = False
     generator: torch.Generator | None = None
+    # A sanity check, not a training option: hide the prompt keys from the prompted branch too. The prompts
+    # then cannot act, and every Ω must vanish.
+    hide_prompts: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.fraction <= 1.0:
@@ -102,8 +105,17 @@ class Attention(nn.Module):
         qkv = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         return qkv[0], qkv[1], qkv[2]
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, causal: bool, hide: tuple[int, int] | None = None) -> Tensor:
+        if hide is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        else:  # keys in [hide[0], hide[1]) are invisible to every query
+            n_q, n_k = q.shape[-2], k.shape[-2]
+            allowed = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device)
+            if causal:
+                allowed = allowed.tril()
+            allowed[:, hide[0] : hide[1]] = False
+            allowed[hide[0] : hide[1], 0] = True  # prompt queries need one key; their outputs are discarded
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
         b, h, n, hd = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * hd))
 
@@ -156,7 +168,11 @@ class ResidualAttentionBlock(nn.Module):
                 prompts = prompts.unsqueeze(0).expand(x.shape[0], -1, -1)
             x = torch.cat([x[:, :r0], prompts.to(x.dtype), x[:, r1:]], dim=1)
         q, k, v = self.attn.qkv(self.ln_1(x))
-        y = self._tail(x, self.attn.attend(q, k, v, causal))
+        if shift is not None and shift.hide_prompts:
+            assert region is not None
+            y = self._tail(x, self.attn.attend(q, k, v, causal, hide=region))
+        else:
+            y = self._tail(x, self.attn.attend(q, k, v, causal))
         if shift is None:
             return y, None
         assert region is not None

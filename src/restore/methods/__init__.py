@@ -4,7 +4,17 @@ Importing this package registers every method: ``zeroshot``, ``coop``, ``cocoop`
 ``deep_text``, ``ivlp``, ``maple``, ``promptsrc`` and the RESTORE variants.
 """
 
-from restore.methods import cocoop, coop, ivlp, kgcoop, maple, promptsrc, vpt, zeroshot  # noqa: F401  (register)
+from restore.methods import (  # noqa: F401  (importing registers)
+    cocoop,
+    coop,
+    ivlp,
+    kgcoop,
+    maple,
+    promptsrc,
+    restore,
+    vpt,
+    zeroshot,
+)
 from restore.methods.base import (
     MethodConfig,
     Output,

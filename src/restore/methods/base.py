@@ -138,6 +138,8 @@ class Output:
     text_shifts: list[ShiftStats | None] = field(default_factory=list)
     # Per-step values parts want logged (e.g. surgery ratios), as floats.
     logs: dict[str, float] = field(default_factory=dict)
+    # Values one part derives and others reuse within the step (e.g. the measured per-layer shifts).
+    measured: dict[str, Any] = field(default_factory=dict)
 
 
 StepHook = Callable[["PromptedCLIP", Output], None]
@@ -250,8 +252,12 @@ class PromptedCLIP(nn.Module):
             return feats
         return F.normalize(feats.view(-1, t, feats.shape[-1]).mean(1), dim=-1)
 
-    def forward(self, images: Tensor) -> Output:
-        shift = self.shift_request if self.training else None
+    def forward(self, images: Tensor, shift: ShiftRequest | str | None = "auto") -> Output:
+        """``shift="auto"`` measures the feature shift when training needs it (RESTORE); diagnostics pass a
+        ShiftRequest to measure it in evaluation too."""
+        if shift == "auto":
+            shift = self.shift_request if self.training else None
+        assert not isinstance(shift, str)
         text_prompts = self.text.layer_prompts() if not self.text.conditional else []
         vision_prompts = self.vision.layer_prompts(text_prompts) if self.vision is not None else []
         img = self.clip.forward_image(images, vision_prompts, shift)

@@ -1,0 +1,1 @@
+"""The feature-shift diagnostics: per-layer shift profiles of trained methods and the paper's figures."""

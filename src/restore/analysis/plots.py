@@ -1,0 +1,119 @@
+"""The paper's explanatory figures as PNG files: per-layer shift curves (Fig. 4a), discrepancy against
+accuracy gain over zero-shot CLIP (Fig. 3), and a t-SNE of image and text features (Fig. 5)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a window
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import numpy as np
+
+from restore.analysis.shift import ShiftProfile
+from restore.fileio import atomic_path
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
+
+
+def plot_layer_shifts(profiles: dict[str, ShiftProfile], path: Path, title: str = "") -> Path:
+    """Fig. 4a: s_l per layer, vision (solid) and text (dashed), one colour per method."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
+    colours = plt.get_cmap("tab10")
+    for i, (label, prof) in enumerate(profiles.items()):
+        c = colours(i % 10)
+        axes[0].plot(range(1, len(prof.vision) + 1), prof.vision, "-o", color=c, label=f"{label} (vision)", ms=3)
+        axes[0].plot(range(1, len(prof.text) + 1), prof.text, "--s", color=c, label=f"{label} (text)", ms=3)
+        axes[1].plot(range(1, len(prof.discrepancy) + 1), prof.discrepancy, "-o", color=c, label=label, ms=3)
+    axes[0].set(xlabel="layer", ylabel="feature shift $s_l$", title="feature shift per layer")
+    axes[1].set(xlabel="layer", ylabel="$(s_l^v - s_l^t)^2$", title="inter-modal discrepancy per layer")
+    for ax in axes:
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    measure = next(iter(profiles.values())).measure if profiles else ""
+    fig.suptitle(title or f"Feature shift ({measure})")
+    return _save(fig, path)
+
+
+@dataclass
+class GainPoint:
+    label: str
+    discrepancy: float
+    base_gain: float  # accuracy minus zero-shot CLIP's, in points
+    novel_gain: float
+
+
+def plot_discrepancy_vs_gain(points: Sequence[GainPoint], path: Path, title: str = "") -> Path:
+    """Fig. 3: total inter-modal discrepancy against the base and novel accuracy gain over zero-shot."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    x = np.array([p.discrepancy for p in points], dtype=float)
+    for ax, attr, name in ((axes[0], "base_gain", "base"), (axes[1], "novel_gain", "novel")):
+        y = np.array([getattr(p, attr) for p in points], dtype=float)
+        ax.scatter(x, y, color="tab:blue")
+        for p, xi, yi in zip(points, x, y, strict=True):
+            ax.annotate(p.label, (xi, yi), fontsize=8, xytext=(3, 3), textcoords="offset points")
+        if len(points) >= 3 and np.ptp(x) > 0:
+            slope, intercept = np.polyfit(x, y, 1)
+            xs = np.linspace(x.min(), x.max(), 20)
+            r = float(np.corrcoef(x, y)[0, 1]) if np.ptp(y) > 0 else float("nan")
+            ax.plot(xs, slope * xs + intercept, "--", color="gray", label=f"fit, r = {r:.2f}")
+            ax.legend(fontsize=8)
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set(xlabel="inter-modal discrepancy $\\sum_l (s_l^v - s_l^t)^2$", ylabel=f"{name} accuracy gain (points)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or "Discrepancy of feature shift vs. gain over zero-shot CLIP")
+    return _save(fig, path)
+
+
+@dataclass
+class TsnePanel:
+    title: str
+    image_features: np.ndarray  # (N, D)
+    image_labels: np.ndarray  # (N,)
+    text_features: np.ndarray  # (C, D), row c is class c
+
+
+def tsne_embed(panel: TsnePanel, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Joint 2-D t-SNE of a panel's image and text features (so their relative positions mean something)."""
+    from sklearn.manifold import TSNE
+
+    feats = np.concatenate([panel.image_features, panel.text_features]).astype(np.float64)
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True) + 1e-12
+    perplexity = float(max(2, min(30, (len(feats) - 1) // 3)))
+    emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, metric="cosine").fit_transform(
+        feats
+    )
+    n = len(panel.image_features)
+    return emb[:n], emb[n:]
+
+
+def plot_tsne(panels: Sequence[TsnePanel], path: Path, title: str = "", seed: int = 0) -> Path:
+    """Fig. 5: images as dots and class texts as stars, coloured by class, one panel per (method, split)."""
+    cols = min(len(panels), 4)
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4 * rows), squeeze=False)
+    cmap = plt.get_cmap("tab20")
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        img, txt = tsne_embed(panel, seed)
+        ax.scatter(img[:, 0], img[:, 1], c=[cmap(int(c) % 20) for c in panel.image_labels], s=8, alpha=0.7)
+        ax.scatter(
+            txt[:, 0], txt[:, 1], c=[cmap(c % 20) for c in range(len(txt))], marker="*", s=160, edgecolors="black"
+        )
+        ax.set_title(panel.title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.suptitle(title or "t-SNE of image (dots) and class-text (stars) features")
+    return _save(fig, path)

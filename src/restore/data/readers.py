@@ -1,0 +1,284 @@
+"""Readers for the on-disk formats: CoOp split files, FGVCAircraft's text files, ImageNet-style class folders.
+
+Readers return every entry a dataset lists, whether or not its file exists; `load_dataset` checks the files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache
+from importlib import resources
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from restore.data.registry import DatasetSpec
+from restore.data.types import DatasetSplits, Datum
+from restore.errors import DataError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
+SPLITS = ("train", "val", "test")
+
+
+# --------------------------------------------------------------------------------------------- split files
+def read_split_json(path: Path) -> dict[str, list[tuple[str, int, str]]]:
+    """Parse and validate a CoOp split file: {"train"|"val"|"test": [[relpath, label, classname], ...]}."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"split file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(
+            f"split file {path} is not valid JSON ({e})", hint="download it again or regenerate it"
+        ) from None
+    if not isinstance(data, dict) or not any(k in data for k in SPLITS):
+        raise DataError(f"split file {path} has no 'train'/'val'/'test' lists", hint="it must be a CoOp split file")
+    out: dict[str, list[tuple[str, int, str]]] = {}
+    for split in SPLITS:
+        entries = data.get(split, [])
+        if not isinstance(entries, list):
+            raise DataError(f"split file {path}: '{split}' is not a list")
+        rows = []
+        for i, e in enumerate(entries):
+            if not _valid_entry(e):
+                raise DataError(
+                    f"split file {path}: {split}[{i}] = {e!r} is not [relative_path, label, classname]",
+                    hint="entries must be [str, non-negative int, str]",
+                )
+            rel = PurePosixPath(e[0])
+            if rel.is_absolute() or ".." in rel.parts:
+                raise DataError(
+                    f"split file {path}: {split}[{i}] path {e[0]!r} escapes the image folder",
+                    hint="split-file paths must be relative to the dataset's image folder",
+                )
+            rows.append((e[0], int(e[1]), e[2]))
+        out[split] = rows
+    return out
+
+
+def _valid_entry(e: Any) -> bool:
+    return (
+        isinstance(e, list | tuple)
+        and len(e) == 3
+        and isinstance(e[0], str)
+        and e[0] != ""
+        and isinstance(e[1], int)
+        and not isinstance(e[1], bool)
+        and e[1] >= 0
+        and isinstance(e[2], str)
+    )
+
+
+def classnames_from_entries(entries: dict[str, list[tuple[str, int, str]]], source: Path) -> list[str]:
+    """Label -> class name; labels must be 0..n-1 and each label must have one class name."""
+    names: dict[int, str] = {}
+    for split in SPLITS:
+        for _, label, cname in entries.get(split, []):
+            prev = names.setdefault(label, cname)
+            if prev != cname:
+                raise DataError(f"{source}: label {label} is called both {prev!r} and {cname!r}")
+    if not names:
+        raise DataError(f"{source} lists no images")
+    missing = sorted(set(range(max(names) + 1)) - set(names))
+    if missing:
+        raise DataError(
+            f"{source}: labels must be 0..{max(names)} without gaps; labels {missing[:10]} never appear",
+            hint="relabel the split file so its classes are numbered consecutively from 0",
+        )
+    return [names[i] for i in range(len(names))]
+
+
+def read_split_file_dataset(spec: DatasetSpec, dataset_dir: Path, split_file: Path | None) -> DatasetSplits:
+    """The generic reader: image folder + CoOp split file (10 of the 11 CoOp datasets and any registered one)."""
+    assert split_file is not None
+    entries = read_split_json(split_file)
+    classnames = classnames_from_entries(entries, split_file)
+    image_root = (dataset_dir / spec.image_dir) if spec.image_dir else dataset_dir
+    lists = {split: [Datum(image_root / rel, label, cname) for rel, label, cname in entries[split]] for split in SPLITS}
+    return DatasetSplits(spec.name, classnames, lists["train"], lists["val"], lists["test"], image_root=image_root)
+
+
+# ------------------------------------------------------------------------------------------- FGVC Aircraft
+def read_fgvc_aircraft(spec: DatasetSpec, dataset_dir: Path, split_file: Path | None) -> DatasetSplits:
+    """`variants.txt` (one class per line, label = line index) and `images_variant_{split}.txt` ('<id> <variant>')."""
+    variants_file = dataset_dir / "variants.txt"
+    classnames = [line.strip() for line in _read_lines(variants_file) if line.strip()]
+    label_of = {c: i for i, c in enumerate(classnames)}
+    image_root = dataset_dir / spec.image_dir
+    lists: dict[str, list[Datum]] = {}
+    for split in SPLITS:
+        path = dataset_dir / f"images_variant_{split}.txt"
+        items = []
+        for n, line in enumerate(_read_lines(path), start=1):
+            parts = line.strip().split(" ")
+            if not parts[0]:
+                continue
+            if len(parts) < 2:
+                raise DataError(f"{path}:{n}: expected '<image id> <variant>', got {line.strip()!r}")
+            variant = " ".join(parts[1:])
+            if variant not in label_of:
+                raise DataError(f"{path}:{n}: variant {variant!r} is not in {variants_file}")
+            items.append(Datum(image_root / f"{parts[0]}.jpg", label_of[variant], variant))
+        lists[split] = items
+    return DatasetSplits(spec.name, classnames, lists["train"], lists["val"], lists["test"], image_root=image_root)
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+
+
+# ------------------------------------------------------------------------------------ ImageNet and variants
+@cache
+def imagenet_wnids() -> dict[str, tuple[str, ...]]:
+    """The 1000 ImageNet wnids in sorted (= label) order, and the 200 of ImageNet-A and -R."""
+    data = json.loads(resources.files("restore.data").joinpath("imagenet_wnids.json").read_text())
+    return {k: tuple(v) for k, v in data.items() if not k.startswith("_")}
+
+
+def read_classnames_txt(path: Path) -> dict[str, str]:
+    """CoOp's `classnames.txt`: '<wnid> <class name words>' per line."""
+    out = {}
+    for n, line in enumerate(_read_lines(path), start=1):
+        parts = line.strip().split(" ")
+        if not parts[0]:
+            continue
+        if len(parts) < 2:
+            raise DataError(f"{path}:{n}: expected '<wnid> <class name>', got {line.strip()!r}")
+        out[parts[0]] = " ".join(parts[1:])
+    return out
+
+
+def imagenet_classnames(dataset_dir: Path, wnids: tuple[str, ...]) -> tuple[list[str], str]:
+    """Class names for `wnids` and where they came from.
+
+    The dataset's own `classnames.txt`, else the one in `imagenet/` beside it, else open_clip's standard list
+    (CLIP's curated names, in sorted-wnid order).
+    """
+    for path in (dataset_dir / "classnames.txt", dataset_dir.parent / "imagenet" / "classnames.txt"):
+        if path.is_file():
+            table = read_classnames_txt(path)
+            missing = [w for w in wnids if w not in table]
+            if missing:
+                raise DataError(
+                    f"{path} has no class name for {len(missing)} wnids, e.g. {missing[:5]}",
+                    hint="use CoOp's classnames.txt (1000 lines '<wnid> <name>') or delete it to use open_clip's list",
+                )
+            return [table[w] for w in wnids], f"class names from {path}"
+    index = {w: i for i, w in enumerate(imagenet_wnids()["imagenet"])}
+    names = standard_imagenet_classnames()
+    return [names[index[w]] for w in wnids], "class names from open_clip's ImageNet list"
+
+
+@cache
+def standard_imagenet_classnames() -> tuple[str, ...]:
+    """CLIP's curated ImageNet class names (as open_clip ships them), indexed by ImageNet label.
+
+    open_clip's metadata module has no imports of its own; loading it by file avoids importing the whole
+    package (torch, timm, ...) just for a list of names.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("open_clip")
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(next(iter(spec.submodule_search_locations))) / "zero_shot_metadata.py"
+        mod_spec = importlib.util.spec_from_file_location("_restore_open_clip_metadata", path)
+        if path.is_file() and mod_spec is not None and mod_spec.loader is not None:
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)
+            return tuple(module.IMAGENET_CLASSNAMES)
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    return tuple(IMAGENET_CLASSNAMES)
+
+
+def list_images(folder: Path) -> tuple[list[str], int]:
+    """Sorted image file names in `folder` (sorted so a listing is the same on every file system)."""
+    names, ignored = [], 0
+    try:
+        with os.scandir(folder) as it:
+            for e in it:
+                if e.name.startswith("."):
+                    continue
+                if Path(e.name).suffix.lower() in IMAGE_EXTENSIONS and e.is_file():
+                    names.append(e.name)
+                else:
+                    ignored += 1
+    except FileNotFoundError:
+        return [], 0
+    return sorted(names), ignored
+
+
+def _class_folder_items(image_dir: Path, folders: list[str], classnames: list[str]) -> tuple[list[Datum], int]:
+    items, ignored = [], 0
+    for label, folder in enumerate(folders):
+        names, ign = list_images(image_dir / folder)
+        ignored += ign
+        items.extend(Datum(image_dir / folder / n, label, classnames[label]) for n in names)
+    return items, ignored
+
+
+def _require_dir(path: Path, what: str) -> None:
+    if not path.is_dir():
+        raise DataError(f"{what} folder {path} does not exist")
+
+
+def read_imagenet(spec: DatasetSpec, dataset_dir: Path, split_file: Path | None) -> DatasetSplits:
+    """`images/train/<wnid>/*` and `images/val/<wnid>/*`; label = the wnid's index among the 1000 sorted wnids.
+
+    As in CoOp, the val set doubles as the test set. Labels come from the fixed wnid list, not from the folders
+    present, so a missing class folder is reported instead of silently shifting every label after it.
+    """
+    wnids = imagenet_wnids()["imagenet"]
+    classnames, source = imagenet_classnames(dataset_dir, wnids)
+    image_dir = dataset_dir / spec.image_dir
+    _require_dir(image_dir / "train", "ImageNet training")
+    _require_dir(image_dir / "val", "ImageNet validation")
+    train, ign_train = _class_folder_items(image_dir / "train", list(wnids), classnames)
+    test, ign_val = _class_folder_items(image_dir / "val", list(wnids), classnames)
+    notes = [source, "ImageNet has no separate val split: val is the test set (CoOp convention)"]
+    if ign_train + ign_val:
+        notes.append(f"ignored {ign_train + ign_val} non-image files")
+    return DatasetSplits(spec.name, classnames, train, list(test), test, notes=notes, image_root=image_dir)
+
+
+def read_imagenet_v2(spec: DatasetSpec, dataset_dir: Path, split_file: Path | None) -> DatasetSplits:
+    """`imagenetv2-matched-frequency-format-val/<label>/*` with integer folder names 0..999 (ImageNet labels)."""
+    wnids = imagenet_wnids()["imagenet"]
+    classnames, source = imagenet_classnames(dataset_dir, wnids)
+    image_dir = dataset_dir / spec.image_dir
+    _require_dir(image_dir, "ImageNet-V2 image")
+    test, ignored = _class_folder_items(image_dir, [str(i) for i in range(len(wnids))], classnames)
+    notes = [source] + ([f"ignored {ignored} non-image files"] if ignored else [])
+    return DatasetSplits(spec.name, classnames, [], [], test, notes=notes, image_root=image_dir)
+
+
+def wnid_folder_reader(subset: str) -> Any:
+    """Reader for `<image_dir>/<wnid>/*` datasets: ImageNet-Sketch (1000 wnids), ImageNet-A and -R (200 each).
+
+    Labels follow the sorted wnid subset, as CoOp does (so -A/-R are 200-way); `parent_labels` maps them onto
+    ImageNet's 1000 labels.
+    """
+
+    def read(spec: DatasetSpec, dataset_dir: Path, split_file: Path | None) -> DatasetSplits:
+        table = imagenet_wnids()
+        wnids = table[subset]
+        classnames, source = imagenet_classnames(dataset_dir, wnids)
+        image_dir = dataset_dir / spec.image_dir
+        _require_dir(image_dir, f"{spec.title} image")
+        test, ignored = _class_folder_items(image_dir, list(wnids), classnames)
+        notes = [source] + ([f"ignored {ignored} non-image files"] if ignored else [])
+        parent = None
+        if subset != "imagenet":
+            index = {w: i for i, w in enumerate(table["imagenet"])}
+            parent = [index[w] for w in wnids]
+        return DatasetSplits(
+            spec.name, classnames, [], [], test, notes=notes, image_root=image_dir, parent_labels=parent
+        )
+
+    read.__name__ = f"read_{subset}_folders"
+    return read

@@ -1,0 +1,148 @@
+"""The dataset registry: how each dataset sits on disk, how to read it, and where to get it.
+
+A dataset is a `DatasetSpec`. Most are "split-file datasets" (an image folder plus a CoOp-format JSON split file)
+and need no code at all; the few with their own layout (FGVCAircraft's text files, ImageNet and its variants'
+class folders) name a custom `reader`. Other parts of the project (the synthetic world) add their datasets with
+`register_dataset` in the same format, and everything downstream (few-shot, protocols, verify) works unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from restore.errors import ConfigError
+
+if TYPE_CHECKING:
+    from restore.data.types import DatasetSplits
+
+# reader(spec, dataset_dir, split_file) -> every entry the dataset lists, whether or not the file exists.
+Reader = Callable[["DatasetSpec", Path, "Path | None"], "DatasetSplits"]
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One file to fetch for a dataset. Archives are extracted into `extract_to` (relative to the data root).
+
+    `inner` names archives inside the extracted tree to extract in turn (Caltech101's zip holds a tar.gz);
+    `move` renames extracted folders into place ((from, to), relative to the data root), e.g. FGVCAircraft's
+    `fgvc-aircraft-2013b/data` -> `fgvc_aircraft`. A non-archive is saved as `save_as` (relative to the root).
+    `creates` (relative to the root) is what the extracted archive provides: when it exists the resource is
+    already in place and is not fetched again. `mirrors` are tried in order when `url` fails.
+    """
+
+    url: str
+    filename: str
+    md5: str | None = None
+    sha256: str | None = None
+    extract_to: str | None = None
+    save_as: str | None = None
+    inner: tuple[str, ...] = ()
+    move: tuple[tuple[str, str], ...] = ()
+    is_split_file: bool = False
+    creates: str | None = None
+    mirrors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where a dataset lives under the data root and how to read it.
+
+    `folder` is the dataset's folder under the root (CoOp's DATASETS.md names), `image_dir` the folder under it
+    that split-file paths are relative to, `split_file` the split file's name inside `folder`.
+    `files_listed`: the reader lists files from disk (so they exist by construction; no separate check).
+    `fewshot_val`: few-shot sampling also subsamples val (CoOp does, except for ImageNet whose val is its test).
+    `expected_sizes`: the published (train, val, test) sizes, to flag a non-standard split file.
+    `resources` are fetched by `restore data download`; `manual` says what a user must do by hand.
+    """
+
+    name: str
+    title: str
+    folder: str
+    image_dir: str = "images"
+    split_file: str | None = None
+    aliases: tuple[str, ...] = ()
+    reader: Reader | None = None
+    test_only: bool = False
+    files_listed: bool = False
+    fewshot_val: bool = True
+    expected_sizes: tuple[int, int, int] | None = None
+    layout: str = ""
+    resources: tuple[Resource, ...] = ()
+    manual: str | None = None
+    description: str = ""
+    keys: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.reader is None and not self.split_file:
+            raise ConfigError(f"dataset spec {self.name!r} has neither a split file nor a reader")
+        names = {self.name, self.title, self.folder, *self.aliases}
+        object.__setattr__(self, "keys", tuple(sorted({normalise(n) for n in names})))
+
+    @property
+    def downloadable(self) -> bool:
+        """Everything (images and split file) can be fetched without a manual step."""
+        return bool(self.resources) and self.manual is None
+
+    def expected_layout(self) -> str:
+        if self.layout:
+            return self.layout
+        split = f"\n  {self.folder}/{self.split_file}" if self.split_file else ""
+        return f"  {self.folder}/{self.image_dir or '.'}/...{split}"
+
+
+def normalise(name: str) -> str:
+    """Case- and punctuation-insensitive key: 'DescribableTextures', 'oxford_pets', 'ImageNet-A' all work."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+_REGISTRY: dict[str, DatasetSpec] = {}
+_KEYS: dict[str, str] = {}
+
+
+def register_dataset(spec: DatasetSpec, *, replace: bool = False) -> DatasetSpec:
+    """Add a dataset. Its name, title, folder and aliases must not already name another dataset."""
+    if spec.name in _REGISTRY and not replace:
+        raise ConfigError(
+            f"dataset {spec.name!r} is already registered", hint="pass replace=True to override the existing entry"
+        )
+    if spec.name in _REGISTRY:
+        unregister_dataset(spec.name)
+    clashes = {k: _KEYS[k] for k in spec.keys if k in _KEYS}
+    if clashes:
+        raise ConfigError(
+            f"dataset {spec.name!r}: names {sorted(clashes)} already refer to {sorted(set(clashes.values()))}",
+            hint="choose another name or alias",
+        )
+    _REGISTRY[spec.name] = spec
+    for k in spec.keys:
+        _KEYS[k] = spec.name
+    return spec
+
+
+def unregister_dataset(name: str) -> None:
+    spec = get_dataset(name)
+    del _REGISTRY[spec.name]
+    for k in spec.keys:
+        _KEYS.pop(k, None)
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    _ensure_builtins()
+    key = _KEYS.get(normalise(name))
+    if key is None:
+        raise ConfigError(f"unknown dataset {name!r}", hint=f"known datasets: {', '.join(list_datasets())}")
+    return _REGISTRY[key]
+
+
+def list_datasets() -> list[str]:
+    _ensure_builtins()
+    return list(_REGISTRY)
+
+
+def _ensure_builtins() -> None:
+    # Imported lazily so that the registry module itself stays free of the built-in table's imports.
+    from restore.data import builtin  # noqa: F401

@@ -1,0 +1,161 @@
+"""RESTORE (arXiv 2403.06136): feature-shift consistency plus FS-guided surgery, added to a deep-prompt method.
+
+Each variant is its base method's config plus `RestoreOptions`; `attach_restore` adds the shift measure, the
+consistency loss and the surgery adapters to the base method's model, so ``restore_m`` with ``fs_weight=0``
+and ``surgery="none"`` *is* MaPLe (same parameters, same random draws, same logits).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from restore.clip.model import CLIP, ShiftRequest
+from restore.config import option
+from restore.errors import ConfigError
+from restore.methods.base import Output, PromptedCLIP, register
+from restore.methods.feature_shift import FeatureShiftConsistency, Measure, Normalisation, ShiftMeasure
+from restore.methods.ivlp import IVLPConfig
+from restore.methods.maple import MaPLeConfig
+from restore.methods.promptsrc import PromptSRCConfig
+from restore.methods.surgery import Activation, Mode, SurgeryAdapter
+
+# The authors' run script: (vis_r, text_r, fs_loss weight) per dataset; SPEC.md "Per-dataset values".
+PRESETS: dict[str, tuple[float, float, float]] = {
+    "FGVCAircraft": (0.1, 0.1, 1.0),
+    "Caltech101": (0.1, 0.1, 1.0),
+    "StanfordCars": (0.1, 0.1, 1.0),
+    "OxfordFlowers": (0.1, 0.1, 1.0),
+    "Food101": (0.1, 0.1, 1.0),
+    "OxfordPets": (0.01, 0.1, 1.0),
+    "EuroSAT": (0.01, 0.1, 1.0),
+    "SUN397": (0.05, 0.05, 1.0),
+    "UCF101": (0.05, 0.05, 1.0),
+    "ImageNet": (0.05, 0.05, 1.0),
+    "DescribableTextures": (0.15, 0.1, 0.5),
+    "cross_dataset": (0.01, 0.1, 1.0),
+}
+# Anything else (a user's dataset, the synthetic world): the most common row of the script.
+FALLBACK = (0.1, 0.1, 1.0)
+
+
+@dataclass
+class RestoreOptions:
+    """What RESTORE adds to its base method. ``None`` means: the per-dataset value of the released script."""
+
+    fs_weight: float | None = option(None, help="λ_fs; null: per-dataset (1, DTD 0.5)", min=0.0)
+    shift_measure: Literal["activation", "parameter"] = option(
+        "activation", help="activation: the paper's Eq. 6; parameter: the released code's Gram-norm proxy"
+    )
+    normalisation: Literal["rms", "relative"] = option("rms", help="per-token RMS, or relative to ‖Φ(X)‖")
+    detach_free: bool = option(False, help="no gradient through the prompt-free branch (cheaper; ablation)")
+    token_fraction: float = option(1.0, help="fraction of image tokens in the prompt-free branch", min=1e-6, max=1.0)
+    surgery: Literal["guided", "fixed", "none"] = option("guided", help="FS-guided α, fixed α, or no surgery")
+    surgery_activation: Literal["relu", "quickgelu"] = option("relu", help="ReLU (paper) or QuickGELU (code)")
+    surgery_hidden_mult: int = option(4, help="adapter hidden width / embedding width (512→2048→512)", min=1)
+    surgery_zero_init: bool = option(False, help="start the adapters as the identity (not the released default)")
+    vision_ratio: float | None = option(None, help="initial/fixed α_v (vis_r); null: per-dataset", min=0.0)
+    text_ratio: float | None = option(None, help="initial/fixed α_t (text_r); null: per-dataset", min=0.0)
+    gamma: float | None = option(None, help="γ of α_v = γ Σ s^v; null: calibrated so α_v starts at vis_r")
+    beta: float | None = option(None, help="β of α_t = β Σ s^t; null: calibrated so α_t starts at text_r")
+    alpha_momentum: float = option(0.9, help="moving-average momentum of the guided α", min=0.0, max=1.0)
+    preset: str = option("auto", help="per-dataset values: auto (from the dataset), cross_dataset, or a dataset")
+
+    def resolved(self, dataset: str | None) -> tuple[float, float, float]:
+        """(vision ratio, text ratio, λ_fs) for this run."""
+        key = dataset if self.preset == "auto" else self.preset
+        if self.preset not in ("auto", *PRESETS):
+            raise ConfigError(f"unknown RESTORE preset {self.preset!r}", hint=f"one of auto, {', '.join(PRESETS)}")
+        vis, txt, fs = PRESETS.get(key or "", FALLBACK)
+        return (
+            vis if self.vision_ratio is None else self.vision_ratio,
+            txt if self.text_ratio is None else self.text_ratio,
+            fs if self.fs_weight is None else self.fs_weight,
+        )
+
+
+def attach_restore(method: PromptedCLIP, options: RestoreOptions, dataset: str | None) -> PromptedCLIP:
+    """Add the shift measure, L_fs and the surgery adapters to a built deep-prompt method."""
+    if method.vision is None or not method.text.layer_prompts():
+        raise ConfigError("RESTORE needs prompts in both towers (a multi-modal deep-prompt base method)")
+    vis_ratio, txt_ratio, fs_weight = options.resolved(dataset)
+    surgery: Mode = options.surgery
+    measure_kind: Measure = options.shift_measure
+    normalisation: Normalisation = options.normalisation
+    needs_shift = fs_weight > 0 or surgery == "guided"
+    if not needs_shift and surgery == "none":
+        return method  # exactly the base method
+    measure = ShiftMeasure(method, measure_kind, normalisation)
+    method.shift_measure = measure
+    if measure_kind == "activation":
+        method.shift_request = ShiftRequest(fraction=options.token_fraction, detach=options.detach_free)
+    if fs_weight > 0:
+        method.losses.append(FeatureShiftConsistency(measure, fs_weight))
+    if surgery != "none":
+        act: Activation = options.surgery_activation
+        dim = method.clip.cfg.embed_dim
+        kwargs = dict(hidden_mult=options.surgery_hidden_mult, activation=act, zero_init=options.surgery_zero_init)
+        method.image_adapter = SurgeryAdapter(dim, vis_ratio, **kwargs)
+        method.text_adapter = SurgeryAdapter(dim, txt_ratio, **kwargs)
+        for p in (*method.image_adapter.parameters(), *method.text_adapter.parameters()):
+            p.requires_grad_(True)
+    if surgery == "guided":
+
+        def guide(m: PromptedCLIP, out: Output) -> None:
+            vision, text = measure(out)
+            m.image_adapter.guide(sum(vision.values()), vis_ratio, options.alpha_momentum, options.gamma)
+            m.text_adapter.guide(sum(text.values()), txt_ratio, options.alpha_momentum, options.beta)
+
+        method.step_hooks.append(guide)
+    if surgery != "none":
+
+        def log_alpha(m: PromptedCLIP, out: Output) -> None:
+            out.logs["alpha_v"] = float(m.image_adapter.alpha)
+            out.logs["alpha_t"] = float(m.text_adapter.alpha)
+
+        method.step_hooks.append(log_alpha)
+    elif needs_shift:
+        method.step_hooks.append(lambda m, out: measure(out))  # log the shifts even without surgery
+    method.restore_settings = {  # what a run used, for its record
+        "vision_ratio": vis_ratio,
+        "text_ratio": txt_ratio,
+        "fs_weight": fs_weight,
+        "shift_measure": measure_kind,
+        "normalisation": normalisation,
+        "surgery": surgery,
+    }
+    return method
+
+
+@register
+@dataclass
+class RestoreMConfig(RestoreOptions, MaPLeConfig):
+    name = "restore_m"
+    summary = "RESTORE on MaPLe: feature-shift consistency + FS-guided surgery adapters"
+    # SPEC.md training protocol: SGD lr 0.0035, batch 4, 10 epochs base-to-novel.
+    train_defaults = {"lr": 0.0035, "epochs": 10, "batch_size": 4}
+
+    def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
+        return attach_restore(MaPLeConfig.build(self, clip, dataset=dataset, n_classes=n_classes), self, dataset)
+
+
+@register
+@dataclass
+class RestorePConfig(RestoreOptions, PromptSRCConfig):
+    name = "restore_p"
+    summary = "RESTORE on PromptSRC: feature-shift consistency + FS-guided surgery adapters"
+    train_defaults = {"lr": 0.0025, "epochs": 20, "batch_size": 4}  # PromptSRC's schedule
+
+    def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
+        return attach_restore(PromptSRCConfig.build(self, clip, dataset=dataset, n_classes=n_classes), self, dataset)
+
+
+@register
+@dataclass
+class RestoreIVLPConfig(RestoreOptions, IVLPConfig):
+    name = "restore_ivlp"
+    summary = "RESTORE on IVLP (independent deep prompts): consistency loss + FS-guided surgery"
+    train_defaults = {"lr": 0.0025, "epochs": 20, "batch_size": 4}  # IVLP's schedule
+
+    def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
+        return attach_restore(IVLPConfig.build(self, clip, dataset=dataset, n_classes=n_classes), self, dataset)
