@@ -41,7 +41,7 @@ def test_b2n_run_writes_its_directory_metrics_and_row(data_root, tmp_path):
 
     saved = json.loads((result.run_dir / "metrics.json").read_text())
     m = saved["metrics"]
-    assert set(m) == {"base", "novel", "hm"}
+    assert set(m) == {"base", "novel", "hm", "shift"}
     assert m["base"]["n"] == 3 * 4 and m["novel"]["n"] == 3 * 4  # 6 classes: 3 base, 3 novel; 4 test images each
     b, n = m["base"]["top1"], m["novel"]["top1"]
     assert m["hm"] == pytest.approx(0.0 if b + n == 0 else 2 * b * n / (b + n))
@@ -65,6 +65,33 @@ def test_b2n_run_writes_its_directory_metrics_and_row(data_root, tmp_path):
     assert loaded.metrics == m and loaded.config.hash() == result.config.hash()
     again = evaluate(result.run_dir, dataset="dtd", root=data_root, protocol="b2n", device="cpu")
     assert again["base"] == m["base"] and again["novel"] == m["novel"]
+
+
+def test_runs_record_the_feature_shift_profile_of_the_trained_method(data_root, tmp_path):
+    from restore.analysis.shift import measure_shifts
+    from restore.api import load_run
+    from restore.data import ImageDataset, eval_transform
+
+    result = run(_cfg(data_root, tmp_path / "runs", method="restore_m", **{"shift_images": 6}))
+    shift = result.metrics["shift"]
+    assert shift["measure"] == "activation/rms" and shift["images"] == 6
+    assert len(shift["vision"]) == len(shift["text"]) == 3  # the tiny towers' layers
+    pairs = zip(shift["vision"], shift["text"], strict=True)
+    assert shift["discrepancy"] == pytest.approx(sum((v - t) ** 2 for v, t in pairs))
+    (row,) = _rows(tmp_path / "runs" / "results.sqlite")
+    assert row.metrics["shift"]["vision"] == shift["vision"]
+
+    # Recomputed from the saved model on the same 6 training images (every 2nd of the 12 base-class shots).
+    from restore.data import base_to_novel, few_shot, load_dataset
+
+    loaded = load_run(result.run_dir)
+    base, _ = base_to_novel(few_shot(load_dataset("dtd", data_root), 4, 1))
+    images = torch.stack([x for x, _ in ImageDataset(base.train[::2], eval_transform(32))])
+    profile = measure_shifts(loaded.method, [images])
+    assert profile.vision == pytest.approx(shift["vision"], rel=1e-5)
+    assert profile.text == pytest.approx(shift["text"], rel=1e-5)
+    quiet = run(_cfg(data_root, tmp_path / "runs2", method="restore_m", **{"shift_images": 0}))
+    assert "shift" not in quiet.metrics
 
 
 def test_existing_runs_are_resumed_or_overwritten_only_when_asked(data_root, tmp_path):

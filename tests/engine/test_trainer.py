@@ -57,7 +57,7 @@ def test_checkpoint_is_plain_data_and_has_what_a_resume_needs(tiny_clip, classna
     assert len(raw["optimizer"]["state"]) == len(method.learnable_parameters())  # momentum buffers
 
 
-@pytest.mark.parametrize("name", ["coop", "promptsrc"])
+@pytest.mark.parametrize("name", ["coop", "promptsrc", "restore_m"])
 def test_resume_after_an_epoch_equals_an_uninterrupted_run(tiny_clip, classnames, tmp_path, name):
     full = _method(tiny_clip, classnames, name)
     _trainer(full, tmp_path / "a").fit()

@@ -27,7 +27,7 @@ Precision = Literal["auto", "fp32", "fp16", "bf16"]
 # Keys that say where a run's outputs go or how it reports, not what it computes: they are left out of the
 # run's identity (its hash, the run directory name, the resume check).
 # (data.workers stays in: workers draw augmentations from other generators than the main process.)
-ADMIN_KEYS = ("out", "db", "quiet", "log_every", "device", "data.root", "data.eval_batch_size")
+ADMIN_KEYS = ("out", "db", "quiet", "log_every", "shift_images", "device", "data.root", "data.eval_batch_size")
 
 
 @dataclass
@@ -85,6 +85,9 @@ class RunConfig:
     db: str | None = option(None, help="results database (a file path); null: <out>/results.sqlite; 'none': off")
     quiet: bool = option(False, help="no progress bars (the log file is still written)")
     log_every: int = option(20, help="write a log line every this many training steps", min=1)
+    shift_images: int = option(
+        256, help="training images whose per-layer feature shift a run records in metrics.shift (0: none)", min=0
+    )
 
     @property
     def method_name(self) -> str:

@@ -35,7 +35,7 @@ from restore.config import to_dict
 from restore.engine.backbone import backbone_label, check_backbone, load_backbone
 from restore.engine.checkpointing import differences
 from restore.engine.config import RunConfig, build_run_config, resolve
-from restore.engine.device import resolve_device
+from restore.engine.device import autocast, resolve_device
 from restore.engine.evaluate import evaluate
 from restore.engine.progress import RunLog
 from restore.engine.seeding import derive_seed, seed_everything
@@ -446,12 +446,45 @@ def _evaluate_all(plan: RunPlan, log: RunLog, *, progress: bool | None) -> tuple
     if c.protocol == "b2n":
         metrics["hm"] = harmonic_mean(metrics["base"]["top1"], metrics["novel"]["top1"])
     plan.method.set_classes(plan.data.train.classnames)
-    # Methods that measure feature shifts (RESTORE) report their per-layer magnitudes for the report's plots:
-    # ``shift_metrics() -> {"vision": [s_l, ...], "text": [...], "discrepancy": x}`` (None when not measured).
-    shift = getattr(plan.method, "shift_metrics", None)
-    if callable(shift) and (values := shift()):
-        metrics["shift"] = values
+    if c.shift_images > 0 and plan.method.learnable_parameters():
+        metrics["shift"] = _shift_profile(plan, transform)
+        log.info(
+            f"feature shift ({metrics['shift']['measure']}, {metrics['shift']['images']} training images): "
+            f"vision {sum(metrics['shift']['vision']):.4f}, text {sum(metrics['shift']['text']):.4f}, "
+            f"discrepancy {metrics['shift']['discrepancy']:.4g}",
+            echo=False,
+        )
     return metrics, skipped
+
+
+def _shift_profile(plan: RunPlan, transform: Any) -> dict[str, Any]:
+    """The trained method's per-layer feature shift on (up to ``shift_images``) training images: what
+    `restore analyze` measures, recorded with every run for the report's curves."""
+    from torch.utils.data import DataLoader
+
+    from restore.analysis.shift import measure_shifts
+
+    c = plan.config
+    items = plan.data.train.train
+    items = items[:: max(1, len(items) // c.shift_images)][: c.shift_images]  # spread over the classes
+    loader = DataLoader(_image_dataset(items, transform, c.data.on_corrupt), batch_size=c.data.eval_batch_size)
+    settings = getattr(plan.method, "restore_settings", {})
+    with autocast(plan.device, c.model.precision):
+        profile = measure_shifts(
+            plan.method,
+            loader,
+            measure=settings.get("shift_measure", "activation"),
+            normalisation=settings.get("normalisation", "rms"),
+            device=plan.device,
+        )
+    return {
+        "measure": profile.measure,
+        "vision": profile.vision,
+        "text": profile.text,
+        "discrepancy": sum(profile.discrepancy),
+        "discrepancy_per_layer": profile.discrepancy,
+        "images": profile.images,
+    }
 
 
 def _write_metrics(
