@@ -122,3 +122,14 @@ def test_epoch_loader_order_depends_only_on_seed_and_epoch():
     # Dassl's drop_last: the incomplete last batch is dropped when there is a full one.
     assert len(make_train_loader(data[:10], 4, seed=1, epoch=0, workers=0)) == 2
     assert len(make_train_loader(data[:3], 4, seed=1, epoch=0, workers=0)) == 1
+
+
+def test_worker_augmentations_replay_exactly_for_the_same_seed_and_epoch():
+    data = Blobs(n=12)  # each item adds noise from the (worker's) global generator, like an augmentation
+
+    def batches(epoch: int) -> list[torch.Tensor]:
+        return [x for x, _ in make_train_loader(data, 4, seed=1, epoch=epoch, workers=2)]
+
+    first, again = batches(1), batches(1)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not torch.equal(torch.cat(first).sort(0).values, torch.cat(batches(2)).sort(0).values)
