@@ -54,7 +54,7 @@ def test_run_load_run_and_evaluate(data_root, tmp_path):
 def test_train_is_the_plain_protocol_and_zeroshot_needs_no_run(data_root, tmp_path):
     result = restore.train(method="coop", dataset="dtd", root=data_root, shots=2, epochs=1, out=tmp_path, db="none",
                            options={"n_ctx": 4}, **TINY)  # fmt: skip
-    assert result.config.protocol == "train" and set(result.metrics) == {"test"}
+    assert result.config.protocol == "train" and set(result.metrics) == {"test", "shift"}
     assert result.run_dir.relative_to(tmp_path).parts[:3] == ("train", "dtd", "coop")
     scores = restore.zeroshot(backbone="random:tiny", dataset="dtd", root=data_root, device="cpu")
     assert scores["test"]["n"] == 6 * 4

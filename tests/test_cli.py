@@ -149,7 +149,7 @@ def test_train_from_a_yaml_config_then_eval_and_a_refused_resume(data_root, tmp_
     assert written["method"] == {"name": "maple", "n_ctx": 2, "depth": 2, "ctx_init": "a photo of a"}
     assert written["seed"] == 3 and written["protocol"] == "train" and written["optim"]["lr"] == 0.0035
     saved = json.loads((run_dir / "metrics.json").read_text())["metrics"]
-    assert set(saved) == {"test"} and saved["test"]["n"] == 6 * 4
+    assert set(saved) == {"test", "shift"} and saved["test"]["n"] == 6 * 4
 
     scores = tmp_path / "scores.json"
     ev = invoke("eval", "--checkpoint", run_dir, "-d", "dtd", "-r", data_root, "--device", "cpu", "--json", scores)

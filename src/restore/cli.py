@@ -243,7 +243,7 @@ def _summary_table(results: list[Any]) -> None:
 
     splits: list[str] = []
     for r in results:
-        splits += [k for k, v in r.metrics.items() if isinstance(v, dict) and k not in splits]
+        splits += [k for k, v in r.metrics.items() if isinstance(v, dict) and "top1" in v and k not in splits]
     t = Table(title=f"{len(results)} runs")
     for col in ("method", "shots", "seed", *splits, *(["HM"] if any("hm" in r.metrics for r in results) else [])):
         t.add_column(col)
