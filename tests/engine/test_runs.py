@@ -155,3 +155,18 @@ def test_backbone_settings(tmp_path):
     assert backbone_label("toy", load_backbone("toy")) == "toy-tiny"
     with pytest.raises(ConfigError, match="not a known architecture"):
         check_backbone("ViT-Q/7")
+
+
+def test_a_backbone_from_a_weights_file_runs_like_the_same_weights_in_memory(data_root, tmp_path):
+    import restore.clip
+
+    if not hasattr(restore.clip, "save_clip"):
+        pytest.skip("checkpoint loading (restore.clip.load/save_clip) is not in this build")
+    from restore.engine.backbone import load_backbone
+
+    weights = restore.clip.save_clip(load_backbone("random:tiny"), tmp_path / "tiny.safetensors")
+    in_memory = run(_cfg(data_root, tmp_path / "a", protocol="train"))
+    from_file = run(_cfg(data_root, tmp_path / "b", protocol="train", **{"model.backbone": str(weights)}))
+    assert from_file.metrics["test"] == in_memory.metrics["test"]
+    (row,) = _rows(tmp_path / "b" / "results.sqlite")
+    assert row.backbone == "tiny"
