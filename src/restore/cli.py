@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import enum
+import functools
+import importlib
+import importlib.util
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -15,7 +22,110 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+F = TypeVar("F", bound=Callable[..., Any])
 
+
+def report_error(e: RestoreError) -> None:
+    typer.secho(f"error: {e.message}", fg=typer.colors.RED, err=True)
+    if e.hint:
+        typer.echo(f"  hint: {e.hint}", err=True)
+
+
+def clean_errors(fn: F) -> F:
+    """A user's mistake (a RestoreError) becomes one message and a non-zero exit, never a traceback —
+    also when the command runs inside another program (tests, CliRunner) rather than through `main`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RestoreError as e:
+            report_error(e)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            typer.secho("interrupted; continue the run with --resume", fg=typer.colors.YELLOW, err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+# --- shell completion of names --------------------------------------------------------------------------
+def _complete(names: list[str], incomplete: str) -> list[str]:
+    return [n for n in names if n.lower().startswith(incomplete.lower())]
+
+
+def complete_method(incomplete: str) -> list[str]:
+    from restore.methods import method_names
+
+    return _complete(method_names(), incomplete)
+
+
+def complete_dataset(incomplete: str) -> list[str]:
+    from restore.data import list_datasets
+
+    return _complete(list_datasets(), incomplete)
+
+
+def complete_backbone(incomplete: str) -> list[str]:
+    from restore.clip.config import ARCHITECTURES
+
+    return _complete([*ARCHITECTURES, *(f"random:{a}" for a in ARCHITECTURES), "world"], incomplete)
+
+
+# --- options shared by train and run ---------------------------------------------------------------------
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config (flags and --set win).")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override any config key, e.g. --set optim.lr=0.002 (repeatable).", metavar="K=V"),
+]
+DatasetOpt = Annotated[
+    str | None, typer.Option("--dataset", "-d", help="Dataset (`restore data list`).", autocompletion=complete_dataset)
+]
+RootOpt = Annotated[
+    Path | None, typer.Option("--root", "-r", help="Folder holding the dataset folders (default $RESTORE_DATA).")
+]
+BackboneOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--backbone", "-b", help="ViT-B/16, a weights file, random:tiny, world.", autocompletion=complete_backbone
+    ),
+]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Folder of run directories (default runs).")]
+DbOpt = Annotated[
+    str | None, typer.Option("--db", help="Results database file (default <out>/results.sqlite; 'none' for no record).")
+]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (the run still writes its log).")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Training epochs (default: the method's paper).")]
+LrOpt = Annotated[float | None, typer.Option("--lr", help="Learning rate (default: the method's paper).")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Training batch size (default: the method's).")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Data-loader worker processes.")]
+PrecisionOpt = Annotated[str | None, typer.Option("--precision", help="auto, fp32, fp16 or bf16 (fp16/bf16: CUDA).")]
+TagOpt = Annotated[str | None, typer.Option("--tag", help="Name a variant (ablation) so reports keep it apart.")]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Continue the run from its last epoch checkpoint (or re-report it if done).")
+]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Delete an existing run directory and start again.")]
+
+
+class ProtocolName(enum.StrEnum):
+    b2n = "b2n"
+    xd = "xd"
+    dg = "dg"
+    fewshot = "fewshot"
+
+
+def _flags(**values: Any) -> dict[str, Any]:
+    from restore.api import FLAG_KEYS
+
+    return {FLAG_KEYS[k]: v for k, v in values.items() if v is not None}
+
+
+def _print_result(result: Any) -> None:
+    typer.echo(f"{result.run_dir}: {result.summary()}")
+
+
+# --- commands -------------------------------------------------------------------------------------------
 @app.command()
 def version() -> None:
     """Print the installed version."""
@@ -24,9 +134,303 @@ def version() -> None:
     typer.echo(__version__)
 
 
+@app.command()
+@clean_errors
+def train(
+    method: Annotated[
+        str | None, typer.Option("--method", "-m", help="Method (`restore methods`).", autocompletion=complete_method)
+    ] = None,
+    dataset: DatasetOpt = None,
+    root: RootOpt = None,
+    shots: Annotated[int | None, typer.Option("--shots", help="Training images per class (-1: all).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Run seed.")] = None,
+    backbone: BackboneOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    epochs: EpochsOpt = None,
+    lr: LrOpt = None,
+    batch_size: BatchOpt = None,
+    workers: WorkersOpt = None,
+    precision: PrecisionOpt = None,
+    out: OutOpt = None,
+    db: DbOpt = None,
+    device: DeviceOpt = None,
+    tag: TagOpt = None,
+    quiet: QuietOpt = False,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="Use this run directory instead of the derived name.")
+    ] = None,
+) -> None:
+    """Train a method on a dataset's few-shot training set (all classes) and test it on the test split."""
+    from restore.engine.config import load_run_config
+    from restore.engine.runs import run as run_config
+
+    flags = _flags(
+        method=method, dataset=dataset, root=root, shots=shots, seed=seed, backbone=backbone, epochs=epochs, lr=lr,
+        batch_size=batch_size, workers=workers, precision=precision, out=out, db=db, device=device, tag=tag,
+        quiet=quiet or None,
+    )  # fmt: skip
+    flags["protocol"] = "train"
+    cfg = load_run_config(config, flags, set_ or [])
+    _print_result(run_config(cfg, resume=resume, overwrite=overwrite, run_dir=run_dir))
+
+
+@app.command("run")
+@clean_errors
+def run_protocol(
+    protocol: Annotated[ProtocolName, typer.Argument(help="b2n (base-to-novel), xd, dg or fewshot.")],
+    method: Annotated[
+        list[str] | None,
+        typer.Option("--method", "-m", help="Method(s) (repeatable).", autocompletion=complete_method),
+    ] = None,
+    dataset: DatasetOpt = None,
+    root: RootOpt = None,
+    shots: Annotated[list[int] | None, typer.Option("--shots", help="Shots per class (repeatable).")] = None,
+    seed: Annotated[list[int] | None, typer.Option("--seed", help="Seed(s) (repeatable; papers: 1 2 3).")] = None,
+    backbone: BackboneOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    epochs: EpochsOpt = None,
+    lr: LrOpt = None,
+    batch_size: BatchOpt = None,
+    workers: WorkersOpt = None,
+    precision: PrecisionOpt = None,
+    out: OutOpt = None,
+    db: DbOpt = None,
+    device: DeviceOpt = None,
+    tag: TagOpt = None,
+    quiet: QuietOpt = False,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Run a whole protocol: train, evaluate every split it needs, record metrics and a database row per run.
+
+    Repeated --method/--seed/--shots run every combination, one after the other; all their configs are
+    checked before the first run starts.
+    """
+    from restore.engine.config import load_run_config
+    from restore.engine.runs import execute, plan_run
+
+    base = _flags(
+        dataset=dataset, root=root, backbone=backbone, epochs=epochs, lr=lr, batch_size=batch_size, workers=workers,
+        precision=precision, out=out, db=db, device=device, tag=tag, quiet=quiet or None,
+    )  # fmt: skip
+    base["protocol"] = protocol.value
+    configs = [
+        load_run_config(
+            config,
+            {**base, **_flags(method=m, shots=n, seed=s)},
+            set_ or [],
+        )
+        for m in (method or [None])
+        for n in (shots or [None])
+        for s in (seed or [None])
+    ]
+    results = []
+    for cfg in configs:
+        result = execute(plan_run(cfg), resume=resume, overwrite=overwrite)
+        _print_result(result)
+        results.append(result)
+    if len(results) > 1:
+        _summary_table(results)
+
+
+def _summary_table(results: list[Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    splits: list[str] = []
+    for r in results:
+        splits += [k for k, v in r.metrics.items() if isinstance(v, dict) and "top1" in v and k not in splits]
+    t = Table(title=f"{len(results)} runs")
+    for col in ("method", "shots", "seed", *splits, *(["HM"] if any("hm" in r.metrics for r in results) else [])):
+        t.add_column(col)
+    for r in results:
+        row = [r.config.method_name, str(r.config.data.shots), str(r.config.seed)]
+        row += [f"{r.metrics[s]['top1']:.2f}" if s in r.metrics else "" for s in splits]
+        if "hm" in r.metrics:
+            row.append(f"{r.metrics['hm']:.2f}")
+        t.add_row(*row)
+    Console().print(t)
+
+
+def _metrics_table(metrics: dict[str, Any], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("split", "top-1", "top-5", "images"):
+        t.add_column(col)
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            t.add_row(k, f"{v['top1']:.2f}", f"{v['top5']:.2f}", str(v["n"]))
+    if "hm" in metrics:
+        t.add_row("HM", f"{metrics['hm']:.2f}", "", "")
+    Console().print(t)
+
+
+def _write_json(path: Path | None, data: dict[str, Any]) -> None:
+    if path is not None:
+        from restore.fileio import atomic_write_json
+
+        atomic_write_json(path, data)
+        typer.echo(f"wrote {path}")
+
+
+@app.command("eval")
+@clean_errors
+def eval_cmd(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-k", help="A run directory or its model.safetensors.")],
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="Dataset to test on.", autocompletion=complete_dataset)
+    ],
+    root: RootOpt = None,
+    protocol: Annotated[
+        str, typer.Option("--protocol", "-p", help="train (whole test split), b2n (base and novel), xd, dg, fewshot.")
+    ] = "train",
+    backbone: Annotated[
+        str | None, typer.Option("--backbone", "-b", help="Default: the run's.", autocompletion=complete_backbone)
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, fp16 or bf16.")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 100,
+    workers: Annotated[int, typer.Option("--workers", help="Data-loader worker processes.")] = 0,
+    classes: Annotated[str, typer.Option("--classes", help="all, or present (only classes on disk).")] = "all",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Test a trained method (a run's checkpoint) on a dataset's test split(s)."""
+    from restore.engine.eval_runs import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(
+        checkpoint, dataset=dataset, root=_root(root), protocol=protocol, backbone=backbone, device=device,
+        precision=precision, batch_size=batch_size, workers=workers, classes=classes, progress=False if quiet else None,
+    )  # fmt: skip
+    _metrics_table(metrics, f"{checkpoint} on {dataset}")
+    _write_json(json_out, metrics)
+
+
+def _root(root: Path | None) -> Path:
+    from restore.engine.config import default_data_root
+    from restore.errors import ConfigError
+
+    root = root or default_data_root()
+    if root is None:
+        raise ConfigError("no data root given", hint="pass --root DIR or set $RESTORE_DATA")
+    return root
+
+
+@app.command()
+@clean_errors
+def zeroshot(
+    backbone: Annotated[
+        str, typer.Option("--backbone", "-b", help="CLIP weights (a name, a file, random:tiny, world).")
+    ],
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", "-d", help="A registered dataset.", autocompletion=complete_dataset)
+    ] = None,
+    root: RootOpt = None,
+    images: Annotated[
+        Path | None, typer.Option("--images", help="Or an image folder laid out as <folder>/<class>/*.jpg.")
+    ] = None,
+    templates: Annotated[
+        str, typer.Option("--templates", help="single (CoOp's per-dataset), ensemble (CLIP's), or a template with {}.")
+    ] = "single",
+    protocol: Annotated[str, typer.Option("--protocol", "-p", help="train (all classes), b2n, xd, dg.")] = "train",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, fp16 or bf16.")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 100,
+    workers: Annotated[int, typer.Option("--workers", help="Data-loader worker processes.")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Zero-shot CLIP accuracy on a dataset or an image folder (no training)."""
+    from restore.engine.eval_runs import zeroshot_eval
+
+    metrics = zeroshot_eval(
+        backbone=backbone, dataset=dataset, root=_root(root) if dataset is not None else None, images=images,
+        templates=templates, protocol=protocol, device=device, precision=precision, batch_size=batch_size,
+        workers=workers, progress=False if quiet else None,
+    )  # fmt: skip
+    _metrics_table(metrics, f"zero-shot {backbone} on {dataset or images}")
+    _write_json(json_out, metrics)
+
+
+@app.command()
+@clean_errors
+def methods(
+    name: Annotated[
+        str | None, typer.Argument(help="Show this method's options.", autocompletion=complete_method)
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """The methods: name, summary, training defaults, and their options with defaults."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from restore.methods import method_class, method_table
+
+    rows = method_table()
+    if name is not None:
+        wanted = method_class(name).name
+        rows = [r for r in rows if r["name"] == wanted]
+    if as_json:
+        out = [{**r, "fields": [dict(zip(("name", "type", "default", "help"), f, strict=True)) for f in r["fields"]]}
+               for r in rows]  # fmt: skip
+        typer.echo(json.dumps(out, indent=2, default=str))
+        return
+    console = Console()
+    if name is None:
+        t = Table(title="methods (restore methods NAME for every option's help)")
+        for col in ("name", "summary", "lr / epochs / batch", "options (defaults)"):
+            t.add_column(col, overflow="fold")
+        for r in rows:
+            d = r["train_defaults"]
+            defaults = " / ".join(str(d.get(k, "-")) for k in ("lr", "epochs", "batch_size"))
+            options = ", ".join(f"{f[0]}={f[2]!r}" for f in r["fields"])
+            t.add_row(r["name"], r["summary"], defaults, options)
+        console.print(t)
+        return
+    r = rows[0]
+    console.print(f"[bold]{r['name']}[/]: {r['summary']}")
+    console.print("training defaults: " + ", ".join(f"{k}={v}" for k, v in r["train_defaults"].items()))
+    t = Table()
+    for col in ("option", "type", "default", "help"):
+        t.add_column(col, overflow="fold")
+    for f_name, f_type, f_default, f_help in r["fields"]:
+        t.add_row(f"method.{f_name}", f_type, repr(f_default), f_help)
+    console.print(t)
+
+
 @app.callback()
-def _root() -> None:
+def _root_callback() -> None:
     """Prompt learning for CLIP: RESTORE and the methods it is compared with."""
+
+
+# --- sub-apps of other areas, mounted when this installation has them -----------------------------------
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _mount() -> None:
+    if _has("restore.data.cli"):
+        app.add_typer(importlib.import_module("restore.data.cli").app, name="data")
+    if _has("restore.results.cli"):
+        results = importlib.import_module("restore.results.cli")
+        app.add_typer(results.app, name="results")
+        app.command("report")(results.report)
+    if _has("restore.world.cli"):
+        app.add_typer(importlib.import_module("restore.world.cli").app, name="world")
+
+
+_mount()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,10 +438,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="restore")
     except RestoreError as e:
-        typer.secho(f"error: {e.message}", fg=typer.colors.RED, err=True)
-        if e.hint:
-            typer.echo(f"  hint: {e.hint}", err=True)
+        report_error(e)
         return e.exit_code
+    except KeyboardInterrupt:
+        typer.secho("interrupted", fg=typer.colors.YELLOW, err=True)
+        return 130
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return 0

@@ -1,0 +1,216 @@
+"""The Python API: what the command line does, as functions.
+
+    import restore
+
+    result = restore.run("b2n", method="maple", dataset="dtd", root="~/data", seed=1, backbone="ViT-B/16")
+    print(result.metrics["base"]["top1"], result.metrics["novel"]["top1"], result.metrics["hm"])
+
+    loaded = restore.load_run(result.run_dir)           # config, metrics and the trained method, rebuilt
+    logits = loaded.method.predict(images)               # images: (B, 3, 224, 224), CLIP-normalised
+
+    scores = restore.evaluate(result.run_dir, dataset="dtd", root="~/data", protocol="b2n")
+
+Keyword arguments name the common settings (``shots``, ``seed``, ``backbone``, ``epochs``, ``lr``,
+``batch_size``, ``device``, ``out``, ``db``, ...); ``options={...}`` sets the method's own options;
+``overrides=["optim.warmup_epochs=0"]`` takes any dotted key, as ``--set`` does; ``config=`` a YAML file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from restore.engine.config import RunConfig, load_run_config
+from restore.engine.runs import METRICS_FILE, MODEL_FILE, RUN_FILE, RunResult, read_run_config
+from restore.errors import ConfigError
+from restore.methods import PromptedCLIP
+
+# Keyword -> dotted config key.
+FLAG_KEYS: dict[str, str] = {
+    "method": "method",
+    "dataset": "data.dataset",
+    "root": "data.root",
+    "shots": "data.shots",
+    "batch_size": "data.batch_size",
+    "workers": "data.workers",
+    "classes": "data.classes",
+    "seed": "seed",
+    "backbone": "model.backbone",
+    "precision": "model.precision",
+    "epochs": "optim.epochs",
+    "lr": "optim.lr",
+    "device": "device",
+    "out": "out",
+    "db": "db",
+    "quiet": "quiet",
+    "tag": "tag",
+    "protocol": "protocol",
+}
+
+
+def make_config(
+    protocol: str = "train",
+    *,
+    config: str | Path | None = None,
+    options: dict[str, Any] | None = None,
+    overrides: Sequence[str] = (),
+    **settings: Any,
+) -> RunConfig:
+    """A checked run config from the same pieces the command line takes (file, flags, method options, --set)."""
+    unknown = sorted(set(settings) - set(FLAG_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}",
+            hint=f"valid: {', '.join(sorted(FLAG_KEYS))}, options={{...}} for the method, overrides=['a.b=v']",
+        )
+    flags = {FLAG_KEYS[k]: v for k, v in settings.items()}
+    flags["protocol"] = protocol
+    method_overrides = [f"method.{k}={_yaml_value(v)}" for k, v in (options or {}).items()]
+    return load_run_config(config, flags, [*method_overrides, *overrides])
+
+
+def _yaml_value(value: Any) -> str:
+    import json
+
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def run(
+    protocol: str = "b2n",
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool | None = False,
+    run_dir: str | Path | None = None,
+    config: str | Path | None = None,
+    options: dict[str, Any] | None = None,
+    overrides: Sequence[str] = (),
+    **settings: Any,
+) -> RunResult:
+    """Run a protocol (``b2n``, ``xd``, ``dg``, ``fewshot`` or ``train``): train, evaluate every split it
+    needs, write the run directory and a results-database row. Returns the metrics and where they are."""
+    from restore.engine.runs import run as run_config
+
+    cfg = make_config(protocol, config=config, options=options, overrides=overrides, **settings)
+    return run_config(cfg, resume=resume, overwrite=overwrite, progress=progress, run_dir=run_dir)
+
+
+def train(**kwargs: Any) -> RunResult:
+    """A plain training run: few-shot training on all classes of ``dataset``, evaluated on its test split."""
+    return run("train", **kwargs)
+
+
+@dataclass
+class LoadedRun:
+    """A finished run read back: its resolved config, metrics, and the trained method on its backbone."""
+
+    run_dir: Path
+    config: RunConfig
+    metrics: dict[str, Any]
+    info: dict[str, Any]
+    method: PromptedCLIP
+
+
+def load_run(run_dir: str | Path, *, device: str = "cpu", backbone: str | None = None) -> LoadedRun:
+    """Rebuild a run's method from its directory (``backbone`` overrides the backbone setting it recorded)."""
+    from restore.engine.backbone import load_backbone
+    from restore.engine.device import resolve_device
+    from restore.methods.checkpoint import load_method
+
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    dev = resolve_device(device)
+    clip = load_backbone(backbone or config.model.backbone, dev)
+    method = load_method(run_dir / MODEL_FILE, clip, expect_method=config.method_name).to(dev).eval()
+    metrics_file = _read_json(run_dir / METRICS_FILE)
+    return LoadedRun(
+        run_dir=run_dir,
+        config=config,
+        metrics=(metrics_file or {}).get("metrics", {}),
+        info=_read_json(run_dir / RUN_FILE) or {},
+        method=method,
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def evaluate(
+    checkpoint: str | Path,
+    *,
+    dataset: str,
+    root: str | Path,
+    protocol: str = "train",
+    backbone: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    batch_size: int = 100,
+    workers: int = 0,
+    classes: str = "all",
+    image_size: int | None = None,
+    progress: bool | None = False,
+) -> dict[str, Any]:
+    """Test a trained method on a dataset: ``checkpoint`` is a run directory or its ``model.safetensors``.
+
+    ``protocol`` picks the splits: ``train``/``fewshot`` the whole test split, ``b2n`` base and novel,
+    ``xd``/``dg`` every target. Returns ``{split: {"top1", "top5", "n"}}`` (and ``hm`` for b2n).
+    """
+    from restore.engine.eval_runs import evaluate_checkpoint
+
+    return evaluate_checkpoint(
+        checkpoint,
+        dataset=dataset,
+        root=root,
+        protocol=protocol,
+        backbone=backbone,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        workers=workers,
+        classes=classes,
+        image_size=image_size,
+        progress=progress,
+    )
+
+
+def zeroshot(
+    *,
+    backbone: str,
+    dataset: str | None = None,
+    root: str | Path | None = None,
+    images: str | Path | None = None,
+    templates: str = "single",
+    protocol: str = "train",
+    device: str = "auto",
+    precision: str = "auto",
+    batch_size: int = 100,
+    workers: int = 0,
+    classes: str = "all",
+    progress: bool | None = False,
+) -> dict[str, Any]:
+    """Zero-shot CLIP accuracy on a registered dataset (``dataset`` + ``root``) or an image folder
+    (``images``: ``<folder>/<class>/*.jpg``). ``templates``: single, ensemble, or a template with ``{}``."""
+    from restore.engine.eval_runs import zeroshot_eval
+
+    return zeroshot_eval(
+        backbone=backbone,
+        dataset=dataset,
+        root=root,
+        images=images,
+        templates=templates,
+        protocol=protocol,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        workers=workers,
+        classes=classes,
+        progress=progress,
+    )

@@ -1,0 +1,115 @@
+"""The backbone setting of a run: a name, a path, ``random:<arch>`` or a registered provider (``world``).
+
+`check_backbone` validates the setting without loading weights (a run validates everything before it
+writes anything); `load_backbone` returns the frozen CLIP.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from restore.clip import CLIP, build_model, get_config
+from restore.clip.config import ARCHITECTURES
+from restore.errors import CheckpointError, ConfigError
+
+# Seed of the random weights behind ``random:<arch>``: fixed, so every run (and every seed of a run) shares
+# one backbone, as they would share pretrained weights. The tests' `tiny_clip` fixture uses the same seed.
+RANDOM_BACKBONE_SEED = 0
+
+_PROVIDERS: dict[str, Callable[[], CLIP]] = {}
+# Built-in providers, imported on first use ("module:function" returning the CLIP).
+_BUILTIN = {"world": "restore.world.weights:load_world_clip"}
+
+
+def register_backbone(name: str, load: Callable[[], CLIP]) -> None:
+    """Make ``name`` a backbone setting whose weights ``load()`` returns."""
+    _PROVIDERS[name.lower()] = load
+
+
+def _provider(name: str) -> Callable[[], CLIP] | None:
+    key = name.lower()
+    if key not in _PROVIDERS and key in _BUILTIN:
+        module, function = _BUILTIN[key].split(":")
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if found:
+            _PROVIDERS[key] = getattr(importlib.import_module(module), function)
+    return _PROVIDERS.get(key)
+
+
+def _known_names() -> str:
+    return ", ".join(
+        [*ARCHITECTURES, *(f"random:{a}" for a in ARCHITECTURES), *sorted(set(_PROVIDERS) | set(_BUILTIN))]
+    )
+
+
+def check_backbone(spec: str) -> None:
+    """Raise ConfigError when ``spec`` cannot name a backbone (unknown architecture, missing file)."""
+    spec = spec.strip()
+    if not spec:
+        raise ConfigError("model.backbone is empty", hint=f"use one of: {_known_names()}, or a checkpoint path")
+    if spec.lower().startswith("random:"):
+        get_config(spec.split(":", 1)[1])
+        return
+    if spec.lower() in _PROVIDERS or spec.lower() in _BUILTIN:
+        if _provider(spec) is None:
+            raise ConfigError(
+                f"backbone {spec!r} is not available in this installation",
+                hint="use an architecture name, random:<arch>, or the path of CLIP weights",
+            )
+        return
+    if Path(spec).expanduser().exists():
+        return
+    try:
+        get_config(spec)
+    except ConfigError:
+        suffixes = (".pt", ".pth", ".bin", ".safetensors")
+        looks_like_path = spec.startswith((".", "/", "~")) or spec.endswith(suffixes)
+        what = "file or folder does not exist" if looks_like_path else "is not a known architecture, file or folder"
+        raise ConfigError(
+            f"model.backbone {spec!r}: {what}",
+            hint=f"use an architecture name or random:<arch> ({_known_names()}), or the path of CLIP weights",
+        ) from None
+
+
+def load_backbone(spec: str, device: torch.device | str = "cpu") -> CLIP:
+    """The frozen CLIP named by ``spec``, in eval mode on ``device``."""
+    check_backbone(spec)
+    spec = spec.strip()
+    if spec.lower().startswith("random:"):
+        cfg = get_config(spec.split(":", 1)[1])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_BACKBONE_SEED)
+            clip = build_model(cfg)
+    elif (provider := _provider(spec)) is not None:
+        clip = provider()
+    else:
+        try:
+            from restore.clip import load as load_module  # type: ignore[attr-defined]
+        except ImportError:
+            load_module = None
+        loader = getattr(load_module, "load", load_module) if load_module is not None else None
+        if not callable(loader):
+            raise CheckpointError(
+                f"cannot load CLIP weights {spec!r}: this installation has no checkpoint loader (restore.clip.load)",
+                hint="use random:<arch> for a smoke run",
+            )
+        clip = loader(spec)
+    return clip.to(device).eval().requires_grad_(False)
+
+
+def backbone_label(spec: str, clip: CLIP) -> str:
+    """How results name the backbone: the architecture (``ViT-B/16``), ``random-<arch>``, or the provider."""
+    s = spec.strip().lower()
+    if s.startswith("random:"):
+        return f"random-{clip.cfg.name}"
+    if s in _PROVIDERS:
+        return clip.cfg.name if clip.cfg.name.lower().startswith(s) else f"{s}-{clip.cfg.name}"
+    return clip.cfg.name

@@ -1,0 +1,244 @@
+"""The run config: what to train (method and its options), on what (dataset, protocol, shots, seed, backbone),
+how (optimiser, precision, device), and where results go.
+
+A YAML file, the command line's flags and ``--set a.b=value`` overrides all build one nested mapping, which
+`build_run_config` checks key by key (unknown keys and bad values raise `ConfigError` listing the valid ones).
+`resolve` then fills every value a run leaves open (the method paper's lr/epochs/batch size, the backbone's
+image size, the precision for the device), so the ``config.yaml`` a run writes says exactly what ran, and
+reading it back gives the same config and the same hash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from restore.config import apply_overrides, config_hash, from_dict, load_yaml, option, to_dict
+from restore.errors import ConfigError
+from restore.methods import MethodConfig, make_config, method_class
+
+PROTOCOLS = ("train", "b2n", "xd", "dg", "fewshot")
+Protocol = Literal["train", "b2n", "xd", "dg", "fewshot"]
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+
+# Keys that say where a run's outputs go or how it reports, not what it computes: they are left out of the
+# run's identity (its hash, the run directory name, the resume check).
+# (data.workers stays in: workers draw augmentations from other generators than the main process.)
+ADMIN_KEYS = ("out", "db", "quiet", "log_every", "shift_images", "device", "data.root", "data.eval_batch_size")
+
+
+@dataclass
+class ModelSection:
+    backbone: str = option(
+        "ViT-B/16",
+        help="CLIP weights: an architecture name (ViT-B/16, ViT-B/32, ViT-L/14), a checkpoint file or folder, "
+        "random:<arch> (random weights, for smoke tests), or world (the synthetic world's tiny CLIP)",
+    )
+    precision: Precision = option(  # noqa: RUF009  (option() is dataclasses.field)
+        "auto", help="auto: fp32 on CPU, bf16 autocast on CUDA when supported (else fp16); fp16 uses a GradScaler"
+    )
+
+
+@dataclass
+class DataSection:
+    dataset: str = option("", help="dataset name from `restore data list` (e.g. dtd, DescribableTextures)")
+    root: Path | None = option(None, help="folder holding the dataset folders (CoOp's DATA); default $RESTORE_DATA")  # noqa: RUF009
+    shots: int = option(16, help="training images per class; -1 or 0: all", min=-1)
+    batch_size: int | None = option(None, help="training batch size; null: the method's paper default", min=1)
+    eval_batch_size: int = option(100, help="batch size at evaluation", min=1)
+    workers: int = option(4, help="data loader worker processes (0: load in the main process)", min=0)
+    classes: Literal["all", "present"] = option(
+        "all", help="present: keep only classes whose images are all on disk (a partial copy of a dataset)"
+    )
+    image_size: int | None = option(None, help="input resolution; null: the backbone's", min=8)
+    on_corrupt: Literal["error", "skip"] = option(
+        "error", help="a corrupt or missing image stops the run (error), or is left out and counted (skip)"
+    )
+
+
+@dataclass
+class OptimSection:
+    lr: float | None = option(None, help="base learning rate; null: the method's paper default", min=0.0)
+    epochs: int | None = option(None, help="training epochs; null: the method's paper default", min=0)
+    warmup_epochs: int = option(1, help="epochs at warmup_lr before the cosine (Dassl's constant warm-up)", min=0)
+    warmup_lr: float = option(1e-5, help="learning rate of the warm-up epochs", min=0.0)
+    momentum: float = option(0.9, help="SGD momentum", min=0.0)
+    weight_decay: float = option(5e-4, help="SGD weight decay", min=0.0)
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs. `method` is the method's own typed config (its name is ``method.name``)."""
+
+    method: Any = None  # MethodConfig after `build_run_config`
+    protocol: Protocol = option("train", help="train | b2n | xd | dg | fewshot")  # noqa: RUF009
+    seed: int = option(1, help="run seed (few-shot sampling, initialisation, shuffling, augmentation)", min=0)
+    device: str = option("auto", help="auto | cpu | cuda | cuda:N")
+    tag: str = option("", help="names a variant of a method (an ablation) so reports keep it apart")
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    out: Path = option(Path("runs"), help="folder that holds the run directories")  # noqa: RUF009
+    db: str | None = option(None, help="results database (a file path); null: <out>/results.sqlite; 'none': off")
+    quiet: bool = option(False, help="no progress bars (the log file is still written)")
+    log_every: int = option(20, help="write a log line every this many training steps", min=1)
+    shift_images: int = option(
+        256, help="training images whose per-layer feature shift a run records in metrics.shift (0: none)", min=0
+    )
+
+    @property
+    def method_name(self) -> str:
+        return self.method.name
+
+    # --- derived values ---------------------------------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        return _required(self.optim.lr, "optim.lr")
+
+    @property
+    def epochs(self) -> int:
+        return _required(self.optim.epochs, "optim.epochs")
+
+    @property
+    def batch_size(self) -> int:
+        return _required(self.data.batch_size, "data.batch_size")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (what config.yaml holds); the method section carries its name."""
+        d = {f.name: to_dict(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "method"}
+        method = {"name": self.method.name, **to_dict(self.method)} if self.method is not None else None
+        return {"method": method, **d}
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that determine the result: the config without output paths and reporting switches."""
+        d = self.to_dict()
+        for key in ADMIN_KEYS:
+            node = d
+            *parents, last = key.split(".")
+            for p in parents:
+                node = node.get(p, {})
+            node.pop(last, None)
+        return d
+
+    def hash(self) -> str:
+        return config_hash(self.identity())
+
+
+def _required(value: Any, key: str) -> Any:
+    if value is None:
+        raise ConfigError(f"{key} is not set and the method has no default for it", hint=f"set it: --set {key}=...")
+    return value
+
+
+def default_data_root() -> Path | None:
+    env = os.environ.get("RESTORE_DATA")
+    return Path(env).expanduser() if env else None
+
+
+def build_run_config(data: dict[str, Any] | None) -> RunConfig:
+    """A checked `RunConfig` from a nested mapping (YAML + flags + overrides). Not yet resolved."""
+    data = dict(data or {})
+    method = data.pop("method", None)
+    if method is None or method == {}:
+        raise ConfigError("no method given", hint="pass --method NAME (see `restore methods`)")
+    if isinstance(method, str):
+        method = {"name": method}
+    if isinstance(method, MethodConfig):
+        method_cfg = method
+    else:
+        if not isinstance(method, dict):
+            raise ConfigError(f"method: expected a name or a mapping with 'name', got {method!r}")
+        method = dict(method)
+        name = method.pop("name", None)
+        if not name:
+            raise ConfigError("the method section has no 'name'", hint="e.g. method: {name: maple, depth: 9}")
+        method_cfg = make_config(str(name), method)
+    cfg = from_dict(RunConfig, data)
+    cfg.method = method_cfg
+    return cfg
+
+
+def load_run_config(
+    path: str | Path | None = None,
+    flags: dict[str, Any] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> RunConfig:
+    """The config of a run from a YAML file (optional), flag values (dotted keys, None = not given) and
+    ``--set`` overrides, applied in that order (later wins)."""
+    data: dict[str, Any] = load_yaml(path) if path is not None else {}
+    if isinstance(data.get("method"), str):
+        data["method"] = {"name": data["method"]}
+    for key, value in (flags or {}).items():
+        if value is None:
+            continue
+        if key == "method":
+            current = data.get("method") or {}
+            if isinstance(current, dict) and current.get("name") not in (None, value):
+                # Another method: the file's options were for the file's method.
+                current = {}
+            data["method"] = {**current, "name": value}
+            continue
+        node = data
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config key {p!r} must be a section (a mapping)")
+        node[last] = value.as_posix() if isinstance(value, Path) else value
+    data = apply_overrides(data, list(overrides))
+    return build_run_config(data)
+
+
+def resolve(cfg: RunConfig, *, image_size: int | None = None, device_type: str = "cpu") -> RunConfig:
+    """A copy with every open value filled: the method's training defaults, the backbone's image size, the
+    precision for the device. Values the user set are kept."""
+    defaults = method_class(cfg.method.name).train_defaults
+    optim = dataclasses.replace(
+        cfg.optim,
+        lr=cfg.optim.lr if cfg.optim.lr is not None else defaults.get("lr", 0.002),
+        epochs=cfg.optim.epochs if cfg.optim.epochs is not None else defaults.get("epochs", 10),
+    )
+    data = dataclasses.replace(
+        cfg.data,
+        batch_size=cfg.data.batch_size if cfg.data.batch_size is not None else defaults.get("batch_size", 32),
+        image_size=cfg.data.image_size if cfg.data.image_size is not None else image_size,
+        root=cfg.data.root if cfg.data.root is not None else default_data_root(),
+    )
+    model = dataclasses.replace(cfg.model, precision=resolve_precision(cfg.model.precision, device_type))
+    return dataclasses.replace(cfg, optim=optim, data=data, model=model)
+
+
+def resolve_precision(precision: str, device_type: str) -> str:
+    """auto -> fp32 on CPU; on CUDA bf16 where the GPU supports it, else fp16. fp16/bf16 need CUDA."""
+    if device_type != "cuda":
+        if precision in ("fp16", "bf16"):
+            raise ConfigError(
+                f"model.precision={precision} needs a CUDA device; on CPU runs are fp32",
+                hint="set model.precision=auto or fp32, or --device cuda",
+            )
+        return "fp32"
+    if precision != "auto":
+        return precision
+    import torch
+
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def describe_run_config() -> list[tuple[str, str, Any, str]]:
+    """(dotted key, type, default, help) of every run setting (for `--help` texts and docs)."""
+    from restore.config import describe
+
+    rows: list[tuple[str, str, Any, str]] = []
+    for name, tp, default, help_ in describe(RunConfig):
+        if name == "method":
+            rows.append(("method.name", "str", None, "method (see `restore methods`); its options: method.<key>"))
+            continue
+        section = {"model": ModelSection, "data": DataSection, "optim": OptimSection}.get(name)
+        if section is None:
+            rows.append((name, tp, default, help_))
+        else:
+            rows.extend((f"{name}.{n}", t, d, h) for n, t, d, h in describe(section))
+    return rows

@@ -1,0 +1,166 @@
+"""Evaluation without training: a trained checkpoint on a dataset (`restore eval`), and zero-shot CLIP on a
+registered dataset or a plain image folder (`restore zeroshot`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from restore.engine.backbone import check_backbone, load_backbone
+from restore.engine.config import resolve_precision
+from restore.engine.device import resolve_device
+from restore.engine.evaluate import evaluate
+from restore.engine.progress import RunLog
+from restore.engine.runs import CONFIG_FILE, MODEL_FILE, read_run_config
+from restore.errors import CheckpointError, ConfigError, DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+def test_splits(dataset: str, root: str | Path, protocol: str, classes: str = "all") -> tuple[str, dict[str, Any]]:
+    """(dataset title, {label: DatasetSplits}) whose test lists a protocol evaluates; no few-shot sampling."""
+    from restore.data import get_dataset, get_protocol, load_dataset
+
+    spec = get_dataset(dataset)
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data root {root} does not exist", hint="pass --root: the folder holding the dataset folders")
+    if protocol == "train":
+        return spec.title, {"test": load_dataset(spec.name, root, classes=classes)}  # type: ignore[arg-type]
+    data = get_protocol(protocol).build(spec.name, root, shots=-1, seed=1, classes=classes)  # type: ignore[arg-type]
+    return spec.title, data.evaluate
+
+
+def _score(method, splits: dict[str, Any], *, size: int, device, precision, batch_size, workers, progress, log):
+    from restore.data import ImageDataset, eval_transform
+    from restore.results.records import harmonic_mean
+
+    transform = eval_transform(size)
+    metrics: dict[str, Any] = {}
+    for label, s in splits.items():
+        r = evaluate(
+            method,
+            ImageDataset(s.test, transform),
+            s.classnames,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            workers=workers,
+            label=label,
+            log=log,
+            progress=progress,
+        )
+        metrics[label] = {"top1": r["top1"], "top5": r["top5"], "n": r["n"]}
+    if "base" in metrics and "novel" in metrics:
+        metrics["hm"] = harmonic_mean(metrics["base"]["top1"], metrics["novel"]["top1"])
+    return metrics
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    *,
+    dataset: str,
+    root: str | Path,
+    protocol: str = "train",
+    backbone: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    batch_size: int = 100,
+    workers: int = 0,
+    classes: str = "all",
+    image_size: int | None = None,
+    progress: bool | None = False,
+    log: RunLog | None = None,
+) -> dict[str, Any]:
+    """Metrics of a trained method (a run directory or its model.safetensors) on ``dataset``'s test splits."""
+    from restore.methods.checkpoint import load_method, read_method
+
+    path = Path(checkpoint).expanduser()
+    model_file = path / MODEL_FILE if path.is_dir() else path
+    if not model_file.is_file():
+        raise CheckpointError(
+            f"no trained model at {model_file}", hint="pass a finished run's directory or its model.safetensors"
+        )
+    run_dir = model_file.parent
+    config = read_run_config(run_dir) if (run_dir / CONFIG_FILE).is_file() else None
+    spec = backbone or (config.model.backbone if config is not None else None)
+    if spec is None:
+        raise ConfigError(
+            f"{model_file} is not inside a run directory, so its backbone is unknown",
+            hint="pass --backbone (the CLIP weights it was trained on)",
+        )
+    check_backbone(spec)
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev.type)
+    read_method(model_file)  # a damaged checkpoint fails here, before data and backbone are loaded
+    _, splits = test_splits(dataset, root, protocol, classes)
+    clip = load_backbone(spec, dev)
+    method = load_method(model_file, clip).to(dev)
+    size = image_size or (config.data.image_size if config is not None else None) or clip.cfg.vision.image_size
+    return _score(
+        method, splits, size=size, device=dev, precision=prec, batch_size=batch_size, workers=workers,
+        progress=progress, log=log,
+    )  # fmt: skip
+
+
+def image_folder(folder: str | Path) -> tuple[list[str], list[Any]]:
+    """(class names, Datum list) of ``<folder>/<class>/<image>``: classes are the sorted sub-folder names."""
+    from restore.data import Datum
+
+    folder = Path(folder).expanduser().resolve()
+    if not folder.is_dir():
+        raise DataError(f"image folder {folder} does not exist", hint="lay it out as <folder>/<class>/*.jpg")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    items = []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (folder / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        items += [Datum(path=p, label=label, classname=name) for p in files]
+    if len(classes) < 2 or not items:
+        raise DataError(
+            f"{folder} has {len(classes)} class folders and {len(items)} images; zero-shot needs at least 2 classes",
+            hint="lay the images out as <folder>/<class name>/*.jpg (the folder names are the class names)",
+        )
+    return classes, items
+
+
+def zeroshot_eval(
+    *,
+    backbone: str,
+    dataset: str | None = None,
+    root: str | Path | None = None,
+    images: str | Path | None = None,
+    templates: str = "single",
+    protocol: str = "train",
+    device: str = "auto",
+    precision: str = "auto",
+    batch_size: int = 100,
+    workers: int = 0,
+    classes: str = "all",
+    progress: bool | None = False,
+    log: RunLog | None = None,
+) -> dict[str, Any]:
+    """Zero-shot CLIP on a registered dataset's test split(s) or on an image folder (split ``images``)."""
+    from types import SimpleNamespace
+
+    from restore.methods import build_method, make_config
+
+    if (images is None) == (dataset is None):
+        raise ConfigError("give either a dataset (with --root) or an image folder (--images), not both or neither")
+    config = make_config("zeroshot", {"templates": templates})
+    check_backbone(backbone)
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev.type)
+    if images is not None:
+        names, items = image_folder(images)
+        title, splits = None, {"images": SimpleNamespace(test=items, classnames=names)}
+    else:
+        if root is None:
+            raise ConfigError("zero-shot on a dataset needs --root", hint="or set $RESTORE_DATA")
+        title, splits = test_splits(dataset, root, protocol, classes)  # type: ignore[arg-type]
+    clip = load_backbone(backbone, dev)
+    first = next(iter(splits.values()))
+    method = build_method(config, clip, first.classnames, title).to(dev)
+    return _score(
+        method, splits, size=clip.cfg.vision.image_size, device=dev, precision=prec, batch_size=batch_size,
+        workers=workers, progress=progress, log=log,
+    )  # fmt: skip

@@ -1,0 +1,81 @@
+"""Evaluation of a trained method on a test split: class features once, then top-1/top-5 over the images."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from restore.clip.zeroshot import topk_correct
+from restore.engine.device import autocast
+from restore.engine.progress import EvalProgress, RunLog
+from restore.engine.seeding import worker_init
+from restore.errors import DataError
+from restore.methods import PromptedCLIP
+
+
+@torch.no_grad()
+def evaluate(
+    method: PromptedCLIP,
+    dataset: Dataset,
+    classnames: Sequence[str],
+    *,
+    batch_size: int = 100,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    workers: int = 0,
+    label: str = "test",
+    log: RunLog | None = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """``{"top1": %, "top5": %, "n": images}`` of ``method`` on ``dataset`` labelled over ``classnames``.
+
+    The class texts are encoded once (``method.class_features()``) unless the method's text depends on the
+    image (CoCoOp), which `predict` then handles per batch.
+    """
+    n = len(dataset)  # type: ignore[arg-type]
+    if n == 0:
+        raise DataError(f"the {label} split has no images", hint="check the dataset and its classes")
+    device = torch.device(device)
+    log = log or RunLog(quiet=True)
+    bar = EvalProgress(log, enabled=progress)
+    t0 = time.perf_counter()
+    method.eval()
+    method.set_classes(list(classnames))
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        worker_init_fn=worker_init if workers > 0 else None,
+        pin_memory=device.type == "cuda",
+    )
+    k5 = min(5, len(classnames))
+    hits = {1: 0, k5: 0}
+    seen = 0
+    bar.start(label, len(loader))
+    try:
+        with autocast(device, precision):
+            class_features = method.class_features()
+            for images, labels in loader:
+                images = images.to(device, non_blocking=True)
+                labels = labels.to(device, non_blocking=True)
+                logits = method.predict(images, class_features).float()
+                for k, v in topk_correct(logits, labels, (1, k5)).items():
+                    hits[k] += v
+                seen += labels.shape[0]
+                bar.advance()
+    finally:
+        bar.stop()
+    result = {
+        "top1": 100.0 * hits[1] / seen,
+        "top5": 100.0 * hits[k5] / seen,
+        "n": seen,
+        "classes": len(classnames),
+        "seconds": time.perf_counter() - t0,
+    }
+    log.info(f"eval {label}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  ({seen} images)")
+    return result

@@ -1,0 +1,526 @@
+"""A whole run: validate, prepare the protocol's data, train, evaluate every split, record.
+
+`plan_run` does everything a user's input can break — config values, method, backbone, device, dataset
+folders — before anything is written, so a bad setting never leaves a run directory or a database row
+behind. `execute` then writes the run directory::
+
+    <out>/<protocol>/<dataset>/<method>[-<tag>]/shots<N>_seed<S>-<hash8>/
+        config.yaml          the resolved config (every default filled in); `--config` reproduces the run
+        log.txt              what happened, appended across resumes
+        run.json             run id, status, backbone, code version, times
+        checkpoints/last.pt  the training checkpoint of the last finished epoch (resume)
+        model.safetensors    the learnable state (restore.methods.checkpoint format)
+        metrics.json         per evaluated split top-1/top-5/n (+ HM for base-to-novel), timings, history
+
+and one row in the results database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from restore.clip import CLIP
+from restore.config import to_dict
+from restore.engine.backbone import backbone_label, check_backbone, load_backbone
+from restore.engine.checkpointing import differences
+from restore.engine.config import RunConfig, build_run_config, resolve
+from restore.engine.device import autocast, resolve_device
+from restore.engine.evaluate import evaluate
+from restore.engine.progress import RunLog
+from restore.engine.seeding import derive_seed, seed_everything
+from restore.engine.trainer import Trainer, TrainResult, TrainSettings
+from restore.errors import CheckpointError, ConfigError, DataError, RestoreError
+from restore.fileio import atomic_write_json, atomic_write_text
+from restore.methods import PromptedCLIP, build_method
+
+CONFIG_FILE = "config.yaml"
+LOG_FILE = "log.txt"
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.json"
+MODEL_FILE = "model.safetensors"
+CHECKPOINT_FILE = Path("checkpoints") / "last.pt"
+
+
+@dataclass
+class RunResult:
+    """What a run produced. ``metrics`` is the results-database layout: ``{split: {"top1", "top5", "n"}}``
+    plus ``"hm"`` for base-to-novel."""
+
+    run_dir: Path
+    run_id: str
+    status: str
+    config: RunConfig
+    metrics: dict[str, Any]
+    timings: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def top1(self, split: str) -> float:
+        return float(self.metrics[split]["top1"])
+
+    def summary(self) -> str:
+        parts = [f"{k} {v['top1']:.2f}" for k, v in self.metrics.items() if isinstance(v, dict) and "top1" in v]
+        if "hm" in self.metrics:
+            parts.append(f"HM {self.metrics['hm']:.2f}")
+        return "  ".join(parts)
+
+
+@dataclass
+class RunPlan:
+    """A validated, resolved run: everything loaded, nothing written yet."""
+
+    config: RunConfig
+    device: torch.device
+    dataset: str  # canonical registry name (dtd)
+    dataset_title: str  # the CoOp class name methods key their per-dataset defaults on (DescribableTextures)
+    data: Any  # restore.data.ProtocolData
+    clip: CLIP
+    backbone: str  # how results name it
+    run_dir: Path
+    method: PromptedCLIP
+
+
+# --- planning (validation) ------------------------------------------------------------------------------
+def run_dir_for(config: RunConfig, dataset: str) -> Path:
+    """``<out>/<protocol>/<dataset>/<method>[-<tag>]/shots<N>_seed<S>-<hash8>``: says what the run is."""
+    method = config.method_name + (f"-{_slug(config.tag)}" if config.tag else "")
+    shots = "all" if config.data.shots <= 0 else str(config.data.shots)
+    leaf = f"shots{shots}_seed{config.seed}-{config.hash()[:8]}"
+    return Path(config.out) / config.protocol / _slug(dataset) / method / leaf
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "_"
+
+
+def _check_dataset(config: RunConfig) -> tuple[str, str, Path]:
+    from restore.data import get_dataset
+
+    name = config.data.dataset
+    if not name:
+        raise ConfigError("no dataset given", hint="pass --dataset NAME (see `restore data list`)")
+    spec = get_dataset(name)
+    root = config.data.root
+    if root is None:
+        raise ConfigError(
+            "no data root given", hint="pass --root DIR (the folder holding the dataset folders) or set $RESTORE_DATA"
+        )
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data root {root} does not exist", hint="pass --root: the folder holding the dataset folders")
+    return spec.name, spec.title, root
+
+
+def prepare_data(config: RunConfig, dataset: str, root: Path) -> Any:
+    """The protocol's training splits and evaluation splits (``restore.data.ProtocolData``)."""
+    from restore.data import ProtocolData, few_shot, get_protocol, load_dataset
+
+    d = config.data
+    if config.protocol == "train":
+        splits = few_shot(load_dataset(dataset, root, classes=d.classes), d.shots, config.seed)
+        return ProtocolData("train", splits, {"test": splits})
+    return get_protocol(config.protocol).build(dataset, root, shots=d.shots, seed=config.seed, classes=d.classes)
+
+
+def plan_run(config: RunConfig | dict[str, Any], *, run_dir: str | Path | None = None) -> RunPlan:
+    """Validate and resolve ``config``; load the backbone and the data; build the method. Writes nothing."""
+    if not isinstance(config, RunConfig):
+        config = build_run_config(config)
+    device = resolve_device(config.device)
+    check_backbone(config.model.backbone)
+    dataset, title, root = _check_dataset(config)
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=root))
+    data = prepare_data(config, dataset, root)
+    clip = load_backbone(config.model.backbone, device)
+    resolved = resolve(config, image_size=clip.cfg.vision.image_size, device_type=device.type)
+    with torch.random.fork_rng(devices=[]):
+        seed_everything(derive_seed(resolved.seed, "init"))
+        method = build_method(resolved.method, clip, data.train.classnames, title).to(device)
+    return RunPlan(
+        config=resolved,
+        device=device,
+        dataset=dataset,
+        dataset_title=title,
+        data=data,
+        clip=clip,
+        backbone=backbone_label(resolved.model.backbone, clip),
+        run_dir=Path(run_dir) if run_dir is not None else run_dir_for(resolved, dataset),
+        method=method,
+    )
+
+
+# --- run directory --------------------------------------------------------------------------------------
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+    """The previous run.json when resuming; refuses to mix a new run into a directory that holds one."""
+    info = _read_json(run_dir / RUN_FILE)
+    holds_run = any((run_dir / p).exists() for p in (CHECKPOINT_FILE, MODEL_FILE, METRICS_FILE))
+    if overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
+        return None
+    if holds_run and not resume:
+        state = (info or {}).get("status", "unfinished")
+        raise ConfigError(
+            f"run directory {run_dir} already holds a {state} run of this config",
+            hint="pass --resume to continue (or re-report) it, or --overwrite to start it again",
+        )
+    return info if resume else None
+
+
+def _read_config_identity(run_dir: Path) -> dict[str, Any]:
+    try:
+        return read_run_config(run_dir).identity()
+    except RestoreError:
+        return {}
+
+
+def _describe_changes(previous: dict[str, Any], config: RunConfig) -> str:
+    diffs = differences(previous, config.identity())
+    return "; ".join(f"{k}: {a!r} before, {b!r} now" for k, a, b in diffs[:6]) or "its config.yaml is unreadable"
+
+
+def _write_config(run_dir: Path, config: RunConfig) -> None:
+    header = "# resolved run config: `restore train --config config.yaml` repeats this run\n"
+    atomic_write_text(run_dir / CONFIG_FILE, header + yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def read_run_config(run_dir: str | Path) -> RunConfig:
+    """The resolved config a run directory holds."""
+    from restore.config import load_yaml
+
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no {CONFIG_FILE})", hint="pass the folder a run wrote")
+    return build_run_config(load_yaml(path))
+
+
+# --- results database -----------------------------------------------------------------------------------
+def db_location(config: RunConfig) -> str | None:
+    if config.db is not None:
+        return None if config.db.strip().lower() in ("none", "off", "") else config.db
+    return os.environ.get("RESTORE_RESULTS_DB") or str(Path(config.out) / "results.sqlite")
+
+
+class _Recorder:
+    """The run's row in the results database (a no-op without a database)."""
+
+    def __init__(self, plan: RunPlan, run_id: str) -> None:
+        self.store = None
+        self.run_id = run_id
+        location = db_location(plan.config)
+        if location is None:
+            return
+        from restore.results import RunRecord, open_results
+
+        self.store = open_results(location)
+        c = plan.config
+        record = RunRecord.new(
+            method=c.method_name,
+            dataset=plan.dataset,
+            protocol=c.protocol,
+            seed=c.seed,
+            backbone=plan.backbone,
+            config=c.identity(),
+            shots=c.data.shots if c.data.shots > 0 else 0,
+            tag=c.tag,
+            run_dir=str(plan.run_dir.resolve()),
+            run_id=run_id,
+        )
+        self.store.start_run(record)
+
+    def heartbeat(self) -> None:
+        if self.store is not None:
+            self.store.heartbeat(self.run_id)
+
+    def finish(self, metrics: dict[str, Any], timings: dict[str, Any]) -> None:
+        if self.store is not None:
+            self.store.finish_run(self.run_id, metrics, timings)
+
+    def fail(self, error: str, metrics: dict[str, Any], timings: dict[str, Any]) -> None:
+        if self.store is not None:
+            self.store.fail_run(self.run_id, error, metrics, timings)
+
+    def interrupt(self) -> None:
+        if self.store is not None:
+            self.store.interrupt_run(self.run_id, "interrupted (Ctrl-C); resume with --resume")
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+def new_run_id(plan: RunPlan) -> str:
+    from restore.results.records import new_run_id as make
+
+    c = plan.config
+    return make(c.method_name, plan.dataset, c.protocol, c.seed)
+
+
+# --- executing ------------------------------------------------------------------------------------------
+def _image_dataset(items: list, transform: Any, on_corrupt: str) -> Any:
+    from restore.data import ImageDataset
+
+    return ImageDataset(items, transform, on_corrupt=on_corrupt)
+
+
+def _finished_result(plan: RunPlan, info: dict[str, Any]) -> RunResult | None:
+    saved = _read_json(plan.run_dir / METRICS_FILE)
+    if info.get("status") != "finished" or saved is None:
+        return None
+    return RunResult(
+        plan.run_dir, info["run_id"], "finished", plan.config, saved["metrics"], saved.get("timings", {}),
+        saved.get("history", []),
+    )  # fmt: skip
+
+
+def execute(plan: RunPlan, *, resume: bool = False, overwrite: bool = False, progress: bool | None = None) -> RunResult:
+    """Train and evaluate a planned run, writing its directory and its database row."""
+    c = plan.config
+    info = _prepare_run_dir(plan.run_dir, resume=resume, overwrite=overwrite)
+    if info is not None and info.get("config_hash") not in (None, c.hash()):
+        previous = _read_config_identity(plan.run_dir)
+        raise CheckpointError(
+            f"cannot resume {plan.run_dir}: it holds a run of other settings ({_describe_changes(previous, c)})",
+            hint="resume with the run's own config (its config.yaml), or start a new run without --resume",
+        )
+    if info is not None and (done := _finished_result(plan, info)) is not None:
+        return done
+    run_id = (info or {}).get("run_id") or new_run_id(plan)
+    recorder = _Recorder(plan, run_id)  # opens the database before the run directory is created
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    _write_config(plan.run_dir, c)
+    started = (info or {}).get("started_at") or time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    run_info = {
+        "run_id": run_id,
+        "status": "running",
+        "method": c.method_name,
+        "dataset": plan.dataset,
+        "protocol": c.protocol,
+        "shots": c.data.shots,
+        "seed": c.seed,
+        "backbone": plan.backbone,
+        "backbone_setting": c.model.backbone,
+        "config_hash": c.hash(),
+        "code_version": _code_version(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started_at": started,
+    }
+    atomic_write_json(plan.run_dir / RUN_FILE, run_info)
+    log = RunLog(plan.run_dir / LOG_FILE, quiet=c.quiet)
+    metrics: dict[str, Any] = {}
+    timings: dict[str, Any] = {}
+    t_start = time.perf_counter()
+    try:
+        log.info(f"run {run_id}: {c.method_name} on {plan.dataset} ({c.protocol}), seed {c.seed}, shots {c.data.shots}")
+        log.info(f"run directory {plan.run_dir}", echo=False)
+        for note in plan.data.train.notes:
+            log.info(f"data: {note}", echo=False)
+        result = _train(plan, log, resume=resume, progress=progress, heartbeat=recorder.heartbeat)
+        from restore.methods.checkpoint import save_method
+
+        save_method(plan.method, plan.run_dir / MODEL_FILE, extra={"run_id": run_id, "config_hash": c.hash()})
+        timings.update(train_s=round(result.train_s, 3), steps=result.steps, epochs=result.epochs)
+        if result.resumed_from is not None:
+            timings["resumed_after_epoch"] = result.resumed_from
+        t_eval = time.perf_counter()
+        metrics, skipped = _evaluate_all(plan, log, progress=progress)
+        timings["eval_s"] = round(time.perf_counter() - t_eval, 3)
+        timings["total_s"] = round(time.perf_counter() - t_start, 3)
+        if skipped:
+            metrics["skipped_images"] = skipped
+        _write_metrics(plan, run_id, metrics, timings, result.history)
+        recorder.finish(metrics, timings)
+        run_info.update(status="finished", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        atomic_write_json(plan.run_dir / RUN_FILE, run_info)
+        log.info(f"finished: {RunResult(plan.run_dir, run_id, 'finished', c, metrics).summary()}", echo=False)
+        return RunResult(plan.run_dir, run_id, "finished", c, metrics, timings, result.history)
+    except KeyboardInterrupt:
+        run_info.update(status="interrupted")
+        atomic_write_json(plan.run_dir / RUN_FILE, run_info)
+        log.info("interrupted; continue with --resume", echo=False)
+        recorder.interrupt()
+        raise
+    except BaseException as e:
+        message = e.message if isinstance(e, RestoreError) else f"{type(e).__name__}: {e}"
+        run_info.update(status="failed", error=message)
+        atomic_write_json(plan.run_dir / RUN_FILE, run_info)
+        log.info(f"failed: {message}", echo=False)
+        timings["total_s"] = round(time.perf_counter() - t_start, 3)
+        recorder.fail(message, {}, timings)
+        raise
+    finally:
+        log.close()
+        recorder.close()
+
+
+def _code_version() -> str:
+    try:
+        from restore.results import code_version
+
+        return code_version()
+    except ImportError:
+        from restore import __version__
+
+        return __version__
+
+
+def _train(plan: RunPlan, log: RunLog, *, resume: bool, progress: bool | None, heartbeat) -> TrainResult:
+    from restore.data import train_transform
+
+    c = plan.config
+    if c.epochs == 0 or not plan.method.learnable_parameters():
+        log.info(f"no training: {c.method_name} has {'no epochs' if c.epochs == 0 else 'nothing to learn'}")
+        return TrainResult(epochs=0, steps=0)
+    train_set = _image_dataset(plan.data.train.train, train_transform(c.data.image_size), c.data.on_corrupt)
+    for note in getattr(train_set, "notes", []):
+        log.info(f"data: {note}")
+    settings = TrainSettings(
+        epochs=c.epochs,
+        lr=c.lr,
+        batch_size=c.batch_size,
+        seed=c.seed,
+        warmup_epochs=c.optim.warmup_epochs,
+        warmup_lr=c.optim.warmup_lr,
+        momentum=c.optim.momentum,
+        weight_decay=c.optim.weight_decay,
+        workers=c.data.workers,
+        precision=c.model.precision,
+        log_every=c.log_every,
+    )
+    trainer = Trainer(
+        plan.method,
+        train_set,
+        settings,
+        device=plan.device,
+        checkpoint=plan.run_dir / CHECKPOINT_FILE,
+        config_hash=c.hash(),
+        identity=c.identity(),
+        log=log,
+        progress=progress,
+        on_epoch_end=lambda epoch, summary: heartbeat(),
+    )
+    return trainer.fit(resume=resume)
+
+
+def _evaluate_all(plan: RunPlan, log: RunLog, *, progress: bool | None) -> tuple[dict[str, Any], int]:
+    from restore.data import eval_transform
+    from restore.results.records import harmonic_mean
+
+    c = plan.config
+    metrics: dict[str, Any] = {}
+    skipped = 0
+    transform = eval_transform(c.data.image_size)
+    for label, splits in plan.data.evaluate.items():
+        test_set = _image_dataset(splits.test, transform, c.data.on_corrupt)
+        skipped += len(getattr(test_set, "skipped", []))
+        r = evaluate(
+            plan.method,
+            test_set,
+            splits.classnames,
+            batch_size=c.data.eval_batch_size,
+            device=plan.device,
+            precision=c.model.precision,
+            workers=c.data.workers,
+            label=label,
+            log=log,
+            progress=progress,
+        )
+        metrics[label] = {"top1": r["top1"], "top5": r["top5"], "n": r["n"]}
+    if c.protocol == "b2n":
+        metrics["hm"] = harmonic_mean(metrics["base"]["top1"], metrics["novel"]["top1"])
+    plan.method.set_classes(plan.data.train.classnames)
+    if c.shift_images > 0 and plan.method.learnable_parameters():
+        metrics["shift"] = _shift_profile(plan, transform)
+        log.info(
+            f"feature shift ({metrics['shift']['measure']}, {metrics['shift']['images']} training images): "
+            f"vision {sum(metrics['shift']['vision']):.4f}, text {sum(metrics['shift']['text']):.4f}, "
+            f"discrepancy {metrics['shift']['discrepancy']:.4g}",
+            echo=False,
+        )
+    return metrics, skipped
+
+
+def _shift_profile(plan: RunPlan, transform: Any) -> dict[str, Any]:
+    """The trained method's per-layer feature shift on (up to ``shift_images``) training images: what
+    `restore analyze` measures, recorded with every run for the report's curves."""
+    from torch.utils.data import DataLoader
+
+    from restore.analysis.shift import measure_shifts
+
+    c = plan.config
+    items = plan.data.train.train
+    items = items[:: max(1, len(items) // c.shift_images)][: c.shift_images]  # spread over the classes
+    loader = DataLoader(_image_dataset(items, transform, c.data.on_corrupt), batch_size=c.data.eval_batch_size)
+    settings = getattr(plan.method, "restore_settings", {})
+    with autocast(plan.device, c.model.precision):
+        profile = measure_shifts(
+            plan.method,
+            loader,
+            measure=settings.get("shift_measure", "activation"),
+            normalisation=settings.get("normalisation", "rms"),
+            device=plan.device,
+        )
+    return {
+        "measure": profile.measure,
+        "vision": profile.vision,
+        "text": profile.text,
+        "discrepancy": sum(profile.discrepancy),
+        "discrepancy_per_layer": profile.discrepancy,
+        "images": profile.images,
+    }
+
+
+def _write_metrics(
+    plan: RunPlan, run_id: str, metrics: dict[str, Any], timings: dict[str, Any], history: list[dict[str, float]]
+) -> None:
+    c = plan.config
+    atomic_write_json(
+        plan.run_dir / METRICS_FILE,
+        {
+            "run_id": run_id,
+            "method": c.method_name,
+            "dataset": plan.dataset,
+            "protocol": c.protocol,
+            "shots": c.data.shots,
+            "seed": c.seed,
+            "backbone": plan.backbone,
+            "config_hash": c.hash(),
+            "metrics": metrics,
+            "timings": timings,
+            "history": history,
+            "notes": list(plan.data.train.notes),
+        },
+    )
+
+
+def run(
+    config: RunConfig | dict[str, Any],
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    run_dir: str | Path | None = None,
+) -> RunResult:
+    """Plan (validate) and execute one run."""
+    return execute(plan_run(config, run_dir=run_dir), resume=resume, overwrite=overwrite, progress=progress)
+
+
+def config_yaml(config: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(config.to_dict()), sort_keys=False)
