@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 
 import pytest
@@ -170,7 +169,6 @@ def test_device_argument_and_fp32(tmp_path):
 
 def test_vit_b16_every_format(tmp_path):
     """One ViT-B/16 through every format (~600 MB per file: written one at a time, deleted after use)."""
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     images, tokens = inputs(224, n_images=1)
     ref_model = open_clip_b16(quick_gelu=True)
     ref = open_clip_outputs(ref_model, images, tokens)

@@ -51,7 +51,9 @@ def test_checkpoint_is_small_and_reloads_to_identical_logits(name, tiny_clip, im
     assert not any(k.startswith("clip.") for k in state)
     assert set(state) == set(method.learnable_state_dict())
     n_params = sum(v.numel() for v in state.values())
-    assert n_params == sum(p.numel() for p in method.learnable_parameters())
+    # parameters plus the method's own buffers (RESTORE's surgery ratios), never the backbone's
+    buffers = {k: v for k, v in method.named_buffers() if not k.startswith("clip.") and k in state}
+    assert n_params == sum(p.numel() for p in method.learnable_parameters()) + sum(v.numel() for v in buffers.values())
     backbone_bytes = sum(v.numel() * v.element_size() for v in tiny_clip.state_dict().values())
     size = path.stat().st_size
     assert size < backbone_bytes / 50, f"{name}: {size} bytes vs a {backbone_bytes}-byte backbone"

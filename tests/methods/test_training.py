@@ -51,6 +51,18 @@ EXPECTED: dict[str, dict[str, tuple[int, ...]]] = {
         "vision.deep_proj.1.bias": (V,),
     },
 }
+# RESTORE: its base method's parameters plus the two surgery adapters (LN, up 4x, down) on the 32-d features.
+_SURGERY = {
+    f"{side}_adapter.{name}": shape
+    for side in ("image", "text")
+    for name, shape in (
+        ("ln.weight", (E,)), ("ln.bias", (E,)), ("up.weight", (4 * E, E)), ("up.bias", (4 * E,)),
+        ("down.weight", (E, 4 * E)), ("down.bias", (E,)),
+    )
+}  # fmt: skip
+EXPECTED["restore_m"] = {**EXPECTED["maple"], **_SURGERY}
+EXPECTED["restore_p"] = {**EXPECTED["promptsrc"], **_SURGERY}
+EXPECTED["restore_ivlp"] = {**EXPECTED["ivlp"], **_SURGERY}
 
 TRAINABLE = [n for n in method_names() if n != "zeroshot"]
 STEPS = 3
