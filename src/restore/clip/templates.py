@@ -8,9 +8,8 @@ Dataset keys are the CoOp class names (``DescribableTextures``, ``OxfordPets``, 
 
 from __future__ import annotations
 
-from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
-
 from restore.errors import ConfigError
+from restore.openclip_files import open_clip_module
 
 _PHOTO = "a photo of a {}."
 
@@ -36,7 +35,7 @@ COOP_TEMPLATES: dict[str, str] = {
 # KgCoOp trainers/kgcoop.py: the same, except DTD.
 KGCOOP_TEMPLATES: dict[str, str] = {**COOP_TEMPLATES, "DescribableTextures": "a photo of a {}, a type of texture."}
 
-IMAGENET_80: tuple[str, ...] = tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
+IMAGENET_80: tuple[str, ...] = tuple(t("{}") for t in open_clip_module("zero_shot_metadata").OPENAI_IMAGENET_TEMPLATES)
 
 # PromptSRC trainers/imagenet_templates.py IMAGENET_TEMPLATES: the teacher ensemble for every dataset.
 PROMPTSRC_60: tuple[str, ...] = (

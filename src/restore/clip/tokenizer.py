@@ -20,9 +20,9 @@ EOT_TOKEN = "<end_of_text>"
 
 @lru_cache(maxsize=1)
 def _tokenizer():
-    from open_clip.tokenizer import SimpleTokenizer
+    from restore.openclip_files import open_clip_module
 
-    return SimpleTokenizer()
+    return open_clip_module("tokenizer").SimpleTokenizer()
 
 
 def sot_id() -> int:

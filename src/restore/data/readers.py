@@ -178,22 +178,11 @@ def imagenet_classnames(dataset_dir: Path, wnids: tuple[str, ...]) -> tuple[list
 def standard_imagenet_classnames() -> tuple[str, ...]:
     """CLIP's curated ImageNet class names (as open_clip ships them), indexed by ImageNet label.
 
-    open_clip's metadata module has no imports of its own; loading it by file avoids importing the whole
-    package (torch, timm, ...) just for a list of names.
+    Loaded by file (restore.openclip_files): no need to import open_clip for a list of names.
     """
-    import importlib.util
+    from restore.openclip_files import open_clip_module
 
-    spec = importlib.util.find_spec("open_clip")
-    if spec is not None and spec.submodule_search_locations:
-        path = Path(next(iter(spec.submodule_search_locations))) / "zero_shot_metadata.py"
-        mod_spec = importlib.util.spec_from_file_location("_restore_open_clip_metadata", path)
-        if path.is_file() and mod_spec is not None and mod_spec.loader is not None:
-            module = importlib.util.module_from_spec(mod_spec)
-            mod_spec.loader.exec_module(module)
-            return tuple(module.IMAGENET_CLASSNAMES)
-    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
-
-    return tuple(IMAGENET_CLASSNAMES)
+    return tuple(open_clip_module("zero_shot_metadata").IMAGENET_CLASSNAMES)
 
 
 def list_images(folder: Path) -> tuple[list[str], int]:

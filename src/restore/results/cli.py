@@ -16,7 +16,6 @@ from restore.errors import ConfigError
 from restore.results.db import ENV_LOCATION, default_results_location, open_results
 from restore.results.published import default_published_path, load_published
 from restore.results.records import harmonic_mean
-from restore.results.report import build_report, render_html, render_markdown, render_terminal, write_report
 
 app = typer.Typer(
     name="results",
@@ -110,6 +109,9 @@ def report(
             pub = load_published(path)
         else:
             missing = f"Published numbers not found at {path}; no published rows (pass --published FILE)."
+
+    # Imported here: report pulls in matplotlib, which every other command start would pay for.
+    from restore.results.report import build_report, render_html, render_markdown, render_terminal, write_report
 
     rep = build_report(
         records,
