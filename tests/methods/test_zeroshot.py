@@ -42,3 +42,15 @@ def test_ensemble_is_not_the_single_template(tiny_clip):
     single = build_method("zeroshot", tiny_clip, CLASSNAMES, dataset="DescribableTextures").class_features()
     ens = build_method(make_config("zeroshot", {"templates": "ensemble"}), tiny_clip, CLASSNAMES, "DescribableTextures")
     assert not torch.allclose(single, ens.class_features())
+
+
+def test_zero_shot_template_follows_the_test_dataset(tiny_clip):
+    """Cross-dataset evaluation: the CoOp zero-shot baseline uses each target dataset's own template."""
+    from restore.clip.templates import COOP_TEMPLATES
+
+    method = build_method("zeroshot", tiny_clip, ["banded", "dotted"], "DescribableTextures")
+    assert method.text.templates == (COOP_TEMPLATES["DescribableTextures"],)
+    method.set_classes(["forest", "river"], dataset="EuroSAT")
+    assert method.text.templates == (COOP_TEMPLATES["EuroSAT"],)
+    expected = class_text_features(tiny_clip, ["forest", "river"], [COOP_TEMPLATES["EuroSAT"]])
+    assert torch.allclose(method.class_features(), expected, atol=1e-6)

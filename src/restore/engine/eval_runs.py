@@ -9,7 +9,7 @@ from typing import Any
 from restore.engine.backbone import check_backbone, load_backbone
 from restore.engine.config import resolve_precision
 from restore.engine.device import resolve_device
-from restore.engine.evaluate import evaluate
+from restore.engine.evaluate import dataset_title, evaluate
 from restore.engine.progress import RunLog
 from restore.engine.runs import CONFIG_FILE, MODEL_FILE, read_run_config
 from restore.errors import CheckpointError, ConfigError, DataError
@@ -47,6 +47,7 @@ def _score(method, splits: dict[str, Any], *, size: int, device, precision, batc
             precision=precision,
             workers=workers,
             label=label,
+            dataset_name=dataset_title(getattr(s, "name", None)),
             log=log,
             progress=progress,
         )

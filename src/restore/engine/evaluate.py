@@ -17,6 +17,19 @@ from restore.errors import DataError
 from restore.methods import PromptedCLIP
 
 
+def dataset_title(name: str | None) -> str | None:
+    """The CoOp class name of a registry dataset (``dtd`` -> ``DescribableTextures``), None if unregistered."""
+    from restore.data import get_dataset
+    from restore.errors import ConfigError
+
+    if name is None:
+        return None
+    try:
+        return get_dataset(name).title
+    except ConfigError:
+        return None
+
+
 @torch.no_grad()
 def evaluate(
     method: PromptedCLIP,
@@ -28,13 +41,15 @@ def evaluate(
     precision: str = "fp32",
     workers: int = 0,
     label: str = "test",
+    dataset_name: str | None = None,
     log: RunLog | None = None,
     progress: bool | None = None,
 ) -> dict[str, Any]:
     """``{"top1": %, "top5": %, "n": images}`` of ``method`` on ``dataset`` labelled over ``classnames``.
 
     The class texts are encoded once (``method.class_features()``) unless the method's text depends on the
-    image (CoCoOp), which `predict` then handles per batch.
+    image (CoCoOp), which `predict` then handles per batch. ``dataset_name`` (the CoOp name of the test
+    set's dataset) lets per-dataset text follow it, e.g. zero-shot's template on a cross-dataset target.
     """
     n = len(dataset)  # type: ignore[arg-type]
     if n == 0:
@@ -44,7 +59,7 @@ def evaluate(
     bar = EvalProgress(log, enabled=progress)
     t0 = time.perf_counter()
     method.eval()
-    method.set_classes(list(classnames))
+    method.set_classes(list(classnames), dataset=dataset_name)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,

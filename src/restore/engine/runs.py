@@ -36,7 +36,7 @@ from restore.engine.backbone import backbone_label, check_backbone, load_backbon
 from restore.engine.checkpointing import differences
 from restore.engine.config import RunConfig, build_run_config, resolve
 from restore.engine.device import autocast, resolve_device
-from restore.engine.evaluate import evaluate
+from restore.engine.evaluate import dataset_title, evaluate
 from restore.engine.progress import RunLog
 from restore.engine.seeding import derive_seed, seed_everything
 from restore.engine.trainer import Trainer, TrainResult, TrainSettings
@@ -439,13 +439,14 @@ def _evaluate_all(plan: RunPlan, log: RunLog, *, progress: bool | None) -> tuple
             precision=c.model.precision,
             workers=c.data.workers,
             label=label,
+            dataset_name=dataset_title(splits.name),
             log=log,
             progress=progress,
         )
         metrics[label] = {"top1": r["top1"], "top5": r["top5"], "n": r["n"]}
     if c.protocol == "b2n":
         metrics["hm"] = harmonic_mean(metrics["base"]["top1"], metrics["novel"]["top1"])
-    plan.method.set_classes(plan.data.train.classnames)
+    plan.method.set_classes(plan.data.train.classnames, dataset=plan.dataset_title)
     if c.shift_images > 0 and plan.method.learnable_parameters():
         metrics["shift"] = _shift_profile(plan, transform)
         log.info(

@@ -112,6 +112,9 @@ class TextPart(nn.Module):
     def check_classes(self, classnames: Sequence[str]) -> None:
         """Raise if this part cannot serve ``classnames`` (class-specific contexts)."""
 
+    def use_dataset(self, dataset: str | None) -> None:
+        """Follow a change of dataset (hand-written per-dataset templates); learned prompts ignore it."""
+
 
 class VisionPart(nn.Module):
     def layer_prompts(self, text_prompts: Sequence[Tensor | None]) -> list[Tensor | None]:
@@ -198,8 +201,15 @@ class PromptedCLIP(nn.Module):
         return self
 
     # --- classes ----------------------------------------------------------------------------------------
-    def set_classes(self, classnames: Sequence[str]) -> None:
-        """Tokenise the class prompts once; called for the training classes and again for each test set."""
+    def set_classes(self, classnames: Sequence[str], dataset: str | None = None) -> None:
+        """Tokenise the class prompts once; called for the training classes and again for each test set.
+
+        ``dataset`` (a CoOp dataset name such as ``DescribableTextures``) switches per-dataset text, e.g. the
+        zero-shot template, when a test set comes from another dataset (cross-dataset evaluation).
+        """
+        if dataset is not None and dataset != self.dataset:
+            self.dataset = dataset
+            self.text.use_dataset(dataset)
         self.text.check_classes(classnames)
         sentences = [s for c in classnames for s in self.text.sentences(c)]
         self.classnames = list(classnames)

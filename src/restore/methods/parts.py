@@ -31,11 +31,19 @@ def _deep(n_layers: int, n_ctx: int, width: int, std: float) -> nn.ParameterList
 class HandcraftedText(TextPart):
     """Fixed sentences (zero-shot CLIP, VPT's text side); several templates form an ensemble."""
 
-    def __init__(self, templates: Sequence[str]) -> None:
+    def __init__(self, templates: Sequence[str], spec: str | None = None) -> None:
+        """``spec`` (e.g. ``single``, ``ensemble``) re-resolves the templates when the dataset changes."""
         super().__init__()
         if not templates:
             raise ConfigError("a hand-crafted text part needs at least one template")
         self.templates = tuple(templates)
+        self.spec = spec
+
+    def use_dataset(self, dataset: str | None) -> None:
+        if self.spec is not None:
+            from restore.clip.templates import resolve
+
+            self.templates = resolve(self.spec, dataset)
 
 
 class ContextText(TextPart):

@@ -22,4 +22,6 @@ class ZeroShotConfig(MethodConfig):
     templates: str = option("single", help="single | ensemble | imagenet80 | promptsrc60 | a template with {}")
 
     def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
-        return PromptedCLIP(clip, self, text=HandcraftedText(resolve(self.templates, dataset)), dataset=dataset)
+        return PromptedCLIP(
+            clip, self, text=HandcraftedText(resolve(self.templates, dataset), spec=self.templates), dataset=dataset
+        )
