@@ -312,6 +312,40 @@ def eval_cmd(
     _write_json(json_out, metrics)
 
 
+@app.command()
+@clean_errors
+def analyze(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories of finished runs (several methods/seeds).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where the JSON and the PNG figures go.")] = Path("analysis"),
+    root: Annotated[Path | None, typer.Option("--root", help="Data root, if not the one the runs used.")] = None,
+    split: Annotated[
+        str, typer.Option("--split", help="train (the images the run recorded its profile on) or a test split.")
+    ] = "train",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "cpu",
+    tsne_images: Annotated[int, typer.Option("--tsne-images", help="Test images per split in the t-SNE.")] = 200,
+    no_tsne: Annotated[bool, typer.Option("--no-tsne", help="Skip the t-SNE figure.")] = False,
+    no_zero_shot: Annotated[
+        bool, typer.Option("--no-zero-shot", help="Do not evaluate zero-shot CLIP for the gains.")
+    ] = False,
+) -> None:
+    """Feature-shift diagnostics: per-layer shifts (JSON) and the paper's Fig. 3, 4a and 5 as PNG files."""
+    from restore.analysis.analyze import analyze_runs
+
+    result = analyze_runs(
+        runs, out, root=root, split=split, device=device, tsne_images=tsne_images, tsne=not no_tsne,
+        zero_shot=not no_zero_shot,
+    )  # fmt: skip
+    for r in result["runs"]:
+        sh = r["shift"]
+        typer.echo(
+            f"{r['method']:<14} seed {r['seed']}: sum s^v {sh['total_vision']:.4g}  sum s^t {sh['total_text']:.4g}"
+            f"  discrepancy {sh['total_discrepancy']:.4g}  gain {r['gain_over_zero_shot']}"
+        )
+    typer.echo(f"wrote {Path(out) / 'analysis.json'}")
+    for name, path in result["figures"].items():
+        typer.echo(f"  {name}: {path}")
+
+
 def _root(root: Path | None) -> Path:
     from restore.engine.config import default_data_root
     from restore.errors import ConfigError
