@@ -23,9 +23,18 @@ from restore.engine.checkpointing import check_same_config, load_training_checkp
 from restore.engine.device import autocast, grad_scaler
 from restore.engine.progress import RunLog, TrainProgress
 from restore.engine.schedule import lr_at_epoch
-from restore.engine.seeding import derive_seed, loader_generator, rng_state, seed_everything, set_rng_state, worker_init
+from restore.engine.seeding import (
+    SampleSeeded,
+    derive_seed,
+    loader_generator,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    worker_init,
+)
 from restore.errors import TrainingError
 from restore.methods import PromptedCLIP
+from restore.scale import distributed
 
 
 @dataclass
@@ -58,20 +67,36 @@ class TrainResult:
 
 
 def make_train_loader(
-    dataset: Dataset, batch_size: int, *, seed: int, epoch: int, workers: int, pin: bool = False
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    workers: int,
+    pin: bool = False,
+    rank: int = 0,
+    world: int = 1,
 ) -> DataLoader:
-    """The loader of one epoch: shuffled by a generator seeded from (seed, epoch); workers seeded from it.
+    """The loader of one epoch: shuffled by a generator seeded from (seed, epoch), each item's augmentation
+    seeded from (seed, epoch, index). ``batch_size`` is the global batch; rank ``rank`` of ``world``
+    processes loads its share of each (`restore.scale.distributed.GlobalBatchSampler`).
 
     Like Dassl, the last incomplete batch is dropped when there is at least one full batch.
     """
+    generator = loader_generator(seed, epoch)
+    sampler = distributed.GlobalBatchSampler(
+        len(dataset),  # type: ignore[arg-type]
+        batch_size,
+        generator=generator,
+        rank=rank,
+        world=world,
+    )
     return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        generator=loader_generator(seed, epoch),
+        SampleSeeded(dataset, seed, epoch),
+        batch_sampler=sampler,
+        generator=generator,
         num_workers=workers,
         worker_init_fn=worker_init if workers > 0 else None,
-        drop_last=len(dataset) >= batch_size,  # type: ignore[arg-type]
         pin_memory=pin,
         persistent_workers=False,
     )
