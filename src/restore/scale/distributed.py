@@ -20,6 +20,7 @@ How a distributed run stays equal to the single-process run with the same global
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
@@ -94,6 +95,7 @@ def init_from_env(device: torch.device) -> World | None:
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
     _WORLD = World(rank, dist.get_world_size(), local_rank, backend, dist.new_group(backend=backend))
+    atexit.register(shutdown)
     return _WORLD
 
 
@@ -195,15 +197,32 @@ def global_batch(n: int) -> Iterator[None]:
 def batch_mean(per_sample: Tensor) -> Tensor:
     """The mean of per-sample values over the GLOBAL batch of the current training step, differentiable.
 
-    Single process (or outside a training step): ``per_sample.mean()``. Across ranks: the local sum goes
-    through torch.distributed.nn's all-reduce, whose backward sums the upstream gradients of all ranks, so a
-    loss that is non-linear in the batch mean gets the single-process gradient.
+    Single process (or outside a training step): ``per_sample.mean()``. Across ranks: the local sums are
+    all-reduced by `_SumOverRanks`, whose backward sums the upstream gradients of all ranks, so a loss that is
+    non-linear in the batch mean gets the single-process gradient.
     """
     if _WORLD is None or _STEP_GLOBAL_N is None:
         return per_sample.mean()
-    from torch.distributed.nn.functional import all_reduce
+    return _SumOverRanks.apply(per_sample.sum(), _WORLD.stats_group) / _STEP_GLOBAL_N
 
-    return all_reduce(per_sample.sum(), group=_WORLD.stats_group) / _STEP_GLOBAL_N
+
+class _SumOverRanks(torch.autograd.Function):
+    """Differentiable all-reduce (sum): the backward sums the upstream gradients of all ranks, which is
+    what each rank's share of the sum receives from a loss every rank computes from the same total.
+    (torch.distributed.nn.functional.all_reduce does the same and is deprecated.)"""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: Tensor, group: Any) -> Tensor:
+        import torch.distributed as dist
+
+        ctx.group = group
+        out = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return _SumOverRanks.apply(grad, ctx.group), None
 
 
 def wrap_ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
