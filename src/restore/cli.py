@@ -440,6 +440,39 @@ def methods(
     console.print(t)
 
 
+@app.command()
+@clean_errors
+def sweep(
+    grid: Annotated[Path, typer.Argument(help="Grid file (YAML): methods, datasets, seeds, shots, overrides.")],
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="Run on Ray: auto, host:port of the head, or local (a new instance)."),
+    ] = None,
+    retries: Annotated[int, typer.Option("--retries", help="Try a failed run this many more times.", min=0)] = 0,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Runs at once (CPU: cores split between them; GPU: <= GPUs).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs and which are done; start none.")] = False,
+    db: Annotated[str | None, typer.Option("--db", help="Results database (default <out>/results.sqlite).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder of run directories (default runs).")] = None,
+) -> None:
+    """Run a grid of runs (local processes or a Ray cluster), skipping those the database holds finished.
+
+    Failed runs are recorded with their error (and retried with --retries) without stopping the others; the
+    exit code is 1 when a run failed. Stop it any time: the same command continues where it stopped.
+    """
+    from restore.scale.sweep import run_sweep
+
+    try:
+        result = run_sweep(
+            grid, ray_address=ray_address, retries=retries, workers=workers, dry_run=dry_run, db=db, out=out
+        )
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if result.failed:
+        raise typer.Exit(1)
+
+
 @app.callback()
 def _root_callback() -> None:
     """Prompt learning for CLIP: RESTORE and the methods it is compared with."""

@@ -1,4 +1,8 @@
-"""Evaluation of a trained method on a test split: class features once, then top-1/top-5 over the images."""
+"""Evaluation of a trained method on a test split: class features once, then top-1/top-5 over the images.
+
+In a distributed run (`restore.scale.distributed`) each rank evaluates a contiguous shard of the split and
+the hit counts are summed over ranks, so every rank returns the numbers of the whole split.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from restore.clip.zeroshot import topk_correct
 from restore.engine.device import autocast
@@ -15,6 +19,7 @@ from restore.engine.progress import EvalProgress, RunLog
 from restore.engine.seeding import worker_init
 from restore.errors import DataError
 from restore.methods import PromptedCLIP
+from restore.scale import distributed
 
 
 def dataset_title(name: str | None) -> str | None:
@@ -60,6 +65,11 @@ def evaluate(
     t0 = time.perf_counter()
     method.eval()
     method.set_classes(list(classnames), dataset=dataset_name)
+    world = distributed.current()
+    if world is not None:  # this rank's contiguous shard
+        q, r = divmod(n, world.size)
+        start = world.rank * q + min(world.rank, r)
+        dataset = Subset(dataset, range(start, start + q + (1 if world.rank < r else 0)))
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -85,6 +95,8 @@ def evaluate(
                 bar.advance()
     finally:
         bar.stop()
+    if world is not None:
+        hits[1], hits[k5], seen = (int(v) for v in distributed.all_reduce_sum([hits[1], hits[k5], seen]))
     result = {
         "top1": 100.0 * hits[1] / seen,
         "top5": 100.0 * hits[k5] / seen,

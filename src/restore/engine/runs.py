@@ -13,6 +13,9 @@ behind. `execute` then writes the run directory::
         metrics.json         per evaluated split top-1/top-5/n (+ HM for base-to-novel), timings, history
 
 and one row in the results database.
+
+Under torchrun every rank plans the run and trains; rank 0 alone writes the directory and the row
+(`restore.scale.distributed`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from restore.engine.trainer import Trainer, TrainResult, TrainSettings
 from restore.errors import CheckpointError, ConfigError, DataError, RestoreError
 from restore.fileio import atomic_write_json, atomic_write_text
 from restore.methods import PromptedCLIP, build_method
+from restore.scale import distributed
 
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "log.txt"
@@ -136,7 +140,8 @@ def plan_run(config: RunConfig | dict[str, Any], *, run_dir: str | Path | None =
     """Validate and resolve ``config``; load the backbone and the data; build the method. Writes nothing."""
     if not isinstance(config, RunConfig):
         config = build_run_config(config)
-    device = resolve_device(config.device)
+    device = distributed.rank_device(resolve_device(config.device))
+    distributed.init_from_env(device)  # under torchrun: join the process group (nothing otherwise)
     check_backbone(config.model.backbone)
     dataset, title, root = _check_dataset(config)
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=root))
@@ -292,37 +297,46 @@ def _finished_result(plan: RunPlan, info: dict[str, Any]) -> RunResult | None:
 def execute(plan: RunPlan, *, resume: bool = False, overwrite: bool = False, progress: bool | None = None) -> RunResult:
     """Train and evaluate a planned run, writing its directory and its database row."""
     c = plan.config
-    info = _prepare_run_dir(plan.run_dir, resume=resume, overwrite=overwrite)
-    if info is not None and info.get("config_hash") not in (None, c.hash()):
-        previous = _read_config_identity(plan.run_dir)
-        raise CheckpointError(
-            f"cannot resume {plan.run_dir}: it holds a run of other settings ({_describe_changes(previous, c)})",
-            hint="resume with the run's own config (its config.yaml), or start a new run without --resume",
-        )
-    if info is not None and (done := _finished_result(plan, info)) is not None:
-        return done
-    run_id = (info or {}).get("run_id") or new_run_id(plan)
-    recorder = _Recorder(plan, run_id)  # opens the database before the run directory is created
-    plan.run_dir.mkdir(parents=True, exist_ok=True)
-    _write_config(plan.run_dir, c)
-    started = (info or {}).get("started_at") or time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    run_info = {
-        "run_id": run_id,
-        "status": "running",
-        "method": c.method_name,
-        "dataset": plan.dataset,
-        "protocol": c.protocol,
-        "shots": c.data.shots,
-        "seed": c.seed,
-        "backbone": plan.backbone,
-        "backbone_setting": c.model.backbone,
-        "config_hash": c.hash(),
-        "code_version": _code_version(),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "started_at": started,
-    }
-    atomic_write_json(plan.run_dir / RUN_FILE, run_info)
+    world = distributed.current()
+    if world is not None and not world.is_main:
+        return _follow(plan, resume=resume)
+    try:
+        info = _prepare_run_dir(plan.run_dir, resume=resume, overwrite=overwrite)
+        if info is not None and info.get("config_hash") not in (None, c.hash()):
+            previous = _read_config_identity(plan.run_dir)
+            raise CheckpointError(
+                f"cannot resume {plan.run_dir}: it holds a run of other settings ({_describe_changes(previous, c)})",
+                hint="resume with the run's own config (its config.yaml), or start a new run without --resume",
+            )
+        if info is not None and (done := _finished_result(plan, info)) is not None:
+            distributed.share_outcome({"run_id": done.run_id, "finished": done})
+            return done
+        run_id = (info or {}).get("run_id") or new_run_id(plan)
+        recorder = _Recorder(plan, run_id)  # opens the database before the run directory is created
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        _write_config(plan.run_dir, c)
+        started = (info or {}).get("started_at") or time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        run_info = {
+            "run_id": run_id,
+            "status": "running",
+            "method": c.method_name,
+            "dataset": plan.dataset,
+            "protocol": c.protocol,
+            "shots": c.data.shots,
+            "seed": c.seed,
+            "backbone": plan.backbone,
+            "backbone_setting": c.model.backbone,
+            "config_hash": c.hash(),
+            "code_version": _code_version(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": started,
+        }
+        atomic_write_json(plan.run_dir / RUN_FILE, run_info)
+    except BaseException as e:
+        distributed.share_outcome(error=e)  # the other ranks stop with the same message
+        raise
+    distributed.share_outcome({"run_id": run_id, "finished": None})
     log = RunLog(plan.run_dir / LOG_FILE, quiet=c.quiet)
     metrics: dict[str, Any] = {}
     timings: dict[str, Any] = {}
@@ -368,6 +382,20 @@ def execute(plan: RunPlan, *, resume: bool = False, overwrite: bool = False, pro
     finally:
         log.close()
         recorder.close()
+
+
+def _follow(plan: RunPlan, *, resume: bool) -> RunResult:
+    """A rank other than 0 of a distributed run: train its share of each batch and evaluate its shard of each
+    split, writing nothing (rank 0 prepares the run directory, then writes the checkpoints and results)."""
+    shared = distributed.receive_outcome()
+    if shared["finished"] is not None:
+        return shared["finished"]
+    log = RunLog(quiet=True)
+    t_start = time.perf_counter()
+    result = _train(plan, log, resume=resume, progress=False, heartbeat=lambda: None)
+    metrics, _ = _evaluate_all(plan, log, progress=False)
+    timings = {"train_s": round(result.train_s, 3), "total_s": round(time.perf_counter() - t_start, 3)}
+    return RunResult(plan.run_dir, shared["run_id"], "finished", plan.config, metrics, timings, result.history)
 
 
 def _code_version() -> str:
@@ -447,7 +475,7 @@ def _evaluate_all(plan: RunPlan, log: RunLog, *, progress: bool | None) -> tuple
     if c.protocol == "b2n":
         metrics["hm"] = harmonic_mean(metrics["base"]["top1"], metrics["novel"]["top1"])
     plan.method.set_classes(plan.data.train.classnames, dataset=plan.dataset_title)
-    if c.shift_images > 0 and plan.method.learnable_parameters():
+    if c.shift_images > 0 and plan.method.learnable_parameters() and distributed.is_main():
         metrics["shift"] = _shift_profile(plan, transform)
         log.info(
             f"feature shift ({metrics['shift']['measure']}, {metrics['shift']['images']} training images): "

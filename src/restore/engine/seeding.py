@@ -4,16 +4,23 @@ A run reseeds Python, NumPy and torch (and the data loader's shuffling generator
 loader's workers) at the start of every epoch from (seed, epoch). What an epoch draws therefore depends only
 on the seed and the epoch number, never on how many numbers earlier epochs drew — so resuming from the
 checkpoint written after epoch k replays epoch k+1 exactly, even if the run was killed in the middle of it.
+
+A training image's random augmentation is drawn with generators seeded from (seed, epoch, sample index)
+(`SampleSeeded`): it is the same whichever process or loader worker reads the image and whichever batch
+it lands in, so runs with any number of loader workers or distributed processes see the same images.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 
 def derive_seed(seed: int, *keys: object) -> int:
@@ -42,6 +49,42 @@ def worker_init(worker_id: int) -> None:
     base = torch.initial_seed() % 2**32
     random.seed(base)
     np.random.seed(base)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of training item ``index``'s augmentation in ``epoch``."""
+    return derive_seed(seed, epoch, "sample", index)
+
+
+@contextmanager
+def _own_generators(seed: int) -> Iterator[None]:
+    """Python, NumPy and torch's CPU generator seeded with ``seed`` inside the block, and restored after it
+    (in the main process the trainer's own draws must not depend on what the loader drew)."""
+    py, npst, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.default_generator.manual_seed(seed)  # CPU only: the augmentations run on the CPU
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npst)
+        torch.set_rng_state(cpu)
+
+
+class SampleSeeded(Dataset):
+    """A training set of one epoch whose item ``i`` is loaded with every generator seeded from
+    (seed, epoch, i): its augmentation does not depend on the process, the worker or the batch."""
+
+    def __init__(self, dataset: Any, seed: int, epoch: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        with _own_generators(sample_seed(self.seed, self.epoch, index)):
+            return self.dataset[index]
 
 
 def rng_state() -> dict[str, Any]:

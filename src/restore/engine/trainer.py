@@ -4,6 +4,10 @@ autocast on CUDA, a checkpoint after every epoch, and a resume that reproduces a
 Determinism: at the start of every epoch all generators (Python, NumPy, torch, the loader's shuffling and
 worker seeds) are reseeded from (seed, epoch) — see `restore.engine.seeding` — so the state saved after epoch
 k (learnable tensors, optimiser moments, the method's own training state) is all a resumed run needs.
+
+Under torchrun (`restore.scale.distributed`) each rank loads its share of every global batch, the method is
+wrapped in DistributedDataParallel, epoch statistics are summed over ranks, and only rank 0 writes the
+checkpoint; a single-process run takes none of those paths.
 """
 
 from __future__ import annotations
@@ -23,9 +27,18 @@ from restore.engine.checkpointing import check_same_config, load_training_checkp
 from restore.engine.device import autocast, grad_scaler
 from restore.engine.progress import RunLog, TrainProgress
 from restore.engine.schedule import lr_at_epoch
-from restore.engine.seeding import derive_seed, loader_generator, rng_state, seed_everything, set_rng_state, worker_init
+from restore.engine.seeding import (
+    SampleSeeded,
+    derive_seed,
+    loader_generator,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    worker_init,
+)
 from restore.errors import TrainingError
 from restore.methods import PromptedCLIP
+from restore.scale import distributed
 
 
 @dataclass
@@ -58,20 +71,36 @@ class TrainResult:
 
 
 def make_train_loader(
-    dataset: Dataset, batch_size: int, *, seed: int, epoch: int, workers: int, pin: bool = False
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    workers: int,
+    pin: bool = False,
+    rank: int = 0,
+    world: int = 1,
 ) -> DataLoader:
-    """The loader of one epoch: shuffled by a generator seeded from (seed, epoch); workers seeded from it.
+    """The loader of one epoch: shuffled by a generator seeded from (seed, epoch), each item's augmentation
+    seeded from (seed, epoch, index). ``batch_size`` is the global batch; rank ``rank`` of ``world``
+    processes loads its share of each (`restore.scale.distributed.GlobalBatchSampler`).
 
     Like Dassl, the last incomplete batch is dropped when there is at least one full batch.
     """
+    generator = loader_generator(seed, epoch)
+    sampler = distributed.GlobalBatchSampler(
+        len(dataset),  # type: ignore[arg-type]
+        batch_size,
+        generator=generator,
+        rank=rank,
+        world=world,
+    )
     return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        generator=loader_generator(seed, epoch),
+        SampleSeeded(dataset, seed, epoch),
+        batch_sampler=sampler,
+        generator=generator,
         num_workers=workers,
         worker_init_fn=worker_init if workers > 0 else None,
-        drop_last=len(dataset) >= batch_size,  # type: ignore[arg-type]
         pin_memory=pin,
         persistent_workers=False,
     )
@@ -109,6 +138,9 @@ class Trainer:
         self.progress = TrainProgress(self.log, enabled=progress)
         self.on_epoch_end = on_epoch_end
         params = method.learnable_parameters()
+        self.world = distributed.current()
+        # The forward pass of training; DDP syncs the learnable parameters' gradients across ranks.
+        self.model = distributed.wrap_ddp(method, self.device) if self.world is not None else method
         self.optimizer = torch.optim.SGD(
             params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
         )
@@ -138,7 +170,7 @@ class Trainer:
         }
 
     def save(self) -> None:
-        if self.checkpoint is not None:
+        if self.checkpoint is not None and distributed.is_main():
             save_training_checkpoint(self.checkpoint, self.state())
 
     def resume(self) -> bool:
@@ -171,6 +203,11 @@ class Trainer:
         if n == 0:
             raise TrainingError("the training set is empty", hint="check the dataset, its classes and --shots")
         steps_per_epoch = n // s.batch_size if n >= s.batch_size else 1
+        if self.world is not None and min(n, s.batch_size) < self.world.size:
+            raise TrainingError(
+                f"a global batch of {min(n, s.batch_size)} images cannot feed {self.world.size} processes",
+                hint="use a batch size (and training set) of at least one image per process",
+            )
         t0 = time.perf_counter()
         if self.epoch < s.epochs:
             self.log.info(
@@ -210,9 +247,12 @@ class Trainer:
         lr = s.lr_at(epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        rank, world = (self.world.rank, self.world.size) if self.world is not None else (0, 1)
         loader = make_train_loader(
-            self.train_set, s.batch_size, seed=s.seed, epoch=epoch, workers=s.workers, pin=self.device.type == "cuda"
-        )
+            self.train_set, s.batch_size, seed=s.seed, epoch=epoch, workers=s.workers, pin=self.device.type == "cuda",
+            rank=rank, world=world,
+        )  # fmt: skip
+        global_sizes = loader.batch_sampler.global_sizes()  # type: ignore[union-attr]
         self.method.train()
         self.progress.start_epoch(epoch + 1, s.epochs, steps_per_epoch, lr)
         t0 = time.perf_counter()
@@ -220,10 +260,13 @@ class Trainer:
         for step, (images, labels) in enumerate(loader):
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
-            with autocast(self.device, s.precision):
-                out = self.method(images)
-                loss, logs = self.method.compute_loss(out, labels)
-            value = float(loss.detach())
+            if self.world is None:
+                with autocast(self.device, s.precision):
+                    out = self.method(images)
+                    loss, logs = self.method.compute_loss(out, labels)
+                value = local = float(loss.detach())
+            else:
+                loss, logs, out, value, local = self._distributed_step(images, labels, global_sizes[step])
             if not math.isfinite(value):
                 self._non_finite(epoch, step, value, logs)
             self.optimizer.zero_grad(set_to_none=True)
@@ -233,7 +276,7 @@ class Trainer:
             self.global_step += 1
             self._last_finite = (self.global_step, value)
             b = labels.shape[0]
-            loss_sum += value * b
+            loss_sum += local * b
             correct += int((out.logits.detach().argmax(-1) == labels).sum())
             seen += b
             acc = 100.0 * correct / seen
@@ -245,6 +288,9 @@ class Trainer:
                     f"acc {acc:.2f}% lr {lr:.3e}",
                     echo=False,
                 )
+        if self.world is not None:
+            loss_sum, correct, seen = distributed.all_reduce_sum([loss_sum, correct, seen])
+            correct, seen = int(correct), int(seen)
         return {
             "epoch": epoch + 1,
             "loss": loss_sum / max(seen, 1),
@@ -253,6 +299,25 @@ class Trainer:
             "seconds": time.perf_counter() - t0,
             "images": seen,
         }
+
+    def _distributed_step(
+        self, images: torch.Tensor, labels: torch.Tensor, global_n: int
+    ) -> tuple[torch.Tensor, dict[str, float], Any, float, float]:
+        """Forward and loss of this rank's share of a global batch of ``global_n`` images.
+
+        The loss is scaled by local_n * world / global_n: DDP averages the ranks' gradients, and that
+        average is then the gradient of the global-batch loss. Returns the global loss value (the same on
+        every rank, so a non-finite loss stops all of them at the same step) and this rank's unscaled loss
+        (for the epoch statistics); the logs keep this rank's components.
+        """
+        assert self.world is not None
+        with autocast(self.device, self.s.precision), distributed.global_batch(global_n):
+            out = self.model(images)
+            loss, logs = self.method.compute_loss(out, labels)
+        local = float(loss.detach())
+        loss = loss * (labels.shape[0] * self.world.size / global_n)
+        (total,) = distributed.all_reduce_sum([float(loss.detach())])
+        return loss, logs, out, total / self.world.size, local
 
     def _non_finite(self, epoch: int, step: int, value: float, logs: dict[str, float]) -> None:
         last = (

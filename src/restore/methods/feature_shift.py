@@ -12,7 +12,7 @@ The loss is ``L_fs = Σ_l (s_l^v − s_l^t)²`` over the layers prompted in both
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -33,8 +33,15 @@ def _sqrt(x: Tensor) -> Tensor:
     return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), torch.zeros_like(x))
 
 
-def activation_shifts(stats: Sequence[ShiftStats | None], normalisation: Normalisation = "rms") -> dict[int, Tensor]:
-    """s_l for every layer that measured a shift: the mean over samples of the per-sample magnitude."""
+def activation_shifts(
+    stats: Sequence[ShiftStats | None],
+    normalisation: Normalisation = "rms",
+    mean: Callable[[Tensor], Tensor] = torch.mean,
+) -> dict[int, Tensor]:
+    """s_l for every layer that measured a shift: the mean over samples of the per-sample magnitude.
+
+    ``mean`` averages the per-sample values; training passes one that averages over the global batch of a
+    distributed run (`restore.scale.distributed.batch_mean`)."""
     out: dict[int, Tensor] = {}
     for layer, s in enumerate(stats):
         if s is None:
@@ -45,7 +52,7 @@ def activation_shifts(stats: Sequence[ShiftStats | None], normalisation: Normali
             per_sample = _sqrt(s.shift_ms / s.ref_ms.clamp_min(torch.finfo(s.ref_ms.dtype).tiny))
         else:
             raise ValueError(f"unknown normalisation {normalisation!r}")
-        out[layer] = per_sample.mean()
+        out[layer] = mean(per_sample)
     return out
 
 
@@ -105,7 +112,11 @@ class ShiftMeasure(nn.Module):
         if "shift" in out.measured:
             return out.measured["shift"]
         if self.measure == "activation":
-            vision = activation_shifts(out.vision_shifts, self.normalisation)
+            # Images differ per rank in a distributed run: their mean shift is over the global batch (the
+            # text side encodes the same class prompts on every rank).
+            from restore.scale.distributed import batch_mean
+
+            vision = activation_shifts(out.vision_shifts, self.normalisation, batch_mean)
             text = activation_shifts(out.text_shifts, self.normalisation)
         else:
             vision = parameter_shifts(out.vision_prompts, self.initial(VISION))

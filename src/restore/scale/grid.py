@@ -1,0 +1,467 @@
+"""The sweep grid: a YAML file naming the runs of a sweep, and its expansion into checked run configs.
+
+::
+
+    name: b2n_small                  # optional; default: the file's name without .yaml
+    config: ../smoke_tiny.yaml       # optional base run config, relative to this file
+    out: runs                        # optional: where the run directories go (--out wins)
+    db: runs/results.sqlite          # optional: the results database (--db wins)
+    protocols: [b2n]                 # axes: every combination is a cell ...
+    methods: [coop, maple]           #   names, or a mapping name -> overrides for that method only
+    datasets: [dtd, eurosat]
+    shots: [16]
+    seeds: [1, 2, 3]
+    set:                             # overrides (dotted run-config keys, as --set) for every cell
+      model.backbone: ViT-B/16
+      data.root: ~/data
+    grid:                            # override matrix: the Cartesian product of these values ...
+      optim.lr: [0.002, 0.0035]      #   ... times the axes; each point tags its runs "optim.lr=0.002"
+    include:                         # extra cells: axis values (one-valued axes may be left out) + set
+      - {method: kgcoop, dataset: dtd, seed: 1, set: {optim.epochs: 5}}
+    exclude:                         # drop the cells that match every key given
+      - {method: maple, dataset: eurosat}
+
+Axes left out take the base config's value (protocol, data.shots, seed; seed 1 without one), and every
+axis needs one value at least. Overrides apply in this order, later ones winning: the base config,
+``set``, the method's own overrides, the grid point, an include's ``set``; the axis values of a cell are
+not overrides and cannot be set any other way. A grid point's values become the run's ``tag`` (after any
+tag set elsewhere) so that reports keep the variants apart instead of averaging them as seeds.
+
+Every cell is checked before any run starts: the config keys and values, the method, the dataset name
+(and that the protocol can train on it), the backbone setting. A `ConfigError` names the cell. Whether a
+dataset's folder and images are there is checked by the run itself, on the machine that runs it (a Ray
+worker may see other disks than the driver): a cell whose data is missing fails alone, recorded as failed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from restore.config import load_yaml
+from restore.engine.config import RunConfig, build_run_config, resolve, resolve_precision
+from restore.errors import ConfigError, RestoreError
+
+GRID_KEYS = (
+    "name", "config", "out", "db", "protocols", "methods", "datasets", "shots", "seeds", "set", "grid", "include",
+    "exclude",
+)  # fmt: skip
+# Axis name in the grid file -> dotted run-config key.
+AXES = {
+    "protocol": "protocol",
+    "method": "method.name",
+    "dataset": "data.dataset",
+    "shots": "data.shots",
+    "seed": "seed",
+}
+# Keys the sweep decides for the whole sweep, not per cell.
+SWEEP_KEYS = ("out", "db")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of a sweep: its axis values, its grid point, its config (checked, not yet resolved)."""
+
+    protocol: str
+    method: str
+    dataset: str
+    shots: int
+    seed: int
+    point: tuple[tuple[str, Any], ...]  # the grid point (dotted key, value), in the grid's key order
+    data: dict[str, Any]  # the nested config mapping a run is built from (plain YAML data)
+    config: RunConfig = field(compare=False, repr=False)
+
+    @property
+    def label(self) -> str:
+        """``b2n/dtd/coop/shots16/seed1`` plus the grid point: how progress lines and errors name it."""
+        return cell_label(self.protocol, self.dataset, self.method, self.shots, self.seed, self.point)
+
+
+def cell_label(protocol: str, dataset: str, method: str, shots: int, seed: int, point: tuple = ()) -> str:
+    text = f"{protocol}/{dataset}/{method}/shots{'all' if shots <= 0 else shots}/seed{seed}"
+    return text + (f" [{point_tag(point)}]" if point else "")
+
+
+def point_tag(point: tuple[tuple[str, Any], ...]) -> str:
+    """A grid point as a tag: ``optim.lr=0.002,method.n_ctx=4``."""
+    return ",".join(f"{k}={_show(v)}" for k, v in point)
+
+
+@dataclass
+class Grid:
+    """A parsed grid file (structure checked; the cells are built by `expand`)."""
+
+    name: str
+    base: dict[str, Any]
+    protocols: list[str]
+    methods: dict[str, dict[str, Any]]
+    datasets: list[str]
+    shots: list[int]
+    seeds: list[int]
+    set: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    include: list[dict[str, Any]] = field(default_factory=list)
+    exclude: list[dict[str, Any]] = field(default_factory=list)
+    out: str | None = None
+    db: str | None = None
+    source: Path | None = None
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+# --- reading the file -----------------------------------------------------------------------------------
+def load_grid(path: str | Path) -> Grid:
+    """Read and check a grid file's structure (the cells are checked by `expand`)."""
+    path = Path(path).expanduser()
+    data = load_yaml(path)
+    return parse_grid(
+        data, name=path.name.removesuffix(".yaml").removesuffix(".yml"), base_dir=path.parent, source=path
+    )
+
+
+def parse_grid(
+    data: Mapping[str, Any], *, name: str = "sweep", base_dir: Path | None = None, source: Path | None = None
+) -> Grid:
+    """A `Grid` from the mapping a grid file holds."""
+    where = str(source) if source else "the grid"
+    unknown = sorted(set(data) - set(GRID_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}",
+            hint=f"a grid file has: {', '.join(GRID_KEYS)}",
+        )
+    base: dict[str, Any] = {}
+    if data.get("config"):
+        base_path = Path(str(data["config"])).expanduser()
+        if not base_path.is_absolute() and base_dir is not None:
+            base_path = base_dir / base_path
+        base = load_yaml(base_path)
+        if isinstance(base.get("method"), str):
+            base["method"] = {"name": base["method"]}
+    methods = _methods(data.get("methods"), base, where)
+    set_ = _overrides(data.get("set"), f"{where}: set")
+    grid = _matrix(data.get("grid"), where)
+    return Grid(
+        name=str(data.get("name") or name),
+        base=base,
+        protocols=_axis(data, "protocols", [base.get("protocol") or "b2n"], str, where),
+        methods=methods,
+        datasets=_axis(
+            data, "datasets", [_get(base, "data.dataset")] if _get(base, "data.dataset") else None, str, where
+        ),
+        shots=_axis(data, "shots", [_get(base, "data.shots", 16)], int, where),
+        seeds=_axis(data, "seeds", [base.get("seed", 1)], int, where),
+        set=set_,
+        grid=grid,
+        include=_entries(data.get("include"), "include", where),
+        exclude=_entries(data.get("exclude"), "exclude", where),
+        out=None if data.get("out") is None else str(data["out"]),
+        db=None if data.get("db") is None else str(data["db"]),
+        source=source,
+    )
+
+
+def _get(d: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
+    node: Any = d
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def _axis(data: Mapping[str, Any], key: str, default: list[Any] | None, kind: type, where: str) -> list[Any]:
+    values = data.get(key)
+    if values is None:
+        values = default
+    if values is None:
+        raise ConfigError(f"{where}: no {key} given", hint=f"add e.g. `{key}: [...]` to the grid file")
+    if not isinstance(values, list):
+        values = [values]
+    if not values:
+        raise ConfigError(f"{where}: {key} is empty", hint=f"give at least one value for {key}")
+    out = []
+    for v in values:
+        if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ConfigError(f"{where}: {key} must be integers, got {v!r}")
+        if kind is str and not isinstance(v, str):
+            raise ConfigError(f"{where}: {key} must be names, got {v!r}")
+        out.append(v)
+    if len(set(out)) != len(out):
+        raise ConfigError(f"{where}: {key} lists a value twice: {out}")
+    return out
+
+
+def _methods(value: Any, base: Mapping[str, Any], where: str) -> dict[str, dict[str, Any]]:
+    if value is None:
+        name = _get(base, "method.name")
+        if not name:
+            raise ConfigError(f"{where}: no methods given", hint="add e.g. `methods: [coop, maple]`")
+        return {str(name): {}}
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list):
+        if not value or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: methods must be a list of names or a mapping name -> overrides")
+        if len(set(value)) != len(value):
+            raise ConfigError(f"{where}: methods lists a method twice: {value}")
+        return {v: {} for v in value}
+    if isinstance(value, dict) and value:
+        return {str(k): _overrides(v, f"{where}: methods.{k}") for k, v in value.items()}
+    raise ConfigError(f"{where}: methods must be a list of names or a mapping name -> overrides, got {value!r}")
+
+
+def _overrides(value: Any, where: str, *, check: bool = True) -> dict[str, Any]:
+    """Dotted key -> value; nested mappings are flattened (``optim: {lr: 1}`` is ``optim.lr: 1``)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping of dotted keys to values, got {value!r}")
+    flat: dict[str, Any] = {}
+    for key, v in value.items():
+        if isinstance(v, dict):  # a section: its keys below this one
+            for sub, sv in _overrides(v, where, check=False).items():
+                flat[f"{key}.{sub}"] = sv
+        else:
+            flat[str(key)] = v
+    if check:
+        for key in flat:
+            _check_override_key(key, where)
+    return flat
+
+
+def _check_override_key(key: str, where: str) -> None:
+    axis = next((a for a, k in AXES.items() if key == k or (a == "method" and key == "method")), None)
+    if axis is not None:
+        raise ConfigError(
+            f"{where}: {key} is a sweep axis, not an override",
+            hint=f"list its values under `{axis if axis in ('shots',) else axis + 's'}:` (or in an include entry)",
+        )
+    if key in SWEEP_KEYS or key in ("device", "quiet"):
+        raise ConfigError(
+            f"{where}: {key} is decided for the whole sweep",
+            hint="out and db go at the top of the grid file (or --out/--db); the sweep sets device and quiet",
+        )
+
+
+def _matrix(value: Any, where: str) -> dict[str, list[Any]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{where}: grid must map dotted keys to lists of values, e.g. grid: {{optim.lr: [0.002]}}")
+    out = {}
+    for key, values in value.items():
+        key = str(key)
+        _check_override_key(key, f"{where}: grid")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}: grid.{key} must be a non-empty list of values, got {values!r}")
+        out[key] = values
+    return out
+
+
+def _entries(value: Any, what: str, where: str) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{where}: {what} must be a list of mappings, e.g. [{{method: coop, dataset: dtd}}]")
+    allowed = {*AXES, "set"} if what == "include" else set(AXES)
+    for i, entry in enumerate(value):
+        unknown = sorted(set(entry) - allowed)
+        if unknown:
+            raise ConfigError(
+                f"{where}: {what}[{i}] has unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}",
+                hint=f"{what} entries take: {', '.join(sorted(allowed))}",
+            )
+    return [dict(v) for v in value]
+
+
+# --- expansion ------------------------------------------------------------------------------------------
+def expand(grid: Grid) -> list[Cell]:
+    """Every cell of the grid, checked (`ConfigError` naming the first bad cell), duplicates merged."""
+    cells: list[Cell] = []
+    seen: set[str] = set()
+    keys = list(grid.grid)
+    points = [tuple(zip(keys, values, strict=True)) for values in itertools.product(*grid.grid.values())]
+    for protocol, method, dataset, shots, seed in itertools.product(
+        grid.protocols, grid.methods, grid.datasets, grid.shots, grid.seeds
+    ):
+        axes = {"protocol": protocol, "method": method, "dataset": dataset, "shots": shots, "seed": seed}
+        if any(_matches(rule, axes) for rule in grid.exclude):
+            continue
+        for point in points:
+            cell = _cell(grid, axes, point, {})
+            if _key(cell) not in seen:
+                seen.add(_key(cell))
+                cells.append(cell)
+    for i, entry in enumerate(grid.include):
+        axes = {}
+        for axis, options in (
+            ("protocol", grid.protocols), ("method", list(grid.methods)), ("dataset", grid.datasets),
+            ("shots", grid.shots), ("seed", grid.seeds),
+        ):  # fmt: skip
+            if axis in entry:
+                axes[axis] = entry[axis]
+            elif len(options) == 1:
+                axes[axis] = options[0]
+            else:
+                raise ConfigError(
+                    f"include[{i}] does not say its {axis}, and the sweep has several ({options})",
+                    hint=f"add `{axis}: ...` to the include entry",
+                )
+        cell = _cell(grid, axes, (), _overrides(entry.get("set"), f"include[{i}]: set"))
+        if _key(cell) not in seen:
+            seen.add(_key(cell))
+            cells.append(cell)
+    return cells
+
+
+def _key(cell: Cell) -> str:
+    import json
+
+    return json.dumps(cell.config.identity(), sort_keys=True, default=str)
+
+
+def _matches(rule: Mapping[str, Any], axes: Mapping[str, Any]) -> bool:
+    return all(axes.get(k) == v for k, v in rule.items())
+
+
+def _cell(grid: Grid, axes: Mapping[str, Any], point: tuple[tuple[str, Any], ...], extra: Mapping[str, Any]) -> Cell:
+    method = str(axes["method"])
+    label = cell_label(
+        str(axes["protocol"]), str(axes["dataset"]), method, int(axes["shots"]), int(axes["seed"]), point
+    )
+    data = _deep_copy(grid.base)
+    base_method = data.get("method") if isinstance(data.get("method"), dict) else {}
+    if base_method and base_method.get("name") not in (None, method):
+        base_method = {}  # the base file's method options were for its own method
+    data["method"] = {**base_method, "name": method}
+    overrides = {**grid.set, **grid.methods.get(method, {}), **dict(point), **extra}
+    for key, value in overrides.items():
+        _put(data, key, value, label)
+    tag = str(_get(data, "tag") or "")
+    if point:
+        data["tag"] = f"{tag},{point_tag(point)}" if tag else point_tag(point)
+    data["protocol"] = axes["protocol"]
+    data.setdefault("data", {})
+    data["data"]["dataset"] = axes["dataset"]
+    data["data"]["shots"] = axes["shots"]
+    data["seed"] = axes["seed"]
+    try:
+        config = build_run_config(_deep_copy(data))
+        _check_cell(config)
+    except RestoreError as e:
+        raise type(e)(f"grid cell {label}: {e.message}", hint=e.hint) from None
+    return Cell(
+        protocol=str(axes["protocol"]),
+        method=config.method_name,
+        dataset=str(axes["dataset"]),
+        shots=int(axes["shots"]),
+        seed=int(axes["seed"]),
+        point=point,
+        data=data,
+        config=config,
+    )
+
+
+def _deep_copy(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _deep_copy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_deep_copy(v) for v in d]
+    return d
+
+
+def _put(data: dict[str, Any], key: str, value: Any, label: str) -> None:
+    node = data
+    *parents, last = key.split(".")
+    for p in parents:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"grid cell {label}: override {key}: {p!r} is a value, not a section")
+        node = child
+    node[last] = value
+
+
+def _check_cell(config: RunConfig) -> None:
+    """What a run would reject that needs no disk: the protocol, the dataset name, the backbone setting."""
+    from restore.data import get_dataset
+    from restore.engine.backbone import check_backbone
+
+    spec = get_dataset(config.data.dataset) if config.data.dataset else None
+    if spec is None:
+        raise ConfigError("no dataset given", hint="list datasets under `datasets:`")
+    if spec.test_only:
+        raise ConfigError(
+            f"{config.data.dataset!r} is a test-only dataset and cannot be trained on",
+            hint="train on its source dataset (e.g. imagenet) and test on it with the xd or dg protocol",
+        )
+    check_backbone(config.model.backbone)
+
+
+# --- the hash the engine will record --------------------------------------------------------------------
+@functools.lru_cache(maxsize=16)
+def backbone_image_size(spec: str) -> int:
+    """The input resolution of a backbone setting, from its architecture name without loading weights when
+    it has one (``ViT-B/16``, ``random:tiny``); otherwise the weights are loaded once (on the CPU)."""
+    from restore.clip.config import get_config
+    from restore.engine.backbone import load_backbone
+
+    s = spec.strip()
+    try:
+        return get_config(s.split(":", 1)[1] if s.lower().startswith("random:") else s).vision.image_size
+    except ConfigError:
+        return load_backbone(s, "cpu").cfg.vision.image_size
+
+
+def expected_hashes(cell: Cell, device_type: str) -> frozenset[str]:
+    """The config hash(es) the engine records for this cell's run on ``device_type`` ('cpu' or 'cuda').
+
+    Two with ``model.precision: auto`` on CUDA (bf16 where the GPU supports it, else fp16): a run finished
+    in either counts as done. A precision the device cannot run raises `ConfigError` naming the cell.
+    """
+    return frozenset(record_hash(c) for c in resolved_configs(cell, device_type))
+
+
+def record_hash(config: RunConfig) -> str:
+    """The config hash a run's database row carries (`restore.results.records.config_hash` of the resolved
+    config's identity; the run directory's name uses a shorter one)."""
+    from restore.results.records import config_hash
+
+    return config_hash(config.identity())
+
+
+def resolved_configs(cell: Cell, device_type: str) -> list[RunConfig]:
+    """The cell's config as `restore.engine.config.resolve` completes it in the run, without loading the
+    backbone's weights when its name gives the image size: one per precision the device may pick."""
+    config = cell.config
+    precision = config.model.precision
+    try:
+        if device_type == "cuda":
+            precisions = ("bf16", "fp16") if precision == "auto" else (precision,)
+        else:
+            precisions = (resolve_precision(precision, "cpu"),)
+        fp32 = dataclasses.replace(config, model=dataclasses.replace(config.model, precision="fp32"))
+        base = resolve(fp32, image_size=backbone_image_size(config.model.backbone), device_type="cpu")
+    except RestoreError as e:
+        raise type(e)(f"grid cell {cell.label}: {e.message}", hint=e.hint) from None
+    return [dataclasses.replace(base, model=dataclasses.replace(base.model, precision=p)) for p in precisions]
+
+
+def describe_cells(cells: Sequence[Cell]) -> str:
+    """How many runs, over which axes (for the sweep's first line)."""
+    parts = []
+    for axis, plural in (("protocol", "protocols"), ("method", "methods"), ("dataset", "datasets"),
+                         ("shots", "shot counts"), ("seed", "seeds")):  # fmt: skip
+        n = len({getattr(c, axis) for c in cells})
+        parts.append(f"{n} {axis if n == 1 and axis != 'shots' else plural if n > 1 else 'shot count'}")
+    points = len({c.point for c in cells if c.point})
+    if points:
+        parts.append(f"{points} grid point{'s' if points > 1 else ''}")
+    return f"{len(cells)} run{'s' if len(cells) != 1 else ''} ({', '.join(parts)})"

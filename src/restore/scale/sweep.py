@@ -1,0 +1,435 @@
+"""The sweep driver: expand a grid, skip what the results database already holds, run the rest on an
+executor (local child processes or Ray tasks), retry failures, record every outcome, report.
+
+- Every cell is checked before anything runs (`restore.scale.grid`); a bad cell stops the sweep at once
+  with a `ConfigError` naming it.
+- A cell whose config hash (the hash the engine records for a run) has a finished row in the database is
+  skipped, so a sweep can be stopped (Ctrl-C, a lost node) and started again: it runs what is missing, and
+  a run killed half-way resumes from its last epoch checkpoint in its run directory.
+- Runs never write the database themselves; the driver writes one row per run from the outcome the run
+  returns (`restore.scale.worker`): finished with its metrics, or failed with its error message. A failed
+  run is tried again up to ``retries`` more times (the same row, resumed run directory); it never stops
+  the other runs.
+- Progress (done, failed, running, remaining, ETA) is a live bar on a terminal and one line per finished
+  run otherwise; at the end the report of the sweep's finished runs (`restore.results`) and the failures.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from restore.errors import ConfigError, ResultsError
+from restore.scale.grid import Cell, Grid, describe_cells, expand, load_grid, record_hash, resolved_configs
+from restore.scale.jobs import Executor, Job
+
+
+@dataclass
+class CellResult:
+    """What became of one cell: ``finished``, ``failed`` (after every attempt) or ``skipped`` (done before)."""
+
+    cell: Cell
+    status: str
+    attempts: int = 0
+    run_id: str | None = None
+    config_hash: str | None = None
+    run_dir: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SweepResult:
+    name: str
+    db: str
+    out: Path
+    results: list[CellResult]
+    dry_run: bool = False
+
+    def _with(self, status: str) -> list[CellResult]:
+        return [r for r in self.results if r.status == status]
+
+    @property
+    def finished(self) -> list[CellResult]:
+        return self._with("finished")
+
+    @property
+    def failed(self) -> list[CellResult]:
+        return self._with("failed")
+
+    @property
+    def skipped(self) -> list[CellResult]:
+        return self._with("skipped")
+
+    @property
+    def pending(self) -> list[CellResult]:
+        """Cells a dry run would start (or an interrupted sweep did not finish)."""
+        return self._with("pending")
+
+    @property
+    def attempts(self) -> int:
+        """Runs started (retries count)."""
+        return sum(r.attempts for r in self.results)
+
+
+def sweep_locations(grid: Grid, out: str | Path | None, db: str | None) -> tuple[Path, str]:
+    """Where the sweep's run directories and results database are: --out/--db, else the grid file's
+    ``out``/``db``, else ``runs`` and ``$RESTORE_RESULTS_DB`` or ``<out>/results.sqlite``."""
+    out_path = Path(out if out is not None else grid.out or "runs").expanduser()
+    location = db or grid.db or os.environ.get("RESTORE_RESULTS_DB") or str(out_path / "results.sqlite")
+    if location.strip().lower() in ("none", "off", ""):
+        raise ConfigError("a sweep needs a results database", hint="it skips finished runs by it; give --db PATH")
+    return out_path, location
+
+
+def run_sweep(
+    grid: str | Path | Grid,
+    *,
+    ray_address: str | None = None,
+    executor: Executor | None = None,
+    retries: int = 0,
+    workers: int | None = None,
+    dry_run: bool = False,
+    db: str | None = None,
+    out: str | Path | None = None,
+    console: Console | None = None,
+    live: bool | None = None,
+    report: bool = True,
+) -> SweepResult:
+    """Run every cell of ``grid`` (a grid file or a parsed `Grid`) that the database does not hold finished.
+
+    ``executor`` overrides the choice made from ``ray_address`` (Ray) or its absence (local processes);
+    ``live`` forces the progress bar on or off (default: on a terminal).
+    """
+    if retries < 0:
+        raise ConfigError(f"--retries must be 0 or more, got {retries}")
+    console = console or Console(stderr=True)
+    g = grid if isinstance(grid, Grid) else load_grid(grid)
+    cells = expand(g)  # every cell checked before anything else happens
+    out_path, location = sweep_locations(g, out, db)
+    if dry_run:
+        return _dry_run(g, cells, out_path, location, ray_address, console)
+    own = executor is None
+    if executor is None:
+        executor = _make_executor(ray_address, workers, out_path / "sweeps" / g.name / "logs")
+    store = None
+    try:
+        configs = {id(c): resolved_configs(c, executor.device_type) for c in cells}
+        from restore.results import open_results
+
+        store = open_results(location)
+        done = store.finished_hashes()
+        results: list[CellResult] = []
+        todo: list[tuple[int, Cell]] = []
+        for key, cell in enumerate(cells):
+            hit = sorted({record_hash(c) for c in configs[id(cell)]} & done)
+            if hit:
+                results.append(CellResult(cell, "skipped", config_hash=hit[0]))
+            else:
+                todo.append((key, cell))
+        console.print(
+            f"sweep [bold]{g.name}[/]: {describe_cells(cells)}; {len(cells) - len(todo)} finished before, "
+            f"{len(todo)} to run. {executor.describe()}. Results: {location}",
+            highlight=False,
+        )
+        driver = _Driver(executor, store, configs, out_path, retries, console, live)
+        results += driver.run(todo)
+    finally:
+        if own:
+            executor.close()
+        if store is not None:
+            store.close()
+    order = {id(c): i for i, c in enumerate(cells)}
+    results.sort(key=lambda r: order[id(r.cell)])
+    result = SweepResult(g.name, location, out_path, results)
+    if report:
+        print_report(result, console)
+    return result
+
+
+def _make_executor(ray_address: str | None, workers: int | None, log_dir: Path) -> Executor:
+    if ray_address:
+        from restore.scale.ray_exec import RayExecutor
+
+        return RayExecutor(ray_address, workers=workers)
+    from restore.scale.local import LocalExecutor
+
+    return LocalExecutor(workers, log_dir=log_dir)
+
+
+# --- running --------------------------------------------------------------------------------------------
+class _Driver:
+    def __init__(
+        self,
+        executor: Executor,
+        store: Any,
+        configs: dict[int, list[Any]],
+        out: Path,
+        retries: int,
+        console: Console,
+        live: bool | None,
+    ) -> None:
+        self.executor, self.store, self.configs, self.out, self.retries = executor, store, configs, out, retries
+        self.progress = SweepProgress(console, live=live)
+        self._fallback_ids: dict[int, str] = {}
+
+    def run(self, todo: list[tuple[int, Cell]]) -> list[CellResult]:
+        queue = collections.deque(Job(cell, 1, self._spec(cell), key) for key, cell in todo)
+        started: dict[int, float] = {}
+        results: list[CellResult] = []
+        running = 0
+        self.progress.start(len(todo), self.executor.capacity)
+        try:
+            while queue or running:
+                while queue and running < self.executor.capacity:
+                    job = queue.popleft()
+                    self.executor.submit(job)
+                    started[id(job)] = time.monotonic()
+                    running += 1
+                self.progress.update(running=running)
+                for job, outcome in self.executor.wait(timeout=0.5):
+                    running -= 1
+                    self.progress.running = running
+                    seconds = time.monotonic() - started.pop(id(job), time.monotonic())
+                    run_id, config_hash = self._record(job, outcome)
+                    outcome = {**outcome, "config_hash": config_hash}
+                    if outcome.get("status") == "finished":
+                        results.append(self._result(job, outcome, run_id, seconds))
+                        self.progress.finished(job, outcome, seconds)
+                    elif job.attempt <= self.retries:
+                        queue.append(dataclasses.replace(job, attempt=job.attempt + 1))
+                        self.progress.retrying(job, outcome, self.retries + 1)
+                    else:
+                        results.append(self._result(job, outcome, run_id, seconds))
+                        self.progress.failed(job, outcome, self.retries + 1)
+                    self.progress.update(running=running)
+        except KeyboardInterrupt:
+            self.progress.stop()
+            left = len(queue) + running
+            self.progress.console.print(
+                f"[yellow]interrupted[/]: {len(results)} run(s) ended, {left} not finished; their run directories "
+                "resume where they stopped when the same sweep runs again",
+                highlight=False,
+            )
+            raise
+        finally:
+            self.progress.stop()
+        return results
+
+    def _spec(self, cell: Cell) -> dict[str, Any]:
+        return {"config": {**cell.data, "out": str(self.out)}, "label": cell.label}
+
+    def _result(self, job: Job, outcome: dict[str, Any], run_id: str, seconds: float) -> CellResult:
+        return CellResult(
+            job.cell,
+            "finished" if outcome.get("status") == "finished" else "failed",
+            attempts=job.attempt,
+            run_id=run_id,
+            config_hash=outcome.get("config_hash"),
+            run_dir=outcome.get("run_dir"),
+            error=outcome.get("error"),
+            seconds=seconds,
+            metrics=outcome.get("metrics") or {},
+        )
+
+    def _record(self, job: Job, outcome: dict[str, Any]) -> tuple[str, str]:
+        """One row per run: finished with its metrics, or failed with its error (a retry updates it).
+        Returns the row's run id and config hash."""
+        from restore.results import RunRecord
+        from restore.results.records import new_run_id
+
+        cell, resolved = job.cell, self.configs[id(job.cell)][0]
+        run_id = outcome.get("run_id")
+        if not run_id:  # the run failed before it had an id (e.g. its data folder is missing): one row per cell
+            if job.key not in self._fallback_ids:
+                earlier = self.store.query(config_hash=record_hash(resolved), status=["failed", "interrupted"])
+                self._fallback_ids[job.key] = (
+                    earlier[-1].run_id
+                    if earlier
+                    else new_run_id(resolved.method_name, cell.dataset, cell.protocol, cell.seed)
+                )
+            run_id = self._fallback_ids[job.key]
+        spec = resolved.model.backbone
+        record = RunRecord.new(
+            method=outcome.get("method") or resolved.method_name,
+            dataset=outcome.get("dataset") or cell.dataset,
+            protocol=outcome.get("protocol") or resolved.protocol,
+            seed=outcome.get("seed", resolved.seed),
+            backbone=outcome.get("backbone") or (f"random-{spec[7:]}" if spec.startswith("random:") else spec),
+            config=outcome.get("identity") or resolved.identity(),
+            shots=outcome.get("shots", resolved.data.shots if resolved.data.shots > 0 else 0),
+            tag=outcome.get("tag", resolved.tag),
+            run_dir=outcome.get("run_dir"),
+            run_id=run_id,
+        )
+        record = dataclasses.replace(record, host=outcome.get("host", record.host), pid=outcome.get("pid"))
+        try:
+            self.store.start_run(record)
+        except ResultsError:
+            if self.store.get(run_id).status == "finished":  # reported again by a finished run directory
+                return run_id, record.config_hash
+            raise
+        timings = outcome.get("timings") or {"total_s": outcome.get("seconds", 0.0)}
+        if outcome.get("status") == "finished":
+            self.store.finish_run(run_id, outcome.get("metrics") or {}, timings)
+        else:
+            self.store.fail_run(run_id, outcome.get("error") or "failed", {}, timings)
+        return run_id, record.config_hash
+
+
+# --- progress -------------------------------------------------------------------------------------------
+def summary(metrics: dict[str, Any]) -> str:
+    """``base 71.20  novel 60.10  HM 65.18``: each evaluated split's top-1, and HM for base-to-novel."""
+    parts = [f"{k} {v['top1']:.2f}" for k, v in metrics.items() if isinstance(v, dict) and "top1" in v]
+    if "hm" in metrics:
+        parts.append(f"HM {metrics['hm']:.2f}")
+    return "  ".join(parts)
+
+
+def _fmt_seconds(s: float) -> str:
+    s = round(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class SweepProgress:
+    """Counts (done / failed / running / remaining) and the ETA: a live bar on a terminal, and one line per
+    run that ends (above the bar, or alone when there is no terminal)."""
+
+    def __init__(self, console: Console, *, live: bool | None = None) -> None:
+        self.console = console
+        self.live = console.is_terminal if live is None else live
+        self._bar: Any = None
+        self._task: Any = None
+        self.total = self.n_done = self.n_failed = self.running = 0
+        self.t0 = time.monotonic()
+
+    def start(self, total: int, capacity: int) -> None:
+        self.total, self.t0 = total, time.monotonic()
+        if self.live and total:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                TimeElapsedColumn(), console=self.console, transient=False,
+            )  # fmt: skip
+            self._bar.start()
+            self._task = self._bar.add_task(self.counts(), total=total)
+
+    def counts(self) -> str:
+        remaining = self.total - self.n_done - self.n_failed
+        text = f"{self.n_done} done, {self.n_failed} failed, {self.running} running, {remaining} remaining"
+        return text + (f", ETA {_fmt_seconds(self.eta())}" if self.n_done + self.n_failed and remaining else "")
+
+    def eta(self) -> float:
+        """Seconds left at the pace so far (wall time per ended run, all executors' slots together)."""
+        ended = self.n_done + self.n_failed
+        return (time.monotonic() - self.t0) / max(ended, 1) * (self.total - ended)
+
+    def update(self, *, running: int) -> None:
+        self.running = running
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.n_done + self.n_failed, description=self.counts())
+
+    def _line(self, text: str) -> None:
+        self.console.print(text, highlight=False)
+
+    def finished(self, job: Job, outcome: dict[str, Any], seconds: float) -> None:
+        self.n_done += 1
+        self._line(
+            f"[green]done[/]   {job.cell.label} ({_fmt_seconds(seconds)}): {summary(outcome.get('metrics') or {})}"
+        )
+        self._status()
+
+    def retrying(self, job: Job, outcome: dict[str, Any], attempts: int) -> None:
+        self._line(
+            f"[yellow]failed[/] {job.cell.label} (attempt {job.attempt}/{attempts}), trying again: "
+            f"{outcome.get('error')}"
+        )
+
+    def failed(self, job: Job, outcome: dict[str, Any], attempts: int) -> None:
+        self.n_failed += 1
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        self._line(f"[red]failed[/] {job.cell.label}{tries}: {outcome.get('error')}")
+        self._status()
+
+    def _status(self) -> None:
+        if self._bar is None:
+            self._line(f"  [{self.n_done + self.n_failed}/{self.total}] {self.counts()}")
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.n_done + self.n_failed, description=self.counts())
+            self._bar.stop()
+            self._bar = None
+
+
+# --- reporting ------------------------------------------------------------------------------------------
+def print_report(result: SweepResult, console: Console) -> None:
+    """The results tables of the sweep's finished runs (mean ± std over seeds), then the failed cells."""
+    hashes = [r.config_hash for r in result.results if r.status in ("finished", "skipped") and r.config_hash]
+    console.print(
+        f"sweep {result.name}: {len(result.finished)} finished, {len(result.failed)} failed, "
+        f"{len(result.skipped)} finished before ({result.attempts} run(s) started)",
+        highlight=False,
+    )
+    if hashes:
+        from restore.results import open_results
+        from restore.results.report import build_report, render_terminal
+
+        with open_results(result.db, create=False) as store:
+            records = store.query(config_hash=hashes, status="finished")
+        latest = {r.config_hash: r for r in records}  # one row per config (the last, should a run repeat)
+        if latest:
+            render_terminal(build_report(list(latest.values()), source=result.db, with_plots=False,
+                                     title=f"sweep {result.name}"), console)  # fmt: skip
+    if result.failed:
+        from rich.table import Table
+
+        t = Table(title=f"{len(result.failed)} failed run(s)", title_style="bold red")
+        for col in ("run", "attempts", "error"):
+            t.add_column(col, overflow="fold")
+        for r in result.failed:
+            t.add_row(r.cell.label, str(r.attempts), r.error or "")
+        console.print(t)
+
+
+def _dry_run(
+    g: Grid, cells: list[Cell], out: Path, location: str, ray_address: str | None, console: Console
+) -> SweepResult:
+    """Which runs the sweep would start, and which the database holds finished, without running any."""
+    from rich.table import Table
+
+    from restore.scale.local import visible_gpus
+
+    device_type = "cuda" if ray_address is None and visible_gpus() else "cpu"
+    done: set[str] = set()
+    if Path(location.removeprefix("sqlite://")).expanduser().exists():
+        from restore.results import open_results
+
+        with open_results(location, create=False) as store:
+            done = store.finished_hashes()
+    results = []
+    t = Table(title=f"sweep {g.name}: {describe_cells(cells)}")
+    for col in ("#", "run", "config hash", "state"):
+        t.add_column(col)
+    for i, cell in enumerate(cells, 1):
+        hashes = sorted(record_hash(c) for c in resolved_configs(cell, device_type))
+        hit = sorted(set(hashes) & done)
+        results.append(CellResult(cell, "skipped" if hit else "pending", config_hash=(hit or hashes)[0]))
+        t.add_row(str(i), cell.label, (hit or hashes)[0][:12], "[green]finished[/]" if hit else "to run")
+    console.print(t)
+    note = " (hashes as on this machine's device)" if ray_address else ""
+    n_todo = sum(r.status == "pending" for r in results)
+    console.print(
+        f"dry run: {n_todo} to run, {len(cells) - n_todo} finished before in {location}{note}; nothing started",
+        highlight=False,
+    )
+    return SweepResult(g.name, location, out, results, dry_run=True)

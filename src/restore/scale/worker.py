@@ -1,0 +1,85 @@
+"""One cell of a sweep, run where an executor put it (a child process, a Ray task): plan, execute, and
+hand back an outcome for the driver to record.
+
+A run directory that already holds this config's run is resumed (`execute(resume=True)`): a cell killed
+mid-run continues from its last epoch, and one that finished but was never recorded (the driver died) is
+reported again without training. The run itself writes no database row (``db: none``): the driver records
+every outcome, so the database needs to be reachable from the driver only.
+
+``python -m restore.scale.worker SPEC.json OUTCOME.json`` is how the local executor starts a cell.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from restore.errors import RestoreError
+
+
+def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run the cell ``spec`` describes (``config``: the nested run-config mapping; ``threads``: torch's
+    intra-op threads; ``device``: cpu or cuda). Never raises for a failed run: the outcome says why."""
+    import torch
+
+    threads = spec.get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    t0 = time.perf_counter()
+    outcome: dict[str, Any] = {"status": "failed", "host": socket.gethostname(), "pid": os.getpid()}
+    plan = None
+    try:
+        from restore.engine.runs import execute, plan_run
+
+        data = {**spec["config"], "device": spec.get("device", "auto"), "quiet": True, "db": "none"}
+        plan = plan_run(data)
+        c = plan.config
+        outcome.update(
+            run_dir=str(plan.run_dir.resolve()), identity=c.identity(), method=c.method_name,
+            dataset=plan.dataset, protocol=c.protocol, seed=c.seed, shots=c.data.shots if c.data.shots > 0 else 0,
+            tag=c.tag, backbone=plan.backbone,
+        )  # fmt: skip
+        result = execute(plan, resume=True, progress=False)
+        outcome.update(status="finished", run_id=result.run_id, metrics=result.metrics, timings=result.timings)
+    except RestoreError as e:
+        outcome.update(error=e.message + (f" (hint: {e.hint})" if e.hint else ""))
+    except Exception as e:  # a bug, or the machine (out of memory): keep the traceback in the cell's log
+        traceback.print_exc()
+        outcome.update(error=f"{type(e).__name__}: {e}")
+    if outcome["status"] == "failed" and plan is not None:
+        outcome["run_id"] = _run_id(plan.run_dir)
+    outcome["seconds"] = round(time.perf_counter() - t0, 3)
+    return _plain(outcome)
+
+
+def _run_id(run_dir: Path) -> str | None:
+    """The id `execute` gave the run before it failed (None if it failed before writing run.json)."""
+    try:
+        return json.loads((run_dir / "run.json").read_text()).get("run_id")
+    except (OSError, ValueError):
+        return None
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able data (paths to strings)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def main(argv: list[str] | None = None) -> int:
+    spec_path, outcome_path = argv if argv is not None else sys.argv[1:]
+    spec = json.loads(Path(spec_path).read_text())
+    outcome = run_cell(spec)
+    tmp = Path(f"{outcome_path}.tmp")
+    tmp.write_text(json.dumps(outcome))
+    tmp.replace(outcome_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
