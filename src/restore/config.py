@@ -7,9 +7,11 @@ Constraints beyond the type live in field metadata: ``choices``, ``min``, ``max`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -31,6 +33,10 @@ def option(default: Any = dataclasses.MISSING, *, help: str = "", **constraints:
     return dataclasses.field(default=default, metadata=meta)
 
 
+class _BadValue(ConfigError):
+    """A value of the right type that is still invalid (e.g. NaN for a number)."""
+
+
 def _type_name(tp: Any) -> str:
     if get_origin(tp) is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
@@ -46,14 +52,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, where)
-            except ConfigError as e:
-                errors.append(e.message)
+            except _BadValue:
+                raise  # the type fits, the value does not: that message is the useful one
+            except ConfigError:
+                pass
         raise ConfigError(f"{where}: {value!r} is not a {' or '.join(_type_name(a) for a in args)}")
     if origin is Literal:
         choices = get_args(tp)
@@ -93,14 +100,18 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return int(value)
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+            number = float(value)
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is None:
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(number):
+            # A NaN learning rate would only surface epochs later as a NaN loss; refuse it here.
+            raise _BadValue(f"{where}: {number} is not a finite number", hint="give a finite value")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
