@@ -193,7 +193,7 @@ def test_unknown_protocol_and_dataset_at_eval(trained, shared_root, tmp_path):
         ("- method\n- coop\n", "must hold a mapping of config sections, not a list"),
         ("method: coop\noptim:\n  lrr: 0.1\n", "unknown config key optim.lrr"),
         ("method: {name: coop, n_ctxx: 2}\n", "unknown config key method (coop).n_ctxx"),
-        ("method: coop\n1: 2\nfoo: 3\n", "unknown config keys 1, foo"),
+        ("method: coop\n1: 2\nfoo: 3\n", "config key 1 is an int, not a name"),
         ("method: coop\nseed: 2001-01-01\n", "seed: "),
         ("\xff\xfe", "is not a text file"),
     ],
