@@ -327,9 +327,12 @@ class SQLiteStore(ResultsStore):
                 return
             except sqlite3.OperationalError as e:
                 # Switching a brand-new file to WAL needs an exclusive lock; racing openers retry.
-                if "locked" not in str(e) or time.monotonic() > deadline:
-                    raise self._not_a_database(e) from None
-                time.sleep(0.05)
+                if "locked" in str(e) and time.monotonic() <= deadline:
+                    time.sleep(0.05)
+                    continue
+                if any(w in str(e) for w in ("full", "readonly", "unable to open", "I/O error")):
+                    raise self._busy(e) from None  # the disk or the folder, not the file, is the problem
+                raise self._not_a_database(e) from None
             except sqlite3.DatabaseError as e:
                 raise self._not_a_database(e) from None
 
