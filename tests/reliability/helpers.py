@@ -7,12 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from tests.engine.fakes import make_tree
 
-__all__ = ["TINY", "cli", "db_rows", "edit_split", "errors", "make_tree", "split_file", "truncate"]
+__all__ = ["ENGINE_FIX", "TINY", "cli", "db_rows", "edit_split", "errors", "make_tree", "split_file", "truncate"]
 
+# Fixed in restore.engine.runs, which waits for the scale branch to merge (strict: the fix must remove this).
+ENGINE_FIX = pytest.mark.xfail(strict=True, reason="needs the fix in restore/engine/runs.py")
 RUNNER = CliRunner()
 ENV = {"COLUMNS": "250", "OMP_NUM_THREADS": "1"}
 # The tiny random backbone, no loader workers, short evaluation batches, a small feature-shift profile.

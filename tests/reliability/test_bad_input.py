@@ -9,11 +9,9 @@ import shutil
 
 import pytest
 
-from tests.reliability.helpers import TINY, cli, db_rows, edit_split, errors, truncate
+from tests.reliability.helpers import ENGINE_FIX, TINY, cli, db_rows, edit_split, errors, truncate
 
 pytest.importorskip("restore.results", reason="the results database is not in this build")
-# Fixed in restore.engine.runs, which waits for the scale branch to merge (strict: the fix must remove this).
-ENGINE_FIX = pytest.mark.xfail(strict=True, reason="needs the fix in restore/engine/runs.py")
 
 
 def _run(root, tmp_path, *args, protocol="b2n", method="coop", shots=2):
