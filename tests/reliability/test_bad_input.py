@@ -80,29 +80,45 @@ def test_split_file_that_is_not_json(data_root, tmp_path):
 
 
 # --- corrupt images ----------------------------------------------------------------------------------------
-def _corrupt_one_train_and_one_test_image(root):
+def _corrupt(root, which: str):
+    """Truncate the first training image (class 0, a base class: b2n trains on it) or the last test image
+    (class 5, a novel class)."""
     split = json.loads((root / "dtd" / "split_zhou_DescribableTextures.json").read_text())
-    image_dir = root / "dtd" / "images"
-    train = truncate(image_dir / split["train"][0][0])  # class 0, a base class (b2n trains on it)
-    test = truncate(image_dir / split["test"][-1][0])  # class 5, a novel class
-    return train, test
+    row = split["train"][0] if which == "train" else split["test"][-1]
+    return truncate(root / "dtd" / "images" / row[0])
 
 
-def test_corrupt_image_fails_the_run_naming_the_file(data_root, tmp_path):
-    train_image, _ = _corrupt_one_train_and_one_test_image(data_root)
-    result, out, db = _run(data_root, tmp_path, shots=-1)
-    _one_error(result, "cannot decode image", str(train_image))
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=ENGINE_FIX)])
+@pytest.mark.parametrize("which", ["train", "test"])
+def test_corrupt_image_fails_the_run_naming_the_file(data_root, tmp_path, which, workers):
+    bad = _corrupt(data_root, which)
+    result, out, db = _run(data_root, tmp_path, "--workers", workers, shots=-1)
+    _one_error(result, "cannot decode image", str(bad), *(["(in a data-loader worker)"] if workers else []))
     assert "on_corrupt='skip'" in result.output  # the hint names the way out
     (row,) = db_rows(db)
-    assert row.status == "failed" and str(train_image) in row.error
+    assert row.status == "failed" and str(bad) in row.error
     (run_dir,) = out.glob("b2n/dtd/coop/*")
     assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
-    assert not (run_dir / "metrics.json").exists() and not (run_dir / "model.safetensors").exists()
+    assert not (run_dir / "metrics.json").exists()
+    if which == "train":
+        assert not (run_dir / "model.safetensors").exists()
+        return
+    # Found at evaluation: the trained model is kept, and once the file is repaired --resume only evaluates.
+    from restore.methods.checkpoint import read_method
+
+    read_method(run_dir / "model.safetensors")
+    shutil.copy(next(p for p in bad.parent.iterdir() if p != bad), bad)
+    resumed, _, _ = _run(data_root, tmp_path, "--workers", workers, "--resume", shots=-1)
+    assert resumed.exit_code == 0, resumed.output
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["timings"]["resumed_after_epoch"] == 1 and saved["timings"]["steps"] == 6
+    (row,) = db_rows(db)
+    assert row.status == "finished" and row.metrics["novel"] == saved["metrics"]["novel"]
 
 
 @ENGINE_FIX
 def test_corrupt_images_are_skipped_and_counted_when_asked(data_root, tmp_path):
-    _corrupt_one_train_and_one_test_image(data_root)
+    _corrupt(data_root, "train"), _corrupt(data_root, "test")
     result, out, db = _run(data_root, tmp_path, "--set", "data.on_corrupt=skip", shots=-1)
     assert result.exit_code == 0, result.output
     (run_dir,) = out.glob("b2n/dtd/coop/*")
