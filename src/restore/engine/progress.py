@@ -117,6 +117,11 @@ class TrainProgress:
             self._progress.remove_task(self._epoch)
         self._epoch = self._progress.add_task(f"epoch {epoch}/{epochs}", total=steps, loss="-", acc="-", lr=f"{lr:.2e}")
 
+    def resume_epoch(self, steps: int) -> None:
+        """The epoch bar starts at `steps` (a run resumed inside the epoch; the run's bar started there)."""
+        if self._progress is not None and self._epoch is not None and steps:
+            self._progress.update(self._epoch, advance=steps)
+
     def step(self, loss: float, acc: float, lr: float) -> None:
         if self._progress is None:
             return
