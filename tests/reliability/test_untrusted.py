@@ -223,3 +223,38 @@ def test_a_zip_member_marked_as_a_fifo_is_refused(tmp_path):
         zf.writestr(info, b"")
     with pytest.raises(DownloadError, match="special file type"):
         safe_extract(archive, tmp_path / "out")
+
+
+# --- a results database from elsewhere -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("metrics", "[" * 100_000 + "]" * 100_000, "column 'metrics' does not hold valid JSON"),
+        ("config", "[" * 100_000 + "]" * 100_000, "column 'config' does not hold valid JSON"),
+        ("metrics", "[]", "column 'metrics' holds a JSON list, not an object"),
+        ("timings", '"fast"', "column 'timings' holds a JSON str, not an object"),
+        ("seed", "abc", "column 'seed' holds 'abc', not an integer"),
+        ("shots", 2.5, "column 'shots' holds 2.5, not an integer"),
+        ("method", b"\x07", "column 'method' holds b'\\x07', not text"),  # a BLOB
+    ],
+)
+def test_a_database_edited_into_nonsense_is_a_clear_error(tmp_path, capsys, column, value, message):
+    import sqlite3
+
+    from restore.cli import main
+    from restore.results import RunRecord, open_results
+
+    db = tmp_path / "results.sqlite"
+    metrics = {"base": {"top1": 50.0, "top5": 90.0, "n": 10}, "novel": {"top1": 40.0, "top5": 80.0, "n": 10}}
+    with open_results(db) as store:
+        for seed in (1, 2):
+            run = f"run{seed}"
+            store.start_run(RunRecord.new(method="coop", dataset="dtd", protocol="b2n", seed=seed, backbone="tiny",
+                                          config={"seed": seed}, shots=4, run_id=run))  # fmt: skip
+            store.finish_run(run, metrics, {})
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"UPDATE runs SET {column} = ? WHERE run_id = 'run2'", (value,))
+    assert main(["report", "--db", str(db), "--no-published"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: run 'run2': {message}" in err and "hint: the row was edited by hand" in err
+    assert "Traceback" not in err
