@@ -4,12 +4,19 @@ autocast on CUDA, a checkpoint after every epoch, and a resume that reproduces a
 Determinism: at the start of every epoch all generators (Python, NumPy, torch, the loader's shuffling and
 worker seeds) are reseeded from (seed, epoch) — see `restore.engine.seeding` — so the state saved after epoch
 k (learnable tensors, optimiser moments, the method's own training state) is all a resumed run needs.
+
+Ctrl-C (SIGINT) while training finishes the step in progress, saves a checkpoint of exactly that point (the
+step within the epoch, the epoch's running sums and every generator's state) and raises KeyboardInterrupt;
+a resume replays the epoch's loader up to that step (so loader workers' generators are where they were),
+restores the generators and continues, ending where an uninterrupted run ends. A second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,6 +84,34 @@ def make_train_loader(
     )
 
 
+class _CtrlC:
+    """While installed (main thread only): the first SIGINT asks the trainer to stop after the current step,
+    the second raises KeyboardInterrupt at once. `uninstall` puts the previous handler back."""
+
+    def __init__(self, log: RunLog) -> None:
+        self.log = log
+        self.requested = False
+        self._previous: Any = None
+
+    def install(self) -> _CtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.log.console.print(
+            "interrupt: saving a checkpoint after this step (Ctrl-C again to stop at once)", markup=False
+        )
+
+
 class Trainer:
     """Trains ``method`` on ``train_set`` (a torch Dataset of (image tensor, label)).
 
@@ -115,6 +150,10 @@ class Trainer:
         self.scaler = grad_scaler(self.device, settings.precision)
         self.history: list[dict[str, float]] = []
         self.epoch = 0  # epochs completed
+        self.epoch_step = 0  # steps of the next epoch already done (a checkpoint saved on Ctrl-C)
+        self._partial: dict[str, float] = {}  # that epoch's running sums so far
+        self._resume_rng: dict[str, Any] | None = None  # the generators after those steps
+        self._ctrl_c: _CtrlC | None = None
         self.global_step = 0
         self._last_finite: tuple[int, float] | None = None
 
@@ -122,6 +161,8 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
+            "epoch_step": self.epoch_step,
+            "partial": dict(self._partial),
             "global_step": self.global_step,
             "config_hash": self.config_hash,
             "config": json.dumps(self.identity, sort_keys=True, default=str),
@@ -154,6 +195,9 @@ class Trainer:
         self.method.load_training_state(_to_device(state.get("method_state") or {}, self.device))
         set_rng_state(state["rng"])
         self.epoch = int(state["epoch"])
+        self.epoch_step = int(state.get("epoch_step") or 0)
+        self._partial = {k: float(v) for k, v in (state.get("partial") or {}).items()}
+        self._resume_rng = state["rng"] if self.epoch_step else None
         self.global_step = int(state["global_step"])
         self.history = list(state.get("history") or [])
         return True
@@ -166,7 +210,8 @@ class Trainer:
         resumed_from = None
         if resume and self.resume():
             resumed_from = self.epoch
-            self.log.info(f"resumed from {self.checkpoint} after epoch {self.epoch}/{s.epochs}")
+            within = f", step {self.epoch_step}" if self.epoch_step else ""
+            self.log.info(f"resumed from {self.checkpoint} after epoch {self.epoch}/{s.epochs}{within}")
         n = len(self.train_set)  # type: ignore[arg-type]
         if n == 0:
             raise TrainingError("the training set is empty", hint="check the dataset, its classes and --shots")
@@ -179,7 +224,8 @@ class Trainer:
                 f"(warm-up {s.warmup_epochs} at {s.warmup_lr}), {s.precision} on {self.device}",
                 echo=False,
             )
-        self.progress.start(s.epochs * steps_per_epoch, self.epoch * steps_per_epoch)
+        self.progress.start(s.epochs * steps_per_epoch, self.epoch * steps_per_epoch + self.epoch_step)
+        ctrl_c = self._ctrl_c = _CtrlC(self.log).install()
         try:
             while self.epoch < stop:
                 summary = self._run_epoch(self.epoch, steps_per_epoch)
@@ -195,6 +241,8 @@ class Trainer:
                 if self.on_epoch_end is not None:
                     self.on_epoch_end(self.epoch, summary)
         finally:
+            ctrl_c.uninstall()
+            self._ctrl_c = None
             self.progress.stop()
         return TrainResult(
             epochs=self.epoch,
@@ -206,6 +254,7 @@ class Trainer:
 
     def _run_epoch(self, epoch: int, steps_per_epoch: int) -> dict[str, float]:
         s = self.s
+        start, partial = self.epoch_step, self._partial
         seed_everything(derive_seed(s.seed, epoch, "epoch"))
         lr = s.lr_at(epoch)
         for group in self.optimizer.param_groups:
@@ -213,11 +262,22 @@ class Trainer:
         loader = make_train_loader(
             self.train_set, s.batch_size, seed=s.seed, epoch=epoch, workers=s.workers, pin=self.device.type == "cuda"
         )
+        batches = iter(loader)
+        if start:
+            # Resumed inside this epoch: its first batches are loaded again and dropped, so that loader workers
+            # draw what they drew before; then every generator is set to where it was after step `start`.
+            for _ in range(start):
+                next(batches)
+            set_rng_state(self._resume_rng)  # type: ignore[arg-type]
+            self._resume_rng = None
         self.method.train()
         self.progress.start_epoch(epoch + 1, s.epochs, steps_per_epoch, lr)
-        t0 = time.perf_counter()
-        loss_sum, correct, seen = 0.0, 0, 0
-        for step, (images, labels) in enumerate(loader):
+        self.progress.resume_epoch(start)
+        t0 = time.perf_counter() - partial.get("seconds", 0.0)
+        loss_sum = partial.get("loss_sum", 0.0)
+        correct, seen = int(partial.get("correct", 0)), int(partial.get("seen", 0))
+        for i, (images, labels) in enumerate(batches):
+            step = start + i
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             with autocast(self.device, s.precision):
@@ -245,6 +305,10 @@ class Trainer:
                     f"acc {acc:.2f}% lr {lr:.3e}",
                     echo=False,
                 )
+            if self._ctrl_c is not None and self._ctrl_c.requested:
+                self._save_within_epoch(step + 1, loss_sum, correct, seen, time.perf_counter() - t0)
+                raise KeyboardInterrupt
+        self.epoch_step, self._partial = 0, {}
         return {
             "epoch": epoch + 1,
             "loss": loss_sum / max(seen, 1),
@@ -253,6 +317,14 @@ class Trainer:
             "seconds": time.perf_counter() - t0,
             "images": seen,
         }
+
+    def _save_within_epoch(self, steps_done: int, loss_sum: float, correct: int, seen: int, seconds: float) -> None:
+        """The checkpoint of a Ctrl-C: the epoch's first `steps_done` steps are in it."""
+        self.epoch_step = steps_done
+        self._partial = {"loss_sum": loss_sum, "correct": float(correct), "seen": float(seen), "seconds": seconds}
+        self.save()
+        where = f"epoch {self.epoch + 1}/{self.s.epochs}, step {steps_done}"
+        self.log.info(f"interrupted: saved {self.checkpoint} at {where}; continue with --resume", echo=False)
 
     def _non_finite(self, epoch: int, step: int, value: float, logs: dict[str, float]) -> None:
         last = (
