@@ -25,15 +25,13 @@ from tests.engine.fakes import Blobs
 from tests.reliability.helpers import TINY, cli, db_rows
 
 SRC = Path(restore.__file__).resolve().parents[1]  # the code under test, wherever it was imported from
-# The trainer's SIGINT handling lands in restore/engine/trainer.py after the scale branch (strict xfail until then).
-TRAINER_FIX = pytest.mark.xfail(strict=True, reason="needs the SIGINT handling in restore/engine/trainer.py")
 STEPS = 6  # Blobs(): 48 images / batch 8
 
 
-def _trainer(tiny_clip, folder: Path, method: str = "promptsrc") -> Trainer:
+def _trainer(tiny_clip, folder: Path, method: str = "promptsrc", workers: int = 0) -> Trainer:
     torch.manual_seed(11)
     m = build_method(make_config(method, {}), tiny_clip, [f"class {c}" for c in "abcdef"], "DescribableTextures")
-    settings = TrainSettings(epochs=3, lr=0.01, batch_size=8, seed=3)
+    settings = TrainSettings(epochs=3, lr=0.01, batch_size=8, seed=3, workers=workers)
     return Trainer(m, Blobs(), settings, checkpoint=folder / "last.pt", config_hash="h", identity={})
 
 
@@ -52,10 +50,9 @@ def _interrupt_at(trainer: Trainer, step: int, times: int = 1) -> None:
     trainer.method.compute_loss = compute_loss
 
 
-@TRAINER_FIX
-@pytest.mark.parametrize("method", ["coop", "promptsrc"])
-def test_ctrl_c_saves_the_step_it_was_in_and_resume_continues_exactly(tiny_clip, tmp_path, method):
-    t = _trainer(tiny_clip, tmp_path / "run", method)
+@pytest.mark.parametrize(("method", "workers"), [("coop", 0), ("promptsrc", 0), ("coop", 2)])
+def test_ctrl_c_saves_the_step_it_was_in_and_resume_continues_exactly(tiny_clip, tmp_path, method, workers):
+    t = _trainer(tiny_clip, tmp_path / "run", method, workers)
     _interrupt_at(t, STEPS + 4)  # epoch 2, step 4
     with pytest.raises(KeyboardInterrupt):
         t.fit()
@@ -63,10 +60,10 @@ def test_ctrl_c_saves_the_step_it_was_in_and_resume_continues_exactly(tiny_clip,
     assert (state["epoch"], state["epoch_step"], state["global_step"]) == (1, 4, STEPS + 4)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
 
-    resumed = _trainer(tiny_clip, tmp_path / "run", method)
+    resumed = _trainer(tiny_clip, tmp_path / "run", method, workers)
     result = resumed.fit(resume=True)
     assert result.resumed_from == 1 and result.epochs == 3 and result.steps == 3 * STEPS
-    whole = _trainer(tiny_clip, tmp_path / "whole", method)
+    whole = _trainer(tiny_clip, tmp_path / "whole", method, workers)
     reference = whole.fit()
     for k, v in whole.method.learnable_state_dict().items():
         assert torch.equal(resumed.method.learnable_state_dict()[k], v), k
@@ -103,7 +100,6 @@ def _wait_for(proc: subprocess.Popen, log: Path, pattern: str, timeout: float = 
     pytest.fail(f"no {pattern!r} in {log} within {timeout}s")
 
 
-@TRAINER_FIX
 @pytest.mark.integration
 def test_ctrl_c_on_the_command_line_exits_130_marks_the_run_interrupted_and_resumes(tmp_path):
     from tests.engine.fakes import make_tree
