@@ -7,9 +7,11 @@ Constraints beyond the type live in field metadata: ``choices``, ``min``, ``max`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -31,6 +33,10 @@ def option(default: Any = dataclasses.MISSING, *, help: str = "", **constraints:
     return dataclasses.field(default=default, metadata=meta)
 
 
+class _BadValue(ConfigError):
+    """A value of the right type that is still invalid (e.g. NaN for a number)."""
+
+
 def _type_name(tp: Any) -> str:
     if get_origin(tp) is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
@@ -46,14 +52,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, where)
-            except ConfigError as e:
-                errors.append(e.message)
+            except _BadValue:
+                raise  # the type fits, the value does not: that message is the useful one
+            except ConfigError:
+                pass
         raise ConfigError(f"{where}: {value!r} is not a {' or '.join(_type_name(a) for a in args)}")
     if origin is Literal:
         choices = get_args(tp)
@@ -93,14 +100,18 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return int(value)
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+            number = float(value)
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is None:
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(number):
+            # A NaN learning rate would only surface epochs later as a NaN loss; refuse it here.
+            raise _BadValue(f"{where}: {number} is not a finite number", hint="give a finite value")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -127,9 +138,13 @@ def _check_constraints(value: Any, meta: typing.Mapping[str, Any], where: str) -
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     """Build dataclass ``cls`` from a mapping; every key must be a field, every value must fit its type."""
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {data!r}")
     data = dict(data or {})
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or cls.__name__}: expected a mapping")
+    named = f"{where}: " if where else ""
+    for k in data:
+        if not isinstance(k, str):
+            raise ConfigError(f"{named}config key {k!r} is {_a(type(k).__name__)}, not a name")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
@@ -166,6 +181,47 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+MAX_VALUES = 100_000  # a config is a few hundred values; more is a mistake or a YAML alias bomb
+
+
+def check_plain(data: Any, where: str) -> None:
+    """Refuse what YAML can express but a config cannot be: mapping keys that are not strings (``1:``,
+    ``2001-01-01:``), and documents whose aliases expand to more than `MAX_VALUES` values ("billion laughs",
+    which would exhaust memory when the config is copied or hashed). Iterative: no recursion limit."""
+    stack, seen = [(data, "")], 0
+    while stack:
+        value, key = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise ConfigError(
+                f"{where} is too large: more than {MAX_VALUES} values (after expanding YAML aliases)",
+                hint="a run config holds a few hundred values at most",
+            )
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    raise ConfigError(
+                        f"{where}: config key {k!r}{f' under {key}' if key else ''} is {_a(type(k).__name__)}, "
+                        "not a name",
+                        hint="config keys are names such as optim or lr (quote them in YAML if they look like numbers)",
+                    )
+                stack.append((v, f"{key}.{k}" if key else k))
+        elif isinstance(value, list | tuple):
+            stack.extend((v, key) for v in value)
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
+
+
+def _safe_load(text: str) -> Any:
+    """yaml.safe_load, with nesting deeper than the parser's recursion as a YAMLError-like ConfigError."""
+    try:
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError("the YAML is nested too deeply to be a config") from None
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``optim.lr=0.002`` -> (["optim", "lr"], 0.002); the value is read as YAML (numbers, lists, null)."""
     if "=" not in text:
@@ -175,14 +231,18 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not all(path):
         raise ConfigError(f"override {text!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    except ConfigError as e:
+        raise ConfigError(f"override {text!r}: {e.message}") from None
+    check_plain(value, f"override {key.strip()!r}")
     return path, value
 
 
 def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> dict[str, Any]:
     """Apply dotted overrides to a nested mapping (a copy). Validity is checked later by `from_dict`."""
+    check_plain(data, "the config")
     out = json.loads(json.dumps(data, default=str))
     for text in overrides:
         path, value = parse_override(text)
@@ -204,17 +264,22 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = _safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError(f"{p} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e.message}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{p} is not a text file") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {p}: {e.strerror or e}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{p} must hold a mapping of config sections, not a {type(data).__name__}")
+    check_plain(data, str(p))
     return data
 
 

@@ -64,9 +64,11 @@ def test_override_precedence_base_set_method_grid_include(tmp_path):
         )
     )
     cells = expand(load_grid(path))
-    coop = next(c.config for c in cells if c.method == "coop" and not c.point)  # the include
+    (include,) = [c for c in cells if c.point == (("optim.lr", 0.05),)]  # named by its own overrides
+    coop = include.config
     assert coop.optim.lr == 0.05 and coop.method.n_ctx == 6 and coop.optim.momentum == 0.7
-    grid_coop = [c.config for c in cells if c.method == "coop" and c.point]
+    assert include.label.endswith("[optim.lr=0.05]") and coop.tag == "optim.lr=0.05"
+    grid_coop = [c.config for c in cells if c.method == "coop" and c is not include]
     assert [c.optim.warmup_epochs for c in grid_coop] == [0, 2]
     assert all(c.optim.lr == 0.3 and c.optim.weight_decay == 0.01 for c in grid_coop)  # method over set
     maple = [c.config for c in cells if c.method == "maple"]

@@ -106,7 +106,7 @@ def missing_files(items: Iterable[Datum]) -> list[Path]:
         try:
             with os.scandir(folder) as it:
                 names = {e.name for e in it}
-        except (FileNotFoundError, NotADirectoryError):
+        except (OSError, ValueError):  # absent, not a folder, a name too long or with a NUL byte: not on disk
             names = set()
         missing.extend(p for p in paths if p.name not in names)
     return sorted(set(missing))

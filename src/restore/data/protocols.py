@@ -60,14 +60,16 @@ class Protocol(ABC):
         seed: int = 1,
         classes: ClassesMode = "all",
         cache_dir: Path | None = None,
+        strict: bool = False,
     ) -> ProtocolData: ...
 
     @abstractmethod
     def eval_labels(self, dataset: str | None = None) -> list[str]:
         """The keys of `evaluate`, known without touching the disk (for planning sweeps and reports)."""
 
-    def _train(self, dataset: str, root, shots, seed, classes, cache_dir) -> DatasetSplits:
-        return few_shot(load_dataset(dataset, root, classes=classes), shots, seed, cache_dir=cache_dir)
+    def _train(self, dataset: str, root, shots, seed, classes, cache_dir, strict=False) -> DatasetSplits:
+        """`strict`: a class with fewer than `shots` training images is an error (default: all are taken)."""
+        return few_shot(load_dataset(dataset, root, classes=classes), shots, seed, cache_dir=cache_dir, strict=strict)
 
 
 def _need(dataset: str | None, protocol: str) -> str:
@@ -83,10 +85,10 @@ class BaseToNovel(Protocol):
 
     name = "b2n"
 
-    def build(self, dataset, root, *, shots=16, seed=1, classes="all", cache_dir=None) -> ProtocolData:
+    def build(self, dataset, root, *, shots=16, seed=1, classes="all", cache_dir=None, strict=False) -> ProtocolData:
         name = _need(dataset, self.name)
         # CoOp's order: few-shot sampling over all classes first, then the base/novel split.
-        base, novel = base_to_novel(self._train(name, root, shots, seed, classes, cache_dir))
+        base, novel = base_to_novel(self._train(name, root, shots, seed, classes, cache_dir, strict))
         return ProtocolData(self.name, base, {"base": base, "novel": novel})
 
     def eval_labels(self, dataset=None) -> list[str]:
@@ -98,9 +100,9 @@ class FewShot(Protocol):
 
     name = "fewshot"
 
-    def build(self, dataset, root, *, shots=16, seed=1, classes="all", cache_dir=None) -> ProtocolData:
+    def build(self, dataset, root, *, shots=16, seed=1, classes="all", cache_dir=None, strict=False) -> ProtocolData:
         name = _need(dataset, self.name)
-        train = self._train(name, root, shots, seed, classes, cache_dir)
+        train = self._train(name, root, shots, seed, classes, cache_dir, strict)
         return ProtocolData(self.name, train, {"all": train})
 
     def eval_labels(self, dataset=None) -> list[str]:
@@ -116,9 +118,9 @@ class _TransferProtocol(Protocol):
         self.source = get_dataset(source).name
         self.targets = [get_dataset(t).name for t in (targets if targets is not None else self.default_targets)]
 
-    def build(self, dataset, root, *, shots=16, seed=1, classes="all", cache_dir=None) -> ProtocolData:
+    def build(self, dataset, root, *, shots=16, seed=1, classes="all", cache_dir=None, strict=False) -> ProtocolData:
         source = _need(dataset or self.source, self.name)
-        train = self._train(source, root, shots, seed, classes, cache_dir)
+        train = self._train(source, root, shots, seed, classes, cache_dir, strict)
         evaluate = {source: train}
         for t in self.targets:
             if t != source:

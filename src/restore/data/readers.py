@@ -31,6 +31,8 @@ def read_split_json(path: Path) -> dict[str, list[tuple[str, int, str]]]:
         raise DataError(
             f"split file {path} is not valid JSON ({e})", hint="download it again or regenerate it"
         ) from None
+    except RecursionError:  # brackets nested thousands deep: no split file, and no reason for a traceback
+        raise DataError(f"split file {path} is nested too deeply to be a split file") from None
     if not isinstance(data, dict) or not any(k in data for k in SPLITS):
         raise DataError(f"split file {path} has no 'train'/'val'/'test' lists", hint="it must be a CoOp split file")
     out: dict[str, list[tuple[str, int, str]]] = {}
@@ -79,8 +81,8 @@ def classnames_from_entries(entries: dict[str, list[tuple[str, int, str]]], sour
                 raise DataError(f"{source}: label {label} is called both {prev!r} and {cname!r}")
     if not names:
         raise DataError(f"{source} lists no images")
-    missing = sorted(set(range(max(names) + 1)) - set(names))
-    if missing:
+    if max(names) >= len(names):  # some label in 0..max never appears (checked without building that range)
+        missing = [y for y in range(min(max(names), len(names) + 10)) if y not in names]
         raise DataError(
             f"{source}: labels must be 0..{max(names)} without gaps; labels {missing[:10]} never appear",
             hint="relabel the split file so its classes are numbered consecutively from 0",

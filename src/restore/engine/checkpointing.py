@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +40,28 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"no training checkpoint at {path}", hint="start the run without --resume")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, not a torch file, or disallowed (pickled) objects
-        raise CheckpointError(
-            f"{path} is not a readable training checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
-            hint="delete it to start the run from scratch (or restore it from a backup)",
-        ) from None
+    except Exception as e:  # truncated zip, not a torch file, TorchScript, or disallowed (pickled) objects
+        raise _unreadable(path, e) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path} is not a restore training checkpoint (format {found!r}, expected {FORMAT!r})")
     return state
+
+
+def _unreadable(path: Path, e: Exception) -> CheckpointError:
+    """What is wrong with a file torch.load(weights_only=True) refused, in our words rather than torch's."""
+    text = str(e)
+    hint = "delete it to start the run from scratch (or restore it from a backup)"
+    if isinstance(e, pickle.UnpicklingError) and ("weights only" in text.lower() or "weights_only" in text):
+        return CheckpointError(
+            f"{path} contains pickled Python objects besides tensors; they are not loaded, since unpickling them "
+            "could run code",
+            hint="a training checkpoint holds only tensors and plain data: " + hint,
+        )
+    if "TorchScript" in text:
+        return CheckpointError(f"{path} is a TorchScript archive, not a restore training checkpoint", hint=hint)
+    first = re.sub(r"\x1b\[[0-9;]*m", "", text).strip().splitlines()[0][:200] if text.strip() else ""
+    return CheckpointError(f"{path} is not a readable training checkpoint ({type(e).__name__}: {first})", hint=hint)
 
 
 def check_same_config(state: dict[str, Any], config_hash: str, identity: dict[str, Any], path: Path) -> None:

@@ -27,7 +27,11 @@ Precision = Literal["auto", "fp32", "fp16", "bf16"]
 # Keys that say where a run's outputs go or how it reports, not what it computes: they are left out of the
 # run's identity (its hash, the run directory name, the resume check).
 # (data.workers stays in: workers draw augmentations from other generators than the main process.)
-ADMIN_KEYS = ("out", "db", "quiet", "log_every", "shift_images", "device", "data.root", "data.eval_batch_size")
+# (data.strict_shots only decides whether a short class is an error: a run it lets through is the same run.)
+ADMIN_KEYS = (
+    "out", "db", "quiet", "log_every", "shift_images", "device", "data.root", "data.eval_batch_size",
+    "data.strict_shots",
+)  # fmt: skip
 
 
 @dataclass
@@ -56,6 +60,9 @@ class DataSection:
     image_size: int | None = option(None, help="input resolution; null: the backbone's", min=8)
     on_corrupt: Literal["error", "skip"] = option(
         "error", help="a corrupt or missing image stops the run (error), or is left out and counted (skip)"
+    )
+    strict_shots: bool = option(
+        False, help="a class with fewer training images than shots is an error (default: take them all, with a note)"
     )
 
 

@@ -93,7 +93,13 @@ def evaluate_checkpoint(
     check_backbone(spec)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev.type)
-    read_method(model_file)  # a damaged checkpoint fails here, before data and backbone are loaded
+    saved = read_method(model_file)  # a damaged checkpoint fails here, before data and backbone are loaded
+    if config is not None and saved.method != config.method_name:
+        # A model file copied into another run's directory would be evaluated with that run's settings.
+        raise CheckpointError(
+            f"{model_file} holds a {saved.method!r} model, but the run's {CONFIG_FILE} is a {config.method_name!r} run",
+            hint="pass the model's own run directory, or the model file alone with --backbone",
+        )
     _, splits = test_splits(dataset, root, protocol, classes)
     clip = load_backbone(spec, dev)
     method = load_method(model_file, clip).to(dev)

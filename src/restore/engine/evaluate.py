@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
 from restore.clip.zeroshot import topk_correct
+from restore.data.loader import ImageLoader
 from restore.engine.device import autocast
 from restore.engine.progress import EvalProgress, RunLog
 from restore.engine.seeding import worker_init
@@ -70,7 +71,7 @@ def evaluate(
         q, r = divmod(n, world.size)
         start = world.rank * q + min(world.rank, r)
         dataset = Subset(dataset, range(start, start + q + (1 if world.rank < r else 0)))
-    loader = DataLoader(
+    loader = ImageLoader(  # a DataError from a loader worker reads as if raised here
         dataset,
         batch_size=batch_size,
         shuffle=False,

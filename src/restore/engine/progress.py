@@ -3,6 +3,7 @@ terminal, and a plain-text log file in the run directory that is written whether
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ class RunLog:
         self.quiet = quiet
         self.console = console or Console(stderr=True)
         self._file: IO[str] | None = None
+        self.write_error: OSError | None = None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (closed in close())
@@ -36,15 +38,36 @@ class RunLog:
     def info(self, message: str, *, echo: bool = True) -> None:
         if self._file is not None:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            for line in message.splitlines() or [""]:
-                self._file.write(f"{stamp} {line}\n")
+            try:
+                for line in message.splitlines() or [""]:
+                    self._file.write(f"{stamp} {line}\n")
+            except OSError as e:
+                self._lost(e)
         if echo and not self.quiet:
             self.console.print(message, markup=False, highlight=False)
 
+    def _lost(self, error: OSError) -> None:
+        """The log file cannot be written (a full disk): say so once and go on without it. The log is the
+        run's diary, not its result; the next checkpoint save fails with a clear error if the disk stays full."""
+        self.write_error = error
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+        self._file = None
+        self.console.print(
+            f"warning: cannot write the log file {self.path} ({error.strerror or error}); continuing without it",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            try:
+                file.close()
+            except OSError as e:  # the last buffered line could not be flushed
+                self._lost(e)
 
     def __enter__(self) -> RunLog:
         return self
@@ -93,6 +116,11 @@ class TrainProgress:
         if self._epoch is not None:
             self._progress.remove_task(self._epoch)
         self._epoch = self._progress.add_task(f"epoch {epoch}/{epochs}", total=steps, loss="-", acc="-", lr=f"{lr:.2e}")
+
+    def resume_epoch(self, steps: int) -> None:
+        """The epoch bar starts at `steps` (a run resumed inside the epoch; the run's bar started there)."""
+        if self._progress is not None and self._epoch is not None and steps:
+            self._progress.update(self._epoch, advance=steps)
 
     def step(self, loss: float, acc: float, lr: float) -> None:
         if self._progress is None:

@@ -131,9 +131,11 @@ def prepare_data(config: RunConfig, dataset: str, root: Path) -> Any:
 
     d = config.data
     if config.protocol == "train":
-        splits = few_shot(load_dataset(dataset, root, classes=d.classes), d.shots, config.seed)
+        splits = few_shot(load_dataset(dataset, root, classes=d.classes), d.shots, config.seed, strict=d.strict_shots)
         return ProtocolData("train", splits, {"test": splits})
-    return get_protocol(config.protocol).build(dataset, root, shots=d.shots, seed=config.seed, classes=d.classes)
+    return get_protocol(config.protocol).build(
+        dataset, root, shots=d.shots, seed=config.seed, classes=d.classes, strict=d.strict_shots
+    )
 
 
 def plan_run(config: RunConfig | dict[str, Any], *, run_dir: str | Path | None = None) -> RunPlan:
@@ -151,6 +153,7 @@ def plan_run(config: RunConfig | dict[str, Any], *, run_dir: str | Path | None =
     with torch.random.fork_rng(devices=[]):
         seed_everything(derive_seed(resolved.seed, "init"))
         method = build_method(resolved.method, clip, data.train.classnames, title).to(device)
+    _check_eval_classes(method, data, title)
     return RunPlan(
         config=resolved,
         device=device,
@@ -162,6 +165,14 @@ def plan_run(config: RunConfig | dict[str, Any], *, run_dir: str | Path | None =
         run_dir=Path(run_dir) if run_dir is not None else run_dir_for(resolved, dataset),
         method=method,
     )
+
+
+def _check_eval_classes(method: PromptedCLIP, data: Any, title: str) -> None:
+    """Set up the method for each evaluated split's classes once, so a class name that does not fit the text
+    encoder (or a class set the method cannot take) fails now, not after training; then back to training."""
+    for splits in data.evaluate.values():
+        method.set_classes(splits.classnames, dataset=dataset_title(splits.name))
+    method.set_classes(data.train.classnames, dataset=title)
 
 
 # --- run directory --------------------------------------------------------------------------------------
@@ -226,14 +237,23 @@ class _Recorder:
     """The run's row in the results database (a no-op without a database)."""
 
     def __init__(self, plan: RunPlan, run_id: str) -> None:
+        """Opens the database (a bad --db fails here, before anything is written); `start` adds the row."""
         self.store = None
         self.run_id = run_id
+        self.plan = plan
         location = db_location(plan.config)
         if location is None:
             return
-        from restore.results import RunRecord, open_results
+        from restore.results import open_results
 
         self.store = open_results(location)
+
+    def start(self) -> None:
+        if self.store is None:
+            return
+        from restore.results import RunRecord
+
+        plan, run_id = self.plan, self.run_id
         c = plan.config
         record = RunRecord.new(
             method=c.method_name,
@@ -248,6 +268,21 @@ class _Recorder:
             run_id=run_id,
         )
         self.store.start_run(record)
+
+    def finish_saved(self, metrics: dict[str, Any], timings: dict[str, Any]) -> None:
+        """The row of a run whose metrics.json is written: finished with those metrics, whatever state a kill
+        left it in (missing, running, interrupted, failed, or finished already)."""
+        if self.store is None:
+            return
+        from restore.errors import ResultsError
+
+        try:
+            status = self.store.get(self.run_id).status
+        except ResultsError:
+            status = None
+        if status != "finished":
+            self.start()
+            self.store.finish_run(self.run_id, metrics, timings)
 
     def heartbeat(self) -> None:
         if self.store is not None:
@@ -285,13 +320,28 @@ def _image_dataset(items: list, transform: Any, on_corrupt: str) -> Any:
 
 
 def _finished_result(plan: RunPlan, info: dict[str, Any]) -> RunResult | None:
+    """The result of a run whose metrics.json is written (the last file a run computes), or None.
+
+    A kill after metrics.json but before the database row or run.json say "finished" leaves a finished run:
+    the row and run.json are completed from metrics.json, nothing is computed again.
+    """
     saved = _read_json(plan.run_dir / METRICS_FILE)
-    if info.get("status") != "finished" or saved is None:
+    run_id = info.get("run_id")
+    if saved is None or run_id is None or saved.get("run_id") != run_id:
         return None
-    return RunResult(
-        plan.run_dir, info["run_id"], "finished", plan.config, saved["metrics"], saved.get("timings", {}),
-        saved.get("history", []),
-    )  # fmt: skip
+    if saved.get("config_hash") != plan.config.hash():
+        return None
+    metrics, timings = saved["metrics"], saved.get("timings", {})
+    recorder = _Recorder(plan, run_id)
+    try:
+        recorder.finish_saved(metrics, timings)
+    finally:
+        recorder.close()
+    if info.get("status") != "finished":
+        info = {**info, "status": "finished", "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        info.pop("error", None)
+        atomic_write_json(plan.run_dir / RUN_FILE, info)
+    return RunResult(plan.run_dir, run_id, "finished", plan.config, metrics, timings, saved.get("history", []))
 
 
 def execute(plan: RunPlan, *, resume: bool = False, overwrite: bool = False, progress: bool | None = None) -> RunResult:
@@ -333,6 +383,7 @@ def execute(plan: RunPlan, *, resume: bool = False, overwrite: bool = False, pro
             "started_at": started,
         }
         atomic_write_json(plan.run_dir / RUN_FILE, run_info)
+        recorder.start()  # after run.json names the run id: a resume finds and reuses this row
     except BaseException as e:
         distributed.share_outcome(error=e)  # the other ranks stop with the same message
         raise
@@ -346,7 +397,8 @@ def execute(plan: RunPlan, *, resume: bool = False, overwrite: bool = False, pro
         log.info(f"run directory {plan.run_dir}", echo=False)
         for note in plan.data.train.notes:
             log.info(f"data: {note}", echo=False)
-        result = _train(plan, log, resume=resume, progress=progress, heartbeat=recorder.heartbeat)
+        train_set = _train_set(plan, log)
+        result = _train(plan, train_set, log, resume=resume, progress=progress, heartbeat=recorder.heartbeat)
         from restore.methods.checkpoint import save_method
 
         save_method(plan.method, plan.run_dir / MODEL_FILE, extra={"run_id": run_id, "config_hash": c.hash()})
@@ -355,6 +407,7 @@ def execute(plan: RunPlan, *, resume: bool = False, overwrite: bool = False, pro
             timings["resumed_after_epoch"] = result.resumed_from
         t_eval = time.perf_counter()
         metrics, skipped = _evaluate_all(plan, log, progress=progress)
+        skipped += len(getattr(train_set, "skipped", []))
         timings["eval_s"] = round(time.perf_counter() - t_eval, 3)
         timings["total_s"] = round(time.perf_counter() - t_start, 3)
         if skipped:
@@ -366,22 +419,31 @@ def execute(plan: RunPlan, *, resume: bool = False, overwrite: bool = False, pro
         log.info(f"finished: {RunResult(plan.run_dir, run_id, 'finished', c, metrics).summary()}", echo=False)
         return RunResult(plan.run_dir, run_id, "finished", c, metrics, timings, result.history)
     except KeyboardInterrupt:
+        _record_end(log, "interrupted; continue with --resume", recorder.interrupt)
         run_info.update(status="interrupted")
-        atomic_write_json(plan.run_dir / RUN_FILE, run_info)
-        log.info("interrupted; continue with --resume", echo=False)
-        recorder.interrupt()
+        _record_end(log, None, lambda: atomic_write_json(plan.run_dir / RUN_FILE, run_info))
         raise
     except BaseException as e:
         message = e.message if isinstance(e, RestoreError) else f"{type(e).__name__}: {e}"
-        run_info.update(status="failed", error=message)
-        atomic_write_json(plan.run_dir / RUN_FILE, run_info)
-        log.info(f"failed: {message}", echo=False)
         timings["total_s"] = round(time.perf_counter() - t_start, 3)
-        recorder.fail(message, {}, timings)
+        _record_end(log, f"failed: {message}", lambda: recorder.fail(message, {}, timings))
+        run_info.update(status="failed", error=message)
+        _record_end(log, None, lambda: atomic_write_json(plan.run_dir / RUN_FILE, run_info))
         raise
     finally:
         log.close()
         recorder.close()
+
+
+def _record_end(log: RunLog, line: str | None, write: Any) -> None:
+    """Log `line` and record how the run ended with `write()`, never letting a second failure (the full disk
+    or the locked database that may have caused the first) hide the error the run stopped with."""
+    if line is not None:
+        log.info(line, echo=False)
+    try:
+        write()
+    except Exception as e:  # reported in the log; the run's own error propagates
+        log.info(f"could not record the end of the run: {getattr(e, 'message', e)}", echo=False)
 
 
 def _follow(plan: RunPlan, *, resume: bool) -> RunResult:
@@ -392,7 +454,7 @@ def _follow(plan: RunPlan, *, resume: bool) -> RunResult:
         return shared["finished"]
     log = RunLog(quiet=True)
     t_start = time.perf_counter()
-    result = _train(plan, log, resume=resume, progress=False, heartbeat=lambda: None)
+    result = _train(plan, _train_set(plan, log), log, resume=resume, progress=False, heartbeat=lambda: None)
     metrics, _ = _evaluate_all(plan, log, progress=False)
     timings = {"train_s": round(result.train_s, 3), "total_s": round(time.perf_counter() - t_start, 3)}
     return RunResult(plan.run_dir, shared["run_id"], "finished", plan.config, metrics, timings, result.history)
@@ -409,16 +471,26 @@ def _code_version() -> str:
         return __version__
 
 
-def _train(plan: RunPlan, log: RunLog, *, resume: bool, progress: bool | None, heartbeat) -> TrainResult:
+def _train_set(plan: RunPlan, log: RunLog) -> Any:
+    """The training images (None when the run does not train); with on_corrupt=skip, bad files left out."""
     from restore.data import train_transform
 
     c = plan.config
     if c.epochs == 0 or not plan.method.learnable_parameters():
-        log.info(f"no training: {c.method_name} has {'no epochs' if c.epochs == 0 else 'nothing to learn'}")
-        return TrainResult(epochs=0, steps=0)
+        return None
     train_set = _image_dataset(plan.data.train.train, train_transform(c.data.image_size), c.data.on_corrupt)
     for note in getattr(train_set, "notes", []):
         log.info(f"data: {note}")
+    return train_set
+
+
+def _train(
+    plan: RunPlan, train_set: Any, log: RunLog, *, resume: bool, progress: bool | None, heartbeat
+) -> TrainResult:
+    c = plan.config
+    if train_set is None:
+        log.info(f"no training: {c.method_name} has {'no epochs' if c.epochs == 0 else 'nothing to learn'}")
+        return TrainResult(epochs=0, steps=0)
     settings = TrainSettings(
         epochs=c.epochs,
         lr=c.lr,

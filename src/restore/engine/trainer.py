@@ -5,6 +5,11 @@ Determinism: at the start of every epoch all generators (Python, NumPy, torch, t
 worker seeds) are reseeded from (seed, epoch) — see `restore.engine.seeding` — so the state saved after epoch
 k (learnable tensors, optimiser moments, the method's own training state) is all a resumed run needs.
 
+Ctrl-C (SIGINT) while training finishes the step in progress, saves a checkpoint of exactly that point (the
+step within the epoch, the epoch's running sums and every generator's state; each image's augmentation is
+seeded from its index, so the rest of the epoch needs nothing else) and raises KeyboardInterrupt; a resume
+continues from that step to the result of an uninterrupted run. A second Ctrl-C stops at once.
+
 Under torchrun (`restore.scale.distributed`) each rank loads its share of every global batch, the method is
 wrapped in DistributedDataParallel, epoch statistics are summed over ranks, and only rank 0 writes the
 checkpoint; a single-process run takes none of those paths.
@@ -12,17 +17,21 @@ checkpoint; a single-process run takes none of those paths.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from restore.data.loader import ImageLoader
 from restore.engine.checkpointing import check_same_config, load_training_checkpoint, save_training_checkpoint
 from restore.engine.device import autocast, grad_scaler
 from restore.engine.progress import RunLog, TrainProgress
@@ -80,12 +89,15 @@ def make_train_loader(
     pin: bool = False,
     rank: int = 0,
     world: int = 1,
+    skip: int = 0,
 ) -> DataLoader:
     """The loader of one epoch: shuffled by a generator seeded from (seed, epoch), each item's augmentation
     seeded from (seed, epoch, index). ``batch_size`` is the global batch; rank ``rank`` of ``world``
     processes loads its share of each (`restore.scale.distributed.GlobalBatchSampler`).
 
-    Like Dassl, the last incomplete batch is dropped when there is at least one full batch.
+    Like Dassl, the last incomplete batch is dropped when there is at least one full batch. ``skip`` leaves
+    out the epoch's first batches (a resume inside the epoch); the batches after them are unchanged. A
+    DataError raised in a loader worker reads as if raised here (`restore.data.loader.ImageLoader`).
     """
     generator = loader_generator(seed, epoch)
     sampler = distributed.GlobalBatchSampler(
@@ -95,15 +107,59 @@ def make_train_loader(
         rank=rank,
         world=world,
     )
-    return DataLoader(
+    return ImageLoader(
         SampleSeeded(dataset, seed, epoch),
-        batch_sampler=sampler,
+        batch_sampler=_Skip(sampler, skip) if skip else sampler,
         generator=generator,
         num_workers=workers,
         worker_init_fn=worker_init if workers > 0 else None,
         pin_memory=pin,
         persistent_workers=False,
     )
+
+
+class _Skip(Sampler[list[int]]):
+    """A batch sampler without its first ``skip`` batches (what a resume inside an epoch has trained on)."""
+
+    def __init__(self, sampler: Any, skip: int) -> None:
+        self.sampler, self.skip = sampler, skip
+
+    def global_sizes(self) -> list[int]:
+        return self.sampler.global_sizes()[self.skip :]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return itertools.islice(iter(self.sampler), self.skip, None)
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.skip)
+
+
+class _CtrlC:
+    """While installed (main thread only): the first SIGINT asks the trainer to stop after the current step,
+    the second raises KeyboardInterrupt at once. `uninstall` puts the previous handler back."""
+
+    def __init__(self, log: RunLog) -> None:
+        self.log = log
+        self.requested = False
+        self._previous: Any = None
+
+    def install(self) -> _CtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.log.console.print(
+            "interrupt: saving a checkpoint after this step (Ctrl-C again to stop at once)", markup=False
+        )
 
 
 class Trainer:
@@ -147,6 +203,9 @@ class Trainer:
         self.scaler = grad_scaler(self.device, settings.precision)
         self.history: list[dict[str, float]] = []
         self.epoch = 0  # epochs completed
+        self.epoch_step = 0  # steps of the next epoch already done (a checkpoint saved on Ctrl-C)
+        self._partial: dict[str, float] = {}  # that epoch's running sums so far
+        self._ctrl_c: _CtrlC | None = None
         self.global_step = 0
         self._last_finite: tuple[int, float] | None = None
 
@@ -154,6 +213,8 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
+            "epoch_step": self.epoch_step,
+            "partial": dict(self._partial),
             "global_step": self.global_step,
             "config_hash": self.config_hash,
             "config": json.dumps(self.identity, sort_keys=True, default=str),
@@ -186,6 +247,10 @@ class Trainer:
         self.method.load_training_state(_to_device(state.get("method_state") or {}, self.device))
         set_rng_state(state["rng"])
         self.epoch = int(state["epoch"])
+        self.epoch_step = int(state.get("epoch_step") or 0)
+        # Under torchrun the saved sums are already summed over ranks: rank 0 alone carries them on.
+        main = self.world is None or self.world.is_main
+        self._partial = {k: float(v) for k, v in (state.get("partial") or {}).items()} if main else {}
         self.global_step = int(state["global_step"])
         self.history = list(state.get("history") or [])
         return True
@@ -198,7 +263,8 @@ class Trainer:
         resumed_from = None
         if resume and self.resume():
             resumed_from = self.epoch
-            self.log.info(f"resumed from {self.checkpoint} after epoch {self.epoch}/{s.epochs}")
+            within = f", step {self.epoch_step}" if self.epoch_step else ""
+            self.log.info(f"resumed from {self.checkpoint} after epoch {self.epoch}/{s.epochs}{within}")
         n = len(self.train_set)  # type: ignore[arg-type]
         if n == 0:
             raise TrainingError("the training set is empty", hint="check the dataset, its classes and --shots")
@@ -216,7 +282,8 @@ class Trainer:
                 f"(warm-up {s.warmup_epochs} at {s.warmup_lr}), {s.precision} on {self.device}",
                 echo=False,
             )
-        self.progress.start(s.epochs * steps_per_epoch, self.epoch * steps_per_epoch)
+        self.progress.start(s.epochs * steps_per_epoch, self.epoch * steps_per_epoch + self.epoch_step)
+        ctrl_c = self._ctrl_c = _CtrlC(self.log).install()
         try:
             while self.epoch < stop:
                 summary = self._run_epoch(self.epoch, steps_per_epoch)
@@ -232,6 +299,8 @@ class Trainer:
                 if self.on_epoch_end is not None:
                     self.on_epoch_end(self.epoch, summary)
         finally:
+            ctrl_c.uninstall()
+            self._ctrl_c = None
             self.progress.stop()
         return TrainResult(
             epochs=self.epoch,
@@ -243,21 +312,27 @@ class Trainer:
 
     def _run_epoch(self, epoch: int, steps_per_epoch: int) -> dict[str, float]:
         s = self.s
-        seed_everything(derive_seed(s.seed, epoch, "epoch"))
+        start, partial = self.epoch_step, self._partial
+        if start == 0:
+            seed_everything(derive_seed(s.seed, epoch, "epoch"))
+        # else: resumed inside the epoch, every generator as it was after step `start` (see `resume`).
         lr = s.lr_at(epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         rank, world = (self.world.rank, self.world.size) if self.world is not None else (0, 1)
         loader = make_train_loader(
             self.train_set, s.batch_size, seed=s.seed, epoch=epoch, workers=s.workers, pin=self.device.type == "cuda",
-            rank=rank, world=world,
+            rank=rank, world=world, skip=start,
         )  # fmt: skip
         global_sizes = loader.batch_sampler.global_sizes()  # type: ignore[union-attr]
         self.method.train()
         self.progress.start_epoch(epoch + 1, s.epochs, steps_per_epoch, lr)
-        t0 = time.perf_counter()
-        loss_sum, correct, seen = 0.0, 0, 0
-        for step, (images, labels) in enumerate(loader):
+        self.progress.resume_epoch(start)
+        t0 = time.perf_counter() - partial.get("seconds", 0.0)
+        loss_sum = partial.get("loss_sum", 0.0)
+        correct, seen = int(partial.get("correct", 0)), int(partial.get("seen", 0))
+        for i, (images, labels) in enumerate(loader):
+            step = start + i
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             if self.world is None:
@@ -266,7 +341,7 @@ class Trainer:
                     loss, logs = self.method.compute_loss(out, labels)
                 value = local = float(loss.detach())
             else:
-                loss, logs, out, value, local = self._distributed_step(images, labels, global_sizes[step])
+                loss, logs, out, value, local = self._distributed_step(images, labels, global_sizes[i])
             if not math.isfinite(value):
                 self._non_finite(epoch, step, value, logs)
             self.optimizer.zero_grad(set_to_none=True)
@@ -288,6 +363,10 @@ class Trainer:
                     f"acc {acc:.2f}% lr {lr:.3e}",
                     echo=False,
                 )
+            if self._stop_requested():
+                self._save_within_epoch(step + 1, loss_sum, correct, seen, time.perf_counter() - t0)
+                raise KeyboardInterrupt
+        self.epoch_step, self._partial = 0, {}
         if self.world is not None:
             loss_sum, correct, seen = distributed.all_reduce_sum([loss_sum, correct, seen])
             correct, seen = int(correct), int(seen)
@@ -299,6 +378,24 @@ class Trainer:
             "seconds": time.perf_counter() - t0,
             "images": seen,
         }
+
+    def _stop_requested(self) -> bool:
+        """Ctrl-C was pressed (under torchrun: on any rank, so that all of them stop after the same step)."""
+        requested = self._ctrl_c is not None and self._ctrl_c.requested
+        if self.world is not None:
+            (total,) = distributed.all_reduce_sum([float(requested)])
+            requested = total > 0
+        return requested
+
+    def _save_within_epoch(self, steps_done: int, loss_sum: float, correct: int, seen: int, seconds: float) -> None:
+        """The checkpoint of a Ctrl-C: the epoch's first `steps_done` steps are in it."""
+        if self.world is not None:
+            loss_sum, correct, seen = distributed.all_reduce_sum([loss_sum, correct, seen])
+        self.epoch_step = steps_done
+        self._partial = {"loss_sum": loss_sum, "correct": float(correct), "seen": float(seen), "seconds": seconds}
+        self.save()
+        where = f"epoch {self.epoch + 1}/{self.s.epochs}, step {steps_done}"
+        self.log.info(f"interrupted: saved {self.checkpoint} at {where}; continue with --resume", echo=False)
 
     def _distributed_step(
         self, images: torch.Tensor, labels: torch.Tensor, global_n: int

@@ -327,9 +327,12 @@ class SQLiteStore(ResultsStore):
                 return
             except sqlite3.OperationalError as e:
                 # Switching a brand-new file to WAL needs an exclusive lock; racing openers retry.
-                if "locked" not in str(e) or time.monotonic() > deadline:
-                    raise self._not_a_database(e) from None
-                time.sleep(0.05)
+                if "locked" in str(e) and time.monotonic() <= deadline:
+                    time.sleep(0.05)
+                    continue
+                if any(w in str(e) for w in ("full", "readonly", "unable to open", "I/O error")):
+                    raise self._busy(e) from None  # the disk or the folder, not the file, is the problem
+                raise self._not_a_database(e) from None
             except sqlite3.DatabaseError as e:
                 raise self._not_a_database(e) from None
 
@@ -431,15 +434,30 @@ class SQLiteStore(ResultsStore):
 
     @staticmethod
     def _record(row: Mapping[str, Any]) -> RunRecord:
+        """A row as a record; a row edited by hand into something no writer produces is a ResultsError (a
+        database may come from elsewhere: its contents are data to check, never trusted to be well-formed)."""
         data = dict(row)
+        run = data.get("run_id")
+
+        def bad(name: str, what: str) -> ResultsError:
+            return ResultsError(
+                f"run {run!r}: column {name!r} {what}", hint="the row was edited by hand; fix or delete it"
+            )
+
         for name in _JSON_COLUMNS:
             try:
                 data[name] = json.loads(data[name])
-            except (TypeError, json.JSONDecodeError):
-                raise ResultsError(
-                    f"run {data.get('run_id')!r}: column {name!r} does not hold valid JSON",
-                    hint="the row was edited by hand; fix or delete it",
-                ) from None
+            except (TypeError, ValueError, RecursionError):
+                raise bad(name, "does not hold valid JSON") from None
+            if not isinstance(data[name], dict):
+                raise bad(name, f"holds a JSON {type(data[name]).__name__}, not an object")
+        if not isinstance(data.get("seed"), int):
+            raise bad("seed", f"holds {data.get('seed')!r}, not an integer")
+        if data.get("shots") is not None and not isinstance(data["shots"], int):
+            raise bad("shots", f"holds {data['shots']!r}, not an integer")
+        for name in ("method", "dataset", "protocol", "backbone", "tag"):
+            if not isinstance(data.get(name), str):
+                raise bad(name, f"holds {data.get(name)!r}, not text")
         return RunRecord.from_dict(data)
 
     def _find(self, conn: sqlite3.Connection, run_id: str) -> RunRecord | None:

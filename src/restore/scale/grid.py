@@ -307,7 +307,7 @@ def expand(grid: Grid) -> list[Cell]:
             ("shots", grid.shots), ("seed", grid.seeds),
         ):  # fmt: skip
             if axis in entry:
-                axes[axis] = entry[axis]
+                axes[axis] = _axis_value(entry[axis], axis, f"include[{i}]")
             elif len(options) == 1:
                 axes[axis] = options[0]
             else:
@@ -315,11 +315,24 @@ def expand(grid: Grid) -> list[Cell]:
                     f"include[{i}] does not say its {axis}, and the sweep has several ({options})",
                     hint=f"add `{axis}: ...` to the include entry",
                 )
-        cell = _cell(grid, axes, (), _overrides(entry.get("set"), f"include[{i}]: set"))
+        # An include's own overrides name it like a grid point (label and tag), so it never poses as the
+        # plain cell of the same axes; they still take precedence over everything else.
+        point = tuple(_overrides(entry.get("set"), f"include[{i}]: set").items())
+        cell = _cell(grid, axes, point, {})
         if _key(cell) not in seen:
             seen.add(_key(cell))
             cells.append(cell)
     return cells
+
+
+def _axis_value(value: Any, axis: str, where: str) -> Any:
+    """An include entry's value for one axis: a name, or an integer for shots and seed."""
+    if axis in ("shots", "seed"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: {axis} must be an integer, got {value!r}")
+    elif not isinstance(value, str):
+        raise ConfigError(f"{where}: {axis} must be a name, got {value!r}")
+    return value
 
 
 def _key(cell: Cell) -> str:
@@ -349,7 +362,8 @@ def _cell(grid: Grid, axes: Mapping[str, Any], point: tuple[tuple[str, Any], ...
     if point:
         data["tag"] = f"{tag},{point_tag(point)}" if tag else point_tag(point)
     data["protocol"] = axes["protocol"]
-    data.setdefault("data", {})
+    if not isinstance(data.setdefault("data", {}), dict):
+        raise ConfigError(f"grid cell {label}: data is a value ({data['data']!r}), not a section")
     data["data"]["dataset"] = axes["dataset"]
     data["data"]["shots"] = axes["shots"]
     data["seed"] = axes["seed"]

@@ -337,6 +337,7 @@ class SweepProgress:
         self.running = running
         if self._bar is not None:
             self._bar.update(self._task, completed=self.n_done + self.n_failed, description=self.counts())
+            self._bar.refresh()  # render every change of state, not only on the refresh timer
 
     def _line(self, text: str) -> None:
         self.console.print(text, highlight=False)
