@@ -105,19 +105,44 @@ class Attention(nn.Module):
         qkv = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         return qkv[0], qkv[1], qkv[2]
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, causal: bool, hide: tuple[int, int] | None = None) -> Tensor:
-        if hide is None:
+    def q_rows(self, h: Tensor) -> Tensor:
+        """Queries only: (B, heads, Q, head_dim) of the tokens ``h`` (B, Q, D)."""
+        b, n, d = h.shape
+        q = F.linear(h, self.in_proj_weight[:d], self.in_proj_bias[:d])
+        return q.view(b, n, self.heads, d // self.heads).transpose(1, 2)
+
+    def kv(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        b, n, d = h.shape
+        kv = F.linear(h, self.in_proj_weight[d:], self.in_proj_bias[d:])
+        kv = kv.view(b, n, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        return kv[0], kv[1]
+
+    def sdpa(
+        self, q: Tensor, k: Tensor, v: Tensor, causal: bool, hide: tuple[int, int] | None = None, mask=None
+    ) -> Tensor:
+        """Attention with heads merged, before the output projection: (B, Q, D)."""
+        if mask is not None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        elif hide is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         else:  # keys in [hide[0], hide[1]) are invisible to every query
-            n_q, n_k = q.shape[-2], k.shape[-2]
-            allowed = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device)
-            if causal:
-                allowed = allowed.tril()
-            allowed[:, hide[0] : hide[1]] = False
-            allowed[hide[0] : hide[1], 0] = True  # prompt queries need one key; their outputs are discarded
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=hidden_key_mask(q, k, causal, hide))
         b, h, n, hd = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, h * hd))
+        return out.transpose(1, 2).reshape(b, n, h * hd)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, causal: bool, hide: tuple[int, int] | None = None) -> Tensor:
+        return self.out_proj(self.sdpa(q, k, v, causal, hide))
+
+
+def hidden_key_mask(q: Tensor, k: Tensor, causal: bool, hide: tuple[int, int]) -> Tensor:
+    """Allowed (query, key) pairs when the keys in [hide[0], hide[1]) are invisible to every query."""
+    n_q, n_k = q.shape[-2], k.shape[-2]
+    allowed = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device)
+    if causal:
+        allowed = allowed.tril()
+    allowed[:, hide[0] : hide[1]] = False
+    allowed[hide[0] : hide[1], 0] = True  # prompt queries need one key; their outputs are discarded
+    return allowed
 
 
 class ResidualAttentionBlock(nn.Module):
@@ -150,6 +175,7 @@ class ResidualAttentionBlock(nn.Module):
         shift: ShiftRequest | None = None,
         sample: Tensor | None = None,
         counted: Tensor | None = None,
+        rows: Tensor | slice | None = None,
     ) -> tuple[Tensor, ShiftStats | None]:
         """Run the block; write ``prompts`` over ``region`` first; measure the shift if ``shift`` is given.
 
@@ -158,7 +184,11 @@ class ResidualAttentionBlock(nn.Module):
         sample: sorted indices into the non-prompt tokens whose prompt-free output is computed (index 0, the
         CLS, included); None means all. counted: (B, L) bool mask of tokens that count in the shift (text:
         real tokens up to the end-of-text token); None means all.
+        rows: compute the output only at these positions, a slice or (B, Q) indices (the last block, whose
+        other outputs nobody reads); the result is (B, Q, D). No shift with rows.
         """
+        if rows is not None and shift is not None:
+            raise ValueError("a block computing only some rows cannot measure the shift")
         if prompts is not None:
             assert region is not None
             r0, r1 = region
@@ -167,6 +197,8 @@ class ResidualAttentionBlock(nn.Module):
             if prompts.dim() == 2:
                 prompts = prompts.unsqueeze(0).expand(x.shape[0], -1, -1)
             x = torch.cat([x[:, :r0], prompts.to(x.dtype), x[:, r1:]], dim=1)
+        if rows is not None:
+            return self._rows(x, rows, causal), None
         q, k, v = self.attn.qkv(self.ln_1(x))
         if shift is not None and shift.hide_prompts:
             assert region is not None
@@ -177,6 +209,24 @@ class ResidualAttentionBlock(nn.Module):
             return y, None
         assert region is not None
         return y, self._shift(x, q, k, v, y, region, causal, shift, sample, counted)
+
+    def _rows(self, x: Tensor, rows: Tensor | slice, causal: bool) -> Tensor:
+        """The block's output at ``rows`` only: keys and values of every token, queries and MLP of the rows."""
+        h = self.ln_1(x)
+        k, v = self.attn.kv(h)
+        if isinstance(rows, slice):
+            x_r, h_r, mask = x[:, rows], h[:, rows], None
+            if causal:
+                pos = torch.arange(x.shape[1], device=x.device)
+                mask = pos[None, :] <= pos[rows][:, None]
+        else:
+            index = rows.to(x.device)[..., None].expand(-1, -1, x.shape[-1])
+            x_r, h_r = x.gather(1, index), h.gather(1, index)
+            mask = None
+            if causal:
+                mask = (torch.arange(x.shape[1], device=x.device)[None, None, :] <= rows[:, :, None])[:, None]
+        attended = self.attn.out_proj(self.attn.sdpa(self.attn.q_rows(h_r), k, v, False, mask=mask))
+        return self._tail(x_r, attended)
 
     def _shift(
         self,
@@ -238,12 +288,23 @@ class Transformer(nn.Module):
         )
         # Activation checkpointing trades a second forward for memory (ImageNet's 1,000 class prompts).
         self.grad_checkpointing = False
+        # The last block computes only the outputs that are read (CLS, end-of-text tokens) when it measures
+        # no shift: exact, and it saves most of a block.
+        self.prune_last_block = True
 
-    def run_block(self, index: int, x: Tensor, **kwargs) -> tuple[Tensor, ShiftStats | None]:
+    def run_block(
+        self, index: int, x: Tensor, *, checkpointed: bool | None = None, **kwargs
+    ) -> tuple[Tensor, ShiftStats | None]:
+        """``checkpointed``: override ``grad_checkpointing`` (False when an outer checkpoint covers the block)."""
         block = self.resblocks[index]
-        if self.grad_checkpointing and torch.is_grad_enabled():
+        use = self.grad_checkpointing if checkpointed is None else checkpointed
+        if use and torch.is_grad_enabled():
             return checkpoint(block, x, use_reentrant=False, **kwargs)
         return block(x, **kwargs)
+
+    def pruned(self, index: int, shift: ShiftRequest | None) -> bool:
+        """Whether block ``index`` computes only the rows that are read."""
+        return self.prune_last_block and index == self.layers - 1 and shift is None
 
 
 def _layer_prompt(prompts: Sequence[Tensor | None], layer: int) -> Tensor | None:
@@ -289,7 +350,10 @@ class VisionTransformer(nn.Module):
             region = (n_real, n_real + n_prompt) if n_prompt else None
             measure = shift if (p is not None and shift is not None) else None
             sample = self._sample(n_real, measure, x.device) if measure is not None else None
-            x, s = self.transformer.run_block(layer, x, prompts=p, region=region, shift=measure, sample=sample)
+            rows = slice(0, 1) if self.transformer.pruned(layer, measure) else None
+            x, s = self.transformer.run_block(
+                layer, x, prompts=p, region=region, shift=measure, sample=sample, rows=rows
+            )
             shifts.append(s)
         features = self.ln_post(x[:, 0]) @ self.proj
         return TowerOutput(features, shifts)
@@ -405,10 +469,21 @@ class CLIP(nn.Module):
         1..n (it gets positional embeddings, like CoOp's context); prompts[l > 0] are written over the same
         positions at the input of block l. Sequences are cut after the batch's last end-of-text token: with
         a causal mask nothing after it can change any feature that is read.
+
         """
-        batch = TextBatch(tokens)
-        eot = batch.eot
-        if truncate if truncate is not None else self.truncate_text:
+        truncate = truncate if truncate is not None else self.truncate_text
+        return self._text_tower(tokens, prompts, shift, truncate, None)
+
+    def _text_tower(
+        self,
+        tokens: Tensor,
+        prompts: Sequence[Tensor | None],
+        shift: ShiftRequest | None,
+        truncate: bool,
+        checkpointed: bool | None,
+    ) -> TowerOutput:
+        eot = TextBatch(tokens).eot
+        if truncate:
             tokens = tokens[:, : int(eot.max()) + 1]
         length = tokens.shape[1]
         x = self.token_embedding(tokens)
@@ -432,13 +507,16 @@ class CLIP(nn.Module):
             region = (1, 1 + n_prompt) if n_prompt else None
             prompted = _layer_prompt(prompts, layer) is not None
             measure = shift if (prompted and shift is not None) else None
+            rows = eot[:, None].to(x.device) if self.transformer.pruned(layer, measure) else None
             x, s = self.transformer.run_block(
-                layer, x, causal=True, prompts=p, region=region, shift=measure, counted=counted
-            )
+                layer, x, checkpointed=checkpointed, causal=True, prompts=p, region=region, shift=measure,
+                counted=counted, rows=rows,
+            )  # fmt: skip
             shifts.append(s)
         x = self.ln_final(x)
-        features = x[torch.arange(x.shape[0], device=x.device), eot.to(x.device)] @ self.text_projection
-        return TowerOutput(features, shifts)
+        # a pruned last block left the end-of-text rows only
+        last = x[:, 0] if rows is not None else x[torch.arange(x.shape[0], device=x.device), eot.to(x.device)]
+        return TowerOutput(last @ self.text_projection, shifts)
 
     def encode_text(self, tokens: Tensor) -> Tensor:
         return self.forward_text(tokens).features
