@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from restore.clip.config import CLIPConfig, TextConfig, VisionConfig
+from restore.clip.packing import PackedText, pack_text
 
 
 class QuickGELU(nn.Module):
@@ -176,6 +177,7 @@ class ResidualAttentionBlock(nn.Module):
         sample: Tensor | None = None,
         counted: Tensor | None = None,
         rows: Tensor | slice | None = None,
+        packed: PackedText | None = None,
     ) -> tuple[Tensor, ShiftStats | None]:
         """Run the block; write ``prompts`` over ``region`` first; measure the shift if ``shift`` is given.
 
@@ -186,9 +188,13 @@ class ResidualAttentionBlock(nn.Module):
         real tokens up to the end-of-text token); None means all.
         rows: compute the output only at these positions, a slice or (B, Q) indices (the last block, whose
         other outputs nobody reads); the result is (B, Q, D). No shift with rows.
+        packed: x is (N, D), the nodes of a packed text batch (restore.clip.packing); the block is causal,
+        ``prompts`` (n, D) and ``rows`` are node indices.
         """
         if rows is not None and shift is not None:
             raise ValueError("a block computing only some rows cannot measure the shift")
+        if packed is not None:
+            return self._forward_packed(x, packed, prompts, region, shift, rows)
         if prompts is not None:
             assert region is not None
             r0, r1 = region
@@ -227,6 +233,57 @@ class ResidualAttentionBlock(nn.Module):
                 mask = (torch.arange(x.shape[1], device=x.device)[None, None, :] <= rows[:, :, None])[:, None]
         attended = self.attn.out_proj(self.attn.sdpa(self.attn.q_rows(h_r), k, v, False, mask=mask))
         return self._tail(x_r, attended)
+
+    def _forward_packed(
+        self,
+        x: Tensor,
+        packed: PackedText,
+        prompts: Tensor | None,
+        region: tuple[int, int] | None,
+        shift: ShiftRequest | None,
+        rows: Tensor | None,
+    ) -> tuple[Tensor, ShiftStats | None]:
+        """The block on the nodes of packed text: linear layers per node, attention on the (S, L) grid."""
+        if prompts is not None:
+            assert region is not None
+            if prompts.dim() != 2 or prompts.shape[0] != region[1] - region[0]:
+                raise ValueError(f"packed text takes shared prompts of {region[1] - region[0]} tokens")
+            nodes, slots = packed.prompt_slots(region)
+            x = x.index_put((nodes,), prompts.to(x.dtype)[slots])
+        n, d = x.shape
+        hd = d // self.attn.heads
+        h = self.ln_1(x)
+        if rows is not None:
+            kv = F.linear(h, self.attn.in_proj_weight[d:], self.attn.in_proj_bias[d:]).view(n, 2, self.attn.heads, hd)
+            k, v = kv[packed.paths].permute(2, 0, 3, 1, 4)  # (S, heads, L, hd) each
+            q = self.attn.q_rows(h[rows][:, None])  # (S, heads, 1, hd)
+            mask = packed.valid[:, None, None, :]  # every real token is at or before the end-of-text token
+            attended = self.attn.out_proj(self.attn.sdpa(q, k, v, False, mask=mask)[:, 0])
+            return self._tail(x[rows], attended), None
+        qkv = F.linear(h, self.attn.in_proj_weight, self.attn.in_proj_bias).view(n, 3, self.attn.heads, hd)
+        q, k, v = qkv[packed.paths].permute(2, 0, 3, 1, 4)  # (S, heads, L, hd) each
+        hide = region if shift is not None and shift.hide_prompts else None
+        grid = self.attn.sdpa(q, k, v, True, hide)  # (S, L, D)
+        y = self._tail(x, self.attn.out_proj(grid.reshape(-1, d)[packed.owner]))
+        if shift is None:
+            return y, None
+        assert region is not None
+        self.prompt_free_calls += 1
+        nodes, cells = packed.free_nodes(region)
+        grad = nullcontext() if not shift.detach else torch.no_grad()
+        with grad:
+            free_grid = self.attn.sdpa(q, k, v, True, region)
+            free = self._tail(x[nodes], self.attn.out_proj(free_grid.reshape(-1, d)[packed.owner[nodes]]))
+        sq = (y[nodes] - free).float().pow(2).sum(-1)
+        ref = (free.detach() if shift.detach else free).float().pow(2).sum(-1)
+        weight = cells.to(sq.dtype)
+        denom = weight.sum(1).clamp_min(1.0)
+
+        def per_prompt(values: Tensor) -> Tensor:
+            full = values.new_zeros(n).index_put((nodes,), values)
+            return (full[packed.paths] * weight).sum(1) / denom
+
+        return y, ShiftStats(per_prompt(sq), per_prompt(ref))
 
     def _shift(
         self,
@@ -420,6 +477,9 @@ class CLIP(nn.Module):
         self.text_projection = nn.Parameter(torch.empty(t.width, cfg.embed_dim))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.truncate_text = True
+        # Speed and memory of the text tower (see forward_text); none changes a result beyond float rounding.
+        self.text_packing = True
+        self._packing_cache: dict[tuple, tuple[Tensor, PackedText]] = {}
         self.initialize_parameters()
 
     def initialize_parameters(self) -> None:
@@ -470,6 +530,8 @@ class CLIP(nn.Module):
         positions at the input of block l. Sequences are cut after the batch's last end-of-text token: with
         a causal mask nothing after it can change any feature that is read.
 
+        Speed (no change of result beyond float rounding): with ``text_packing`` and shared prompts, each
+        distinct token prefix is computed once (restore.clip.packing).
         """
         truncate = truncate if truncate is not None else self.truncate_text
         return self._text_tower(tokens, prompts, shift, truncate, None)
@@ -482,6 +544,9 @@ class CLIP(nn.Module):
         truncate: bool,
         checkpointed: bool | None,
     ) -> TowerOutput:
+        shared = all(p is None or p.dim() == 2 for p in prompts)
+        if truncate and self.text_packing and shared:
+            return self._text_packed(tokens, prompts, shift, checkpointed)
         eot = TextBatch(tokens).eot
         if truncate:
             tokens = tokens[:, : int(eot.max()) + 1]
@@ -517,6 +582,51 @@ class CLIP(nn.Module):
         # a pruned last block left the end-of-text rows only
         last = x[:, 0] if rows is not None else x[torch.arange(x.shape[0], device=x.device), eot.to(x.device)]
         return TowerOutput(last @ self.text_projection, shifts)
+
+    def _text_packed(
+        self, tokens: Tensor, prompts: Sequence[Tensor | None], shift: ShiftRequest | None, checkpointed: bool | None
+    ) -> TowerOutput:
+        """The text tower on packed class prompts: each distinct prefix once (restore.clip.packing)."""
+        p0 = _layer_prompt(prompts, 0)
+        n_prompt = p0.shape[-2] if p0 is not None else 0
+        packed = self._packing(tokens, (1, 1 + n_prompt) if n_prompt else None)
+        if n_prompt + 1 > packed.length:
+            raise ValueError("text prompt tokens extend past the end-of-text token")
+        x = self.token_embedding(packed.tokens)
+        if p0 is not None:
+            nodes, slots = packed.prompt_slots((1, 1 + n_prompt))
+            x = x.index_put((nodes,), p0.to(x.dtype)[slots])
+        x = x + self.positional_embedding[packed.positions].to(x.dtype)
+        shifts: list[ShiftStats | None] = []
+        for layer in range(self.transformer.layers):
+            p = _layer_prompt(prompts, layer) if layer > 0 else None
+            if p is not None:
+                n_prompt = p.shape[-2]
+            region = (1, 1 + n_prompt) if n_prompt else None
+            prompted = _layer_prompt(prompts, layer) is not None
+            measure = shift if (prompted and shift is not None) else None
+            rows = packed.eot if self.transformer.pruned(layer, measure) else None
+            x, s = self.transformer.run_block(
+                layer, x, checkpointed=checkpointed, prompts=p, region=region, shift=measure, packed=packed,
+                rows=rows,
+            )  # fmt: skip
+            shifts.append(s)
+        x = self.ln_final(x)
+        last = x if rows is not None else x[packed.eot]  # a pruned last block left the end-of-text nodes only
+        return TowerOutput(last @ self.text_projection, shifts)
+
+    def _packing(self, tokens: Tensor, shared: tuple[int, int] | None) -> PackedText:
+        """The packed layout of ``tokens``, cached: a training run packs the same class prompts every step."""
+        host = tokens.cpu()
+        key = (tuple(tokens.shape), shared, str(tokens.device), hash(host.numpy().tobytes()))
+        hit = self._packing_cache.get(key)
+        if hit is not None and torch.equal(hit[0], host):
+            return hit[1]
+        packed = pack_text(tokens, shared)
+        if len(self._packing_cache) >= 64:
+            self._packing_cache.pop(next(iter(self._packing_cache)))
+        self._packing_cache[key] = (host.clone(), packed)
+        return packed
 
     def encode_text(self, tokens: Tensor) -> Tensor:
         return self.forward_text(tokens).features
