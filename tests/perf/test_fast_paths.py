@@ -1,7 +1,7 @@
 """Each fast path of the backbone against the plain computation it replaces, on the tiny architecture.
 
-Packed text (each distinct prefix once) and the pruned last block (only the rows that are read): features,
-per-layer shifts and gradients agree to 1e-5.
+Packed text (each distinct prefix once), the pruned last block (only the rows that are read), chunked text and
+chunk-level activation checkpointing: features, per-layer shifts and gradients agree to 1e-5.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def text_prompts(depth: int, width: int = 32, seed: int = 0) -> list[torch.Tenso
 
 def run_text(clip, prompts, shift, **settings):
     """Features, shifts and gradients of a loss that uses all of them, under the given model settings."""
-    saved = {k: getattr(clip, k) for k in ("text_packing",)}
+    saved = {k: getattr(clip, k) for k in ("text_packing", "text_chunk")}
     saved_t = {k: getattr(clip.transformer, k) for k in ("prune_last_block", "grad_checkpointing")}
     try:
         for k, v in settings.items():
@@ -151,3 +151,51 @@ def test_pruned_last_block_equals_full_vision_block(clip, depth):
     assert rel_err(a, b) < TOL
     for g1, g2 in zip(ga, gb, strict=True):
         assert rel_err(g1, g2) < TOL
+
+
+# --- chunks and checkpointing --------------------------------------------------------------------------------
+@pytest.mark.parametrize("chunk", [2, 3])
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["kept", "checkpointed"])
+@pytest.mark.parametrize("packing", [True, False], ids=["packed", "padded"])
+def test_chunked_text_equals_whole(clip, chunk, checkpointing, packing):
+    prompts = text_prompts(3)
+    shift = ShiftRequest()
+    whole = run_text(clip, prompts, shift, **PLAIN)
+    chunked = run_text(clip, prompts, shift, text_chunk=chunk, grad_checkpointing=checkpointing, text_packing=packing)
+    assert_same(chunked, whole)
+
+
+def saved_bytes(fn) -> int:
+    """Bytes autograd keeps for the backward pass while ``fn`` runs (tensors saved outside checkpoints)."""
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total
+
+
+def test_chunk_checkpointing_keeps_only_chunk_inputs_for_backward(clip):
+    prompts = text_prompts(3)
+    tokens = tokenize(SENTENCES * 4)
+
+    def forward():
+        out = clip.forward_text(tokens, prompts, ShiftRequest())
+        return out.features.square().sum() + sum(s.shift_ms.sum() for s in out.shifts if s is not None)
+
+    kept = saved_bytes(forward)
+    clip.text_chunk = 7
+    clip.transformer.grad_checkpointing = True
+    checkpointed = saved_bytes(forward)
+    assert checkpointed < kept / 4
+    # and the gradients are those of the plain run
+    g1 = torch.autograd.grad(forward(), prompts)
+    clip.text_chunk = 0
+    clip.transformer.grad_checkpointing = False
+    g2 = torch.autograd.grad(forward(), prompts)
+    for a, b in zip(g1, g2, strict=True):
+        assert rel_err(a, b) < TOL

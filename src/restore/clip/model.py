@@ -458,6 +458,18 @@ class CompactTokenEmbedding(nn.Module):
         return F.embedding(self.lookup[tokens], self.weight)
 
 
+def _concat(outs: Sequence[TowerOutput]) -> TowerOutput:
+    """One TowerOutput from those of consecutive chunks of the same batch."""
+    shifts: list[ShiftStats | None] = []
+    for layer in range(len(outs[0].shifts)):
+        stats = [o.shifts[layer] for o in outs]
+        if any(s is None for s in stats):
+            shifts.append(None)
+        else:
+            shifts.append(ShiftStats(torch.cat([s.shift_ms for s in stats]), torch.cat([s.ref_ms for s in stats])))
+    return TowerOutput(torch.cat([o.features for o in outs]), shifts)
+
+
 class CLIP(nn.Module):
     """Image tower ``visual`` plus the text tower, whose parts sit at the top level as in OpenAI's model."""
 
@@ -479,6 +491,7 @@ class CLIP(nn.Module):
         self.truncate_text = True
         # Speed and memory of the text tower (see forward_text); none changes a result beyond float rounding.
         self.text_packing = True
+        self.text_chunk = 0
         self._packing_cache: dict[tuple, tuple[Tensor, PackedText]] = {}
         self.initialize_parameters()
 
@@ -530,11 +543,28 @@ class CLIP(nn.Module):
         positions at the input of block l. Sequences are cut after the batch's last end-of-text token: with
         a causal mask nothing after it can change any feature that is read.
 
-        Speed (no change of result beyond float rounding): with ``text_packing`` and shared prompts, each
-        distinct token prefix is computed once (restore.clip.packing).
+        Speed and memory (none changes a result beyond float rounding): with ``text_packing`` and shared
+        prompts, each distinct token prefix is computed once (restore.clip.packing); ``text_chunk`` > 0 encodes
+        that many sequences at a time, and with ``transformer.grad_checkpointing`` each chunk's activations are
+        recomputed in the backward pass instead of kept (ImageNet's 1,000 classes).
         """
         truncate = truncate if truncate is not None else self.truncate_text
-        return self._text_tower(tokens, prompts, shift, truncate, None)
+        chunk = self.text_chunk
+        if chunk <= 0 or tokens.shape[0] <= chunk:
+            return self._text_tower(tokens, prompts, shift, truncate, None)
+        outs: list[TowerOutput] = []
+        whole_chunk = self.transformer.grad_checkpointing and torch.is_grad_enabled()
+        for start in range(0, tokens.shape[0], chunk):
+            part = slice(start, start + chunk)
+            part_prompts = [p[part] if p is not None and p.dim() == 3 else p for p in prompts]
+            if whole_chunk:
+                out = checkpoint(
+                    self._text_tower, tokens[part], part_prompts, shift, truncate, False, use_reentrant=False
+                )
+            else:
+                out = self._text_tower(tokens[part], part_prompts, shift, truncate, None)
+            outs.append(out)
+        return _concat(outs)
 
     def _text_tower(
         self,
