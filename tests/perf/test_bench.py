@@ -35,7 +35,7 @@ def test_estimate_extrapolates_linearly_and_never_below_a_measured_time():
 def test_smoke_run_on_the_tiny_model(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_perf, "ARCH", "tiny")
     monkeypatch.setenv("RESTORE_PERF_ARCH", "tiny")  # the 1,000-class subprocesses
-    monkeypatch.setenv("RESTORE_PERF_BUDGET", "120")
+    monkeypatch.setenv("RESTORE_PERF_BUDGET", "600")  # quick: one round per part; no part skipped
     monkeypatch.setenv("RESTORE_BENCH_OUT", str(tmp_path))
     monkeypatch.setattr(bench_perf, "MEMORY_OPTIONS", dict(list(bench_perf.MEMORY_OPTIONS.items())[:2]))
     record = bench_perf.run(quick=True)
