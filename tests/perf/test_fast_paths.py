@@ -199,3 +199,15 @@ def test_chunk_checkpointing_keeps_only_chunk_inputs_for_backward(clip):
     g2 = torch.autograd.grad(forward(), prompts)
     for a, b in zip(g1, g2, strict=True):
         assert rel_err(a, b) < TOL
+
+
+# --- torch.compile -------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_compiled_block_tails_equal_eager(clip):
+    from restore.clip.model import compile_blocks
+
+    prompts = text_prompts(3)
+    eager = run_text(clip, prompts, ShiftRequest())
+    compile_blocks(clip)
+    assert "_tail" in clip.transformer.resblocks[0].__dict__
+    assert_same(run_text(clip, prompts, ShiftRequest()), eager)
