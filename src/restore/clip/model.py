@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from restore.clip.config import CLIPConfig, TextConfig, VisionConfig
+from restore.clip.packing import PackedText, pack_text
 
 
 class QuickGELU(nn.Module):
@@ -105,19 +106,44 @@ class Attention(nn.Module):
         qkv = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         return qkv[0], qkv[1], qkv[2]
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, causal: bool, hide: tuple[int, int] | None = None) -> Tensor:
-        if hide is None:
+    def q_rows(self, h: Tensor) -> Tensor:
+        """Queries only: (B, heads, Q, head_dim) of the tokens ``h`` (B, Q, D)."""
+        b, n, d = h.shape
+        q = F.linear(h, self.in_proj_weight[:d], self.in_proj_bias[:d])
+        return q.view(b, n, self.heads, d // self.heads).transpose(1, 2)
+
+    def kv(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        b, n, d = h.shape
+        kv = F.linear(h, self.in_proj_weight[d:], self.in_proj_bias[d:])
+        kv = kv.view(b, n, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        return kv[0], kv[1]
+
+    def sdpa(
+        self, q: Tensor, k: Tensor, v: Tensor, causal: bool, hide: tuple[int, int] | None = None, mask=None
+    ) -> Tensor:
+        """Attention with heads merged, before the output projection: (B, Q, D)."""
+        if mask is not None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        elif hide is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         else:  # keys in [hide[0], hide[1]) are invisible to every query
-            n_q, n_k = q.shape[-2], k.shape[-2]
-            allowed = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device)
-            if causal:
-                allowed = allowed.tril()
-            allowed[:, hide[0] : hide[1]] = False
-            allowed[hide[0] : hide[1], 0] = True  # prompt queries need one key; their outputs are discarded
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=hidden_key_mask(q, k, causal, hide))
         b, h, n, hd = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, h * hd))
+        return out.transpose(1, 2).reshape(b, n, h * hd)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, causal: bool, hide: tuple[int, int] | None = None) -> Tensor:
+        return self.out_proj(self.sdpa(q, k, v, causal, hide))
+
+
+def hidden_key_mask(q: Tensor, k: Tensor, causal: bool, hide: tuple[int, int]) -> Tensor:
+    """Allowed (query, key) pairs when the keys in [hide[0], hide[1]) are invisible to every query."""
+    n_q, n_k = q.shape[-2], k.shape[-2]
+    allowed = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device)
+    if causal:
+        allowed = allowed.tril()
+    allowed[:, hide[0] : hide[1]] = False
+    allowed[hide[0] : hide[1], 0] = True  # prompt queries need one key; their outputs are discarded
+    return allowed
 
 
 class ResidualAttentionBlock(nn.Module):
@@ -150,6 +176,8 @@ class ResidualAttentionBlock(nn.Module):
         shift: ShiftRequest | None = None,
         sample: Tensor | None = None,
         counted: Tensor | None = None,
+        rows: Tensor | slice | None = None,
+        packed: PackedText | None = None,
     ) -> tuple[Tensor, ShiftStats | None]:
         """Run the block; write ``prompts`` over ``region`` first; measure the shift if ``shift`` is given.
 
@@ -158,7 +186,15 @@ class ResidualAttentionBlock(nn.Module):
         sample: sorted indices into the non-prompt tokens whose prompt-free output is computed (index 0, the
         CLS, included); None means all. counted: (B, L) bool mask of tokens that count in the shift (text:
         real tokens up to the end-of-text token); None means all.
+        rows: compute the output only at these positions, a slice or (B, Q) indices (the last block, whose
+        other outputs nobody reads); the result is (B, Q, D). No shift with rows.
+        packed: x is (N, D), the nodes of a packed text batch (restore.clip.packing); the block is causal,
+        ``prompts`` (n, D) and ``rows`` are node indices.
         """
+        if rows is not None and shift is not None:
+            raise ValueError("a block computing only some rows cannot measure the shift")
+        if packed is not None:
+            return self._forward_packed(x, packed, prompts, region, shift, rows)
         if prompts is not None:
             assert region is not None
             r0, r1 = region
@@ -167,6 +203,8 @@ class ResidualAttentionBlock(nn.Module):
             if prompts.dim() == 2:
                 prompts = prompts.unsqueeze(0).expand(x.shape[0], -1, -1)
             x = torch.cat([x[:, :r0], prompts.to(x.dtype), x[:, r1:]], dim=1)
+        if rows is not None:
+            return self._rows(x, rows, causal), None
         q, k, v = self.attn.qkv(self.ln_1(x))
         if shift is not None and shift.hide_prompts:
             assert region is not None
@@ -177,6 +215,75 @@ class ResidualAttentionBlock(nn.Module):
             return y, None
         assert region is not None
         return y, self._shift(x, q, k, v, y, region, causal, shift, sample, counted)
+
+    def _rows(self, x: Tensor, rows: Tensor | slice, causal: bool) -> Tensor:
+        """The block's output at ``rows`` only: keys and values of every token, queries and MLP of the rows."""
+        h = self.ln_1(x)
+        k, v = self.attn.kv(h)
+        if isinstance(rows, slice):
+            x_r, h_r, mask = x[:, rows], h[:, rows], None
+            if causal:
+                pos = torch.arange(x.shape[1], device=x.device)
+                mask = pos[None, :] <= pos[rows][:, None]
+        else:
+            index = rows.to(x.device)[..., None].expand(-1, -1, x.shape[-1])
+            x_r, h_r = x.gather(1, index), h.gather(1, index)
+            mask = None
+            if causal:
+                mask = (torch.arange(x.shape[1], device=x.device)[None, None, :] <= rows[:, :, None])[:, None]
+        attended = self.attn.out_proj(self.attn.sdpa(self.attn.q_rows(h_r), k, v, False, mask=mask))
+        return self._tail(x_r, attended)
+
+    def _forward_packed(
+        self,
+        x: Tensor,
+        packed: PackedText,
+        prompts: Tensor | None,
+        region: tuple[int, int] | None,
+        shift: ShiftRequest | None,
+        rows: Tensor | None,
+    ) -> tuple[Tensor, ShiftStats | None]:
+        """The block on the nodes of packed text: linear layers per node, attention on the (S, L) grid."""
+        if prompts is not None:
+            assert region is not None
+            if prompts.dim() != 2 or prompts.shape[0] != region[1] - region[0]:
+                raise ValueError(f"packed text takes shared prompts of {region[1] - region[0]} tokens")
+            nodes, slots = packed.prompt_slots(region)
+            x = x.index_put((nodes,), prompts.to(x.dtype)[slots])
+        n, d = x.shape
+        hd = d // self.attn.heads
+        h = self.ln_1(x)
+        if rows is not None:
+            kv = F.linear(h, self.attn.in_proj_weight[d:], self.attn.in_proj_bias[d:]).view(n, 2, self.attn.heads, hd)
+            k, v = kv[packed.paths].permute(2, 0, 3, 1, 4)  # (S, heads, L, hd) each
+            q = self.attn.q_rows(h[rows][:, None])  # (S, heads, 1, hd)
+            mask = packed.valid[:, None, None, :]  # every real token is at or before the end-of-text token
+            attended = self.attn.out_proj(self.attn.sdpa(q, k, v, False, mask=mask)[:, 0])
+            return self._tail(x[rows], attended), None
+        qkv = F.linear(h, self.attn.in_proj_weight, self.attn.in_proj_bias).view(n, 3, self.attn.heads, hd)
+        q, k, v = qkv[packed.paths].permute(2, 0, 3, 1, 4)  # (S, heads, L, hd) each
+        hide = region if shift is not None and shift.hide_prompts else None
+        grid = self.attn.sdpa(q, k, v, True, hide)  # (S, L, D)
+        y = self._tail(x, self.attn.out_proj(grid.reshape(-1, d)[packed.owner]))
+        if shift is None:
+            return y, None
+        assert region is not None
+        self.prompt_free_calls += 1
+        nodes, cells = packed.free_nodes(region)
+        grad = nullcontext() if not shift.detach else torch.no_grad()
+        with grad:
+            free_grid = self.attn.sdpa(q, k, v, True, region)
+            free = self._tail(x[nodes], self.attn.out_proj(free_grid.reshape(-1, d)[packed.owner[nodes]]))
+        sq = (y[nodes] - free).float().pow(2).sum(-1)
+        ref = (free.detach() if shift.detach else free).float().pow(2).sum(-1)
+        weight = cells.to(sq.dtype)
+        denom = weight.sum(1).clamp_min(1.0)
+
+        def per_prompt(values: Tensor) -> Tensor:
+            full = values.new_zeros(n).index_put((nodes,), values)
+            return (full[packed.paths] * weight).sum(1) / denom
+
+        return y, ShiftStats(per_prompt(sq), per_prompt(ref))
 
     def _shift(
         self,
@@ -238,12 +345,23 @@ class Transformer(nn.Module):
         )
         # Activation checkpointing trades a second forward for memory (ImageNet's 1,000 class prompts).
         self.grad_checkpointing = False
+        # The last block computes only the outputs that are read (CLS, end-of-text tokens) when it measures
+        # no shift: exact, and it saves most of a block.
+        self.prune_last_block = True
 
-    def run_block(self, index: int, x: Tensor, **kwargs) -> tuple[Tensor, ShiftStats | None]:
+    def run_block(
+        self, index: int, x: Tensor, *, checkpointed: bool | None = None, **kwargs
+    ) -> tuple[Tensor, ShiftStats | None]:
+        """``checkpointed``: override ``grad_checkpointing`` (False when an outer checkpoint covers the block)."""
         block = self.resblocks[index]
-        if self.grad_checkpointing and torch.is_grad_enabled():
+        use = self.grad_checkpointing if checkpointed is None else checkpointed
+        if use and torch.is_grad_enabled():
             return checkpoint(block, x, use_reentrant=False, **kwargs)
         return block(x, **kwargs)
+
+    def pruned(self, index: int, shift: ShiftRequest | None) -> bool:
+        """Whether block ``index`` computes only the rows that are read."""
+        return self.prune_last_block and index == self.layers - 1 and shift is None
 
 
 def _layer_prompt(prompts: Sequence[Tensor | None], layer: int) -> Tensor | None:
@@ -289,7 +407,10 @@ class VisionTransformer(nn.Module):
             region = (n_real, n_real + n_prompt) if n_prompt else None
             measure = shift if (p is not None and shift is not None) else None
             sample = self._sample(n_real, measure, x.device) if measure is not None else None
-            x, s = self.transformer.run_block(layer, x, prompts=p, region=region, shift=measure, sample=sample)
+            rows = slice(0, 1) if self.transformer.pruned(layer, measure) else None
+            x, s = self.transformer.run_block(
+                layer, x, prompts=p, region=region, shift=measure, sample=sample, rows=rows
+            )
             shifts.append(s)
         features = self.ln_post(x[:, 0]) @ self.proj
         return TowerOutput(features, shifts)
@@ -337,6 +458,18 @@ class CompactTokenEmbedding(nn.Module):
         return F.embedding(self.lookup[tokens], self.weight)
 
 
+def _concat(outs: Sequence[TowerOutput]) -> TowerOutput:
+    """One TowerOutput from those of consecutive chunks of the same batch."""
+    shifts: list[ShiftStats | None] = []
+    for layer in range(len(outs[0].shifts)):
+        stats = [o.shifts[layer] for o in outs]
+        if any(s is None for s in stats):
+            shifts.append(None)
+        else:
+            shifts.append(ShiftStats(torch.cat([s.shift_ms for s in stats]), torch.cat([s.ref_ms for s in stats])))
+    return TowerOutput(torch.cat([o.features for o in outs]), shifts)
+
+
 class CLIP(nn.Module):
     """Image tower ``visual`` plus the text tower, whose parts sit at the top level as in OpenAI's model."""
 
@@ -356,6 +489,10 @@ class CLIP(nn.Module):
         self.text_projection = nn.Parameter(torch.empty(t.width, cfg.embed_dim))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.truncate_text = True
+        # Speed and memory of the text tower (see forward_text); none changes a result beyond float rounding.
+        self.text_packing = True
+        self.text_chunk = 0
+        self._packing_cache: dict[tuple, tuple[Tensor, PackedText]] = {}
         self.initialize_parameters()
 
     def initialize_parameters(self) -> None:
@@ -405,10 +542,43 @@ class CLIP(nn.Module):
         1..n (it gets positional embeddings, like CoOp's context); prompts[l > 0] are written over the same
         positions at the input of block l. Sequences are cut after the batch's last end-of-text token: with
         a causal mask nothing after it can change any feature that is read.
+
+        Speed and memory (none changes a result beyond float rounding): with ``text_packing`` and shared
+        prompts, each distinct token prefix is computed once (restore.clip.packing); ``text_chunk`` > 0 encodes
+        that many sequences at a time, and with ``transformer.grad_checkpointing`` each chunk's activations are
+        recomputed in the backward pass instead of kept (ImageNet's 1,000 classes).
         """
-        batch = TextBatch(tokens)
-        eot = batch.eot
-        if truncate if truncate is not None else self.truncate_text:
+        truncate = truncate if truncate is not None else self.truncate_text
+        chunk = self.text_chunk
+        if chunk <= 0 or tokens.shape[0] <= chunk:
+            return self._text_tower(tokens, prompts, shift, truncate, None)
+        outs: list[TowerOutput] = []
+        whole_chunk = self.transformer.grad_checkpointing and torch.is_grad_enabled()
+        for start in range(0, tokens.shape[0], chunk):
+            part = slice(start, start + chunk)
+            part_prompts = [p[part] if p is not None and p.dim() == 3 else p for p in prompts]
+            if whole_chunk:
+                out = checkpoint(
+                    self._text_tower, tokens[part], part_prompts, shift, truncate, False, use_reentrant=False
+                )
+            else:
+                out = self._text_tower(tokens[part], part_prompts, shift, truncate, None)
+            outs.append(out)
+        return _concat(outs)
+
+    def _text_tower(
+        self,
+        tokens: Tensor,
+        prompts: Sequence[Tensor | None],
+        shift: ShiftRequest | None,
+        truncate: bool,
+        checkpointed: bool | None,
+    ) -> TowerOutput:
+        shared = all(p is None or p.dim() == 2 for p in prompts)
+        if truncate and self.text_packing and shared:
+            return self._text_packed(tokens, prompts, shift, checkpointed)
+        eot = TextBatch(tokens).eot
+        if truncate:
             tokens = tokens[:, : int(eot.max()) + 1]
         length = tokens.shape[1]
         x = self.token_embedding(tokens)
@@ -432,13 +602,61 @@ class CLIP(nn.Module):
             region = (1, 1 + n_prompt) if n_prompt else None
             prompted = _layer_prompt(prompts, layer) is not None
             measure = shift if (prompted and shift is not None) else None
+            rows = eot[:, None].to(x.device) if self.transformer.pruned(layer, measure) else None
             x, s = self.transformer.run_block(
-                layer, x, causal=True, prompts=p, region=region, shift=measure, counted=counted
-            )
+                layer, x, checkpointed=checkpointed, causal=True, prompts=p, region=region, shift=measure,
+                counted=counted, rows=rows,
+            )  # fmt: skip
             shifts.append(s)
         x = self.ln_final(x)
-        features = x[torch.arange(x.shape[0], device=x.device), eot.to(x.device)] @ self.text_projection
-        return TowerOutput(features, shifts)
+        # a pruned last block left the end-of-text rows only
+        last = x[:, 0] if rows is not None else x[torch.arange(x.shape[0], device=x.device), eot.to(x.device)]
+        return TowerOutput(last @ self.text_projection, shifts)
+
+    def _text_packed(
+        self, tokens: Tensor, prompts: Sequence[Tensor | None], shift: ShiftRequest | None, checkpointed: bool | None
+    ) -> TowerOutput:
+        """The text tower on packed class prompts: each distinct prefix once (restore.clip.packing)."""
+        p0 = _layer_prompt(prompts, 0)
+        n_prompt = p0.shape[-2] if p0 is not None else 0
+        packed = self._packing(tokens, (1, 1 + n_prompt) if n_prompt else None)
+        if n_prompt + 1 > packed.length:
+            raise ValueError("text prompt tokens extend past the end-of-text token")
+        x = self.token_embedding(packed.tokens)
+        if p0 is not None:
+            nodes, slots = packed.prompt_slots((1, 1 + n_prompt))
+            x = x.index_put((nodes,), p0.to(x.dtype)[slots])
+        x = x + self.positional_embedding[packed.positions].to(x.dtype)
+        shifts: list[ShiftStats | None] = []
+        for layer in range(self.transformer.layers):
+            p = _layer_prompt(prompts, layer) if layer > 0 else None
+            if p is not None:
+                n_prompt = p.shape[-2]
+            region = (1, 1 + n_prompt) if n_prompt else None
+            prompted = _layer_prompt(prompts, layer) is not None
+            measure = shift if (prompted and shift is not None) else None
+            rows = packed.eot if self.transformer.pruned(layer, measure) else None
+            x, s = self.transformer.run_block(
+                layer, x, checkpointed=checkpointed, prompts=p, region=region, shift=measure, packed=packed,
+                rows=rows,
+            )  # fmt: skip
+            shifts.append(s)
+        x = self.ln_final(x)
+        last = x if rows is not None else x[packed.eot]  # a pruned last block left the end-of-text nodes only
+        return TowerOutput(last @ self.text_projection, shifts)
+
+    def _packing(self, tokens: Tensor, shared: tuple[int, int] | None) -> PackedText:
+        """The packed layout of ``tokens``, cached: a training run packs the same class prompts every step."""
+        host = tokens.cpu()
+        key = (tuple(tokens.shape), shared, str(tokens.device), hash(host.numpy().tobytes()))
+        hit = self._packing_cache.get(key)
+        if hit is not None and torch.equal(hit[0], host):
+            return hit[1]
+        packed = pack_text(tokens, shared)
+        if len(self._packing_cache) >= 64:
+            self._packing_cache.pop(next(iter(self._packing_cache)))
+        self._packing_cache[key] = (host.clone(), packed)
+        return packed
 
     def encode_text(self, tokens: Tensor) -> Tensor:
         return self.forward_text(tokens).features
@@ -456,3 +674,18 @@ class CLIP(nn.Module):
 
 def build_model(cfg: CLIPConfig) -> CLIP:
     return CLIP(cfg)
+
+
+def compile_blocks(model: CLIP, **options) -> CLIP:
+    """``torch.compile`` each block's per-token tail (output residual, LayerNorm, MLP) in both towers.
+
+    Inductor fuses the elementwise ops around the matrix products; attention keeps the fused SDPA kernel and
+    the Python around it (prompts, packing, the shift) stays eager. Opt-in: the first step compiles (about
+    75 s for ViT-B/16 on one CPU core) and each new shape (class count, token sample) compiles again; then
+    ViT-B/16 image fwd+bwd ran 4-9 % faster on CPU. ``options`` go to ``torch.compile``. Idempotent.
+    """
+    for tower in (model.visual.transformer, model.transformer):
+        for block in tower.resblocks:
+            if "_tail" not in block.__dict__:
+                block._tail = torch.compile(block._tail, **options)
+    return model
