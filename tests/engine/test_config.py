@@ -82,3 +82,19 @@ def test_the_hash_ignores_where_outputs_go_but_not_what_is_computed():
     for change in ({"seed": 2}, {"optim.lr": 0.5}, {"data.shots": 4}, {"data.workers": 0}, {"method": "maple"}):
         assert load_run_config(None, {"method": "coop", "data.dataset": "dtd", **change}).hash() != base.hash()
     assert load_run_config(None, {"method": "coop", "data.dataset": "dtd"}, ["method.n_ctx=4"]).hash() != base.hash()
+
+
+def test_speed_and_memory_switches_reach_the_backbone_and_not_the_identity(tmp_path):
+    from restore.engine.backbone import apply_model_options, load_backbone
+
+    plain = load_run_config(None, {"method": "coop", "data.dataset": "dtd", "model.backbone": "random:tiny"}, [])
+    tuned = load_run_config(
+        None,
+        {"method": "coop", "data.dataset": "dtd", "model.backbone": "random:tiny"},
+        ["model.text_packing=false", "model.text_chunk=100", "model.text_checkpointing=true"],
+    )
+    assert plain.identity() == tuned.identity()  # same run, only faster or leaner
+    clip = apply_model_options(load_backbone("random:tiny"), tuned.model)
+    assert (clip.text_packing, clip.text_chunk, clip.transformer.grad_checkpointing) == (False, 100, True)
+    with pytest.raises(ConfigError, match="text_chunk"):
+        load_run_config(None, {"method": "coop", "data.dataset": "dtd"}, ["model.text_chunk=-1"])

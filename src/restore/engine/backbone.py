@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -113,3 +114,15 @@ def backbone_label(spec: str, clip: CLIP) -> str:
     if s in _PROVIDERS:
         return clip.cfg.name if clip.cfg.name.lower().startswith(s) else f"{s}-{clip.cfg.name}"
     return clip.cfg.name
+
+
+def apply_model_options(clip: CLIP, model: Any) -> CLIP:
+    """The run's speed and memory switches (``model.text_packing`` ...) on a loaded backbone."""
+    clip.text_packing = bool(model.text_packing)
+    clip.text_chunk = int(model.text_chunk)
+    clip.transformer.grad_checkpointing = bool(model.text_checkpointing)
+    if model.compile:
+        from restore.clip.model import compile_blocks
+
+        compile_blocks(clip)
+    return clip

@@ -35,7 +35,7 @@ import yaml
 
 from restore.clip import CLIP
 from restore.config import to_dict
-from restore.engine.backbone import backbone_label, check_backbone, load_backbone
+from restore.engine.backbone import apply_model_options, backbone_label, check_backbone, load_backbone
 from restore.engine.checkpointing import differences
 from restore.engine.config import RunConfig, build_run_config, resolve
 from restore.engine.device import autocast, resolve_device
@@ -148,7 +148,7 @@ def plan_run(config: RunConfig | dict[str, Any], *, run_dir: str | Path | None =
     dataset, title, root = _check_dataset(config)
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=root))
     data = prepare_data(config, dataset, root)
-    clip = load_backbone(config.model.backbone, device)
+    clip = apply_model_options(load_backbone(config.model.backbone, device), config.model)
     resolved = resolve(config, image_size=clip.cfg.vision.image_size, device_type=device.type)
     with torch.random.fork_rng(devices=[]):
         seed_everything(derive_seed(resolved.seed, "init"))
