@@ -344,7 +344,7 @@ class PromptedCLIP(nn.Module):
     def predict(self, images: Tensor, class_features: Tensor | None = None) -> Tensor:
         """Logits for a test batch; with ``class_features`` the text side is not run again."""
         if class_features is None:
-            return self.forward(images).logits
+            return self.forward(images, shift=None).logits  # evaluation never runs the prompt-free pass
         vision_prompts = self.vision.layer_prompts(self.text.layer_prompts()) if self.vision is not None else []
         raw = self.clip.forward_image(images, vision_prompts).features
         image_features = F.normalize(self._adapt(self.image_adapter, raw), dim=-1)

@@ -110,4 +110,4 @@ def load_method(
     method.load_learnable_state_dict(ckpt.state)
     if classnames is not None:
         method.set_classes(classnames)
-    return method
+    return method.eval()  # a reloaded method is for evaluation; training callers switch it back
