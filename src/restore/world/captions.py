@@ -44,7 +44,9 @@ def _article(rng: Draws, first_word: str) -> str:
     return L.article(first_word) if rng.random() < 0.8 else "a"
 
 
-def _adjectives(rng: Draws, obj: Obj, m: Mentions, slot: int, size: bool) -> tuple[list[str], str]:
+def _adjectives(
+    rng: Draws, obj: Obj, m: Mentions, slot: int, size: bool, p_colour: float = P_COLOUR
+) -> tuple[list[str], str]:
     """Adjectives before the noun and an optional postfix phrase; records the mentions."""
     words: list[str] = []
     postfix = ""
@@ -52,7 +54,7 @@ def _adjectives(rng: Draws, obj: Obj, m: Mentions, slot: int, size: bool) -> tup
         words.append(_word(rng, L.SIZES[obj.size]))
         m.size[slot] = True
     middle: list[str] = []
-    if rng.random() < P_COLOUR:
+    if rng.random() < p_colour:
         middle.append(_word(rng, L.COLOURS[obj.colour]))
         m.colour[slot] = True
     solid = obj.pattern == 0
@@ -67,13 +69,13 @@ def _adjectives(rng: Draws, obj: Obj, m: Mentions, slot: int, size: bool) -> tup
 
 
 def describe_single(
-    rng: Draws, obj: Obj, image_size: int, background: int, force: str | None = None
+    rng: Draws, obj: Obj, image_size: int, background: int, force: str | None = None, p_colour: float = P_COLOUR
 ) -> tuple[str, Mentions]:
     """A caption of a one-object scene; ``force`` ("shape"|"colour"|"pattern") must be stated."""
     m = Mentions()
     for _ in range(8):  # redraw until the forced attribute is stated
         m = Mentions()
-        adjectives, postfix = _adjectives(rng, obj, m, 0, size=True)
+        adjectives, postfix = _adjectives(rng, obj, m, 0, size=True, p_colour=p_colour)
         if force == "colour" and not m.colour[0]:
             continue
         if force == "pattern" and not m.pattern[0]:
@@ -109,12 +111,14 @@ def describe_single(
     return (text + "." if rng.random() < 0.7 else text), m
 
 
-def describe_pair(rng: Draws, objs: list[Obj], layout: str, background: int) -> tuple[str, Mentions]:
+def describe_pair(
+    rng: Draws, objs: list[Obj], layout: str, background: int, p_colour: float = P_COLOUR
+) -> tuple[str, Mentions]:
     """A caption of a two-object scene: "a red circle and a blue square", or with a spatial relation."""
     m = Mentions()
     descs = []
     for slot, obj in enumerate(objs):
-        adjectives, _ = _adjectives(rng, obj, m, slot, size=False)
+        adjectives, _ = _adjectives(rng, obj, m, slot, size=False, p_colour=p_colour)
         d = " ".join([*adjectives, _word(rng, L.SHAPES[obj.shape])])
         descs.append(f"{_article(rng, d.split()[0])} {d}")
     first, second = descs

@@ -49,9 +49,14 @@ def render_card(record: dict[str, Any], choices: dict[str, Any] | None = None) -
         f"- Generator: two objects in {100 * w['two_object_prob']:.0f}% of images; hard-negative groups of "
         f"{w['group_size']} (one scene varied in one attribute) with probability {w['hard_group_prob']}; "
         f"soft targets (a caption counts as a match for every image it truly describes): {cfg['soft_targets']}.",
-        f"- Wall time {record['seconds']:.0f} s ({hours:.2f} h) on the machine in the record, "
-        f"{record['pairs_per_second']:.0f} pairs/s; of that, {record['data_seconds']:.0f} s generating data. "
-        "The machine was shared with other jobs, so the wall time overstates the compute.",
+        f"- Curriculum: easy scenes (one large or medium solid object on a plain background) make up "
+        f"{100 * cfg.get('curriculum_start', 0):.0f}% of the data at the start, falling linearly to "
+        f"{100 * cfg.get('curriculum_end', 0):.0f}% at step {cfg.get('curriculum_steps', 0)}.",
+        f"- Wall time of the training steps {record['seconds']:.0f} s ({hours:.2f} h; periodic evaluations "
+        f"excluded), {record['pairs_per_second']:.0f} pairs/s, of which {record['data_seconds']:.0f} s generating "
+        "data. The machine (2 CPU cores) was shared with other jobs, so the wall time overstates the compute"
+        + (f"; {record['machine']}" if record.get("machine") else "")
+        + ".",
         "- Reproduction: the config fixes the seed, the data (batch t is generator indices [t*B, (t+1)*B)), the "
         "model size and the schedule. The same machine type and thread count repeat the run; other CPUs may "
         "differ in the last bits (BLAS kernels), which can move the numbers below slightly.",

@@ -29,7 +29,10 @@ def pretrain(
     seed: int = typer.Option(None, help="override the config's seed"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
-    """Pretrain the world CLIP from scratch; with the shipped config this reproduces the shipped weights."""
+    """Pretrain the world CLIP from scratch; with the shipped config this reproduces the shipped weights.
+
+    The training state is saved in OUT at every evaluation; running the same command again resumes there.
+    """
     from restore.world.pretrain import PretrainConfig, save_run
     from restore.world.pretrain import pretrain as run
     from restore.world.weights import WEIGHTS_DIR
@@ -37,7 +40,7 @@ def pretrain(
     cfg = PretrainConfig.from_yaml(config or WEIGHTS_DIR / "world_clip.yaml")
     cfg = cfg.with_overrides(steps=steps, threads=threads, seed=seed)
     _echo(f"pretraining the synthetic-world CLIP: {cfg.steps} steps x {cfg.batch_size} pairs, seed {cfg.seed}")
-    result = run(cfg, log=_echo, progress=progress)
+    result = run(cfg, log=_echo, progress=progress, state_dir=out)
     paths = save_run(result, out)
     _echo(f"{result.seconds:.0f} s, {result.pairs / result.seconds:.0f} pairs/s; wrote {paths['weights']}")
 

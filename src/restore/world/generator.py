@@ -46,6 +46,12 @@ class WorldConfig:
     two_object_prob: float = 0.2
     group_size: int = 1
     hard_group_prob: float = 0.0
+    # Curriculum: the probability that a scene is an easy one (one large or medium solid object on a plain
+    # background). Pretraining lowers it over the first steps; 0 leaves every scene's random stream as is.
+    easy_prob: float = 0.0
+    # How often a caption names an object's colour. Colour is the easiest attribute to see; captions that
+    # leave it out make shape and pattern carry the match.
+    colour_mention: float = 0.85
 
     def __post_init__(self) -> None:
         if self.image_size < 16:
@@ -189,8 +195,10 @@ def _object(
     return Obj(shape, colour, pattern, size, cx, cy, radius, rotation, _jitter_rgb(rng, colour), stripe_angle)
 
 
-def _background(rng: Draws, colours: Sequence[int]) -> tuple[int, tuple, float, int]:
+def _background(rng: Draws, colours: Sequence[int], only: Sequence[int] | None = None) -> tuple[int, tuple, float, int]:
     allowed = sorted(set.intersection(*(set(ALLOWED_BG[c]) for c in colours)))
+    if only is not None:
+        allowed = [b for b in allowed if b in only]
     bg = allowed[rng.integers(len(allowed))]
     name = L.BACKGROUNDS[bg].name
 
@@ -240,7 +248,12 @@ def _hard_group(seed: int, group: int, member: int, cfg: WorldConfig) -> Scene |
         obj.pattern = value
     scene = Scene([obj], bg, bg_rgb, angle, noise)
     scene.caption, scene.mentions = describe_single(
-        _rng(seed, _STREAM_CAPTION, group * k + member), obj, cfg.image_size, bg, force=varied
+        _rng(seed, _STREAM_CAPTION, group * k + member),
+        obj,
+        cfg.image_size,
+        bg,
+        force=varied,
+        p_colour=cfg.colour_mention,
     )
     return scene
 
@@ -251,6 +264,14 @@ def _scene(seed: int, index: int, cfg: WorldConfig, fixed: dict[str, int] | None
         if scene is not None:
             return scene
     s = cfg.image_size
+    if fixed is None and cfg.easy_prob > 0 and rng.random() < cfg.easy_prob:
+        obj = _object(rng, s, pattern=0, size=1 + rng.integers(2))
+        obj.rotation = 0.0 if obj.shape != ARROW else obj.rotation
+        plain = [b for b in ALLOWED_BG[obj.colour] if L.BACKGROUNDS[b].name in ("dark", "light")]
+        bg, bg_rgb, angle, noise = _background(rng, [obj.colour], only=plain)
+        scene = Scene([obj], bg, bg_rgb, angle, noise)
+        scene.caption, scene.mentions = describe_single(crng, obj, s, bg, p_colour=cfg.colour_mention)
+        return scene
     if fixed is None and rng.random() < cfg.two_object_prob:
         layout = "horizontal" if rng.random() < 0.5 else "vertical"
         half = s / 2
@@ -258,12 +279,12 @@ def _scene(seed: int, index: int, cfg: WorldConfig, fixed: dict[str, int] | None
         objs = [_object(rng, s, size=rng.integers(2), box=b) for b in boxes]
         bg, bg_rgb, angle, noise = _background(rng, [o.colour for o in objs])
         scene = Scene(objs, bg, bg_rgb, angle, noise, layout)
-        scene.caption, scene.mentions = describe_pair(crng, objs, layout, bg)
+        scene.caption, scene.mentions = describe_pair(crng, objs, layout, bg, p_colour=cfg.colour_mention)
         return scene
     obj = _object(rng, s, **(fixed or {}))
     bg, bg_rgb, angle, noise = _background(rng, [obj.colour])
     scene = Scene([obj], bg, bg_rgb, angle, noise)
-    scene.caption, scene.mentions = describe_single(crng, obj, s, bg)
+    scene.caption, scene.mentions = describe_single(crng, obj, s, bg, p_colour=cfg.colour_mention)
     return scene
 
 
@@ -399,7 +420,7 @@ def _render_backgrounds(scenes: Sequence[Scene], s: int) -> np.ndarray:
         seeds = np.array([scenes[i].noise_seed for i in noisy], dtype=np.uint64)
         noise = _hash_uniform(seeds, s * s).astype(np.float32).reshape(-1, s, s, 1) - 0.5
         base = np.array([scenes[i].bg_rgb[0] for i in noisy], dtype=np.float32)[:, None, None, :]
-        img[noisy] = _to_uint8(base + 60.0 * noise)
+        img[noisy] = _to_uint8(base + 40.0 * noise)
     return img
 
 
@@ -468,7 +489,8 @@ def render(scenes: Sequence[Scene], image_size: int) -> np.ndarray:
             alpha[hollow] -= np.clip(0.5 - (d[hollow] + outline_w), 0, 1)
         rgb = np.array([o.rgb for o in objs], dtype=np.float32)
         lum = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        second = np.where(lum[:, None] > 110, rgb * 0.3, rgb + (255 - rgb) * 0.6)
+        # A shade of the same colour: the pattern shows, the silhouette stays whole against the background.
+        second = np.where(lum[:, None] > 110, rgb * 0.55, rgb + (255 - rgb) * 0.45)
         stripe = np.array([o.stripe_angle for o in objs], dtype=np.float32)
         wt = _pattern(pattern, stripe, dx, dy, s)[..., None]
         colour = rgb[:, None, None, :] * (1 - wt) + second[:, None, None, :] * wt

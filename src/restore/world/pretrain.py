@@ -43,6 +43,11 @@ class PretrainConfig:
     warmup_steps: int = 100
     weight_decay: float = 0.1
     soft_targets: bool = True
+    # Curriculum: the share of easy scenes (one large or medium solid object on a plain background) starts
+    # at curriculum_start and falls linearly to curriculum_end at curriculum_steps, then stays there.
+    curriculum_start: float = 0.0
+    curriculum_end: float = 0.0
+    curriculum_steps: int = 0
     threads: int = 2
     eval_every: int = 250
     eval_per_class: int = 20  # test images per class in the periodic evaluation (the final one uses all)
@@ -182,13 +187,31 @@ class PretrainResult:
             "pairs": self.pairs,
             "pairs_per_second": self.pairs / self.seconds,
             "parameters": sum(p.numel() for p in self.model.parameters()),
+            "machine": _machine(self.config.threads),
         }
+
+
+def world_at(cfg: PretrainConfig, step: int) -> WorldConfig:
+    """The generator settings of training step ``step`` (the curriculum's share of easy scenes)."""
+    if cfg.curriculum_steps <= 0:
+        return cfg.world
+    frac = min(1.0, step / cfg.curriculum_steps)
+    share = cfg.curriculum_start + (cfg.curriculum_end - cfg.curriculum_start) * frac
+    return replace(cfg.world, easy_prob=share)
+
+
+def _machine(threads: int) -> str:
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    return f"{platform.system()} {cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}, {threads} thread(s)"
 
 
 def make_batch(cfg: PretrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(images, tokens, targets) of training step ``step``: a pure function of the config and the step."""
     start = step * cfg.batch_size
-    batch = generate(cfg.seed, range(start, start + cfg.batch_size), cfg.world)
+    batch = generate(cfg.seed, range(start, start + cfg.batch_size), world_at(cfg, step))
     tokens = tokenize(batch.captions, context_length=cfg.model.context_length)
     targets = consistency(batch.scenes, cfg.world.image_size) if cfg.soft_targets else None
     return to_input(batch.images), tokens, targets
@@ -207,8 +230,13 @@ def pretrain(
     log: Callable[[str], None] | None = None,
     progress: bool = False,
     tasks: Sequence[str] | None = None,
+    state_dir: Path | str | None = None,
 ) -> PretrainResult:
-    """Train a world CLIP from scratch as ``cfg`` says; evaluate zero-shot every ``eval_every`` steps."""
+    """Train a world CLIP from scratch as ``cfg`` says; evaluate zero-shot every ``eval_every`` steps.
+
+    With ``state_dir``, the full training state is saved there at every evaluation and a run with the same
+    config resumes from it exactly (batches are a function of the step; nothing else is random).
+    """
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     say = log or (lambda _msg: None)
@@ -216,25 +244,42 @@ def pretrain(
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     names = list(tasks) if tasks is not None else list(TASKS)
     quick_sets = {n: task_images(n, "test", limit_per_class=cfg.eval_per_class) for n in names}
-    history: list[dict[str, Any]] = []
+    state = {"step": 0, "history": [], "running": float("nan"), "seconds": 0.0, "data_seconds": 0.0}
+    resume = Path(state_dir) / "resume.pt" if state_dir is not None else None
+    if resume is not None and resume.exists():
+        saved = torch.load(resume, weights_only=False)
+        if saved["config"] == cfg.to_dict():
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            state = saved["state"]
+            say(f"resuming from step {state['step']} ({resume})")
+        else:
+            say(f"ignoring {resume}: it belongs to another config")
 
-    def checkpoint(step: int, loss: float, elapsed: float) -> None:
+    def report(step: int) -> None:
         acc = evaluate(model, quick_sets)
-        history.append({"step": step, "seconds": round(elapsed, 1), "loss": round(loss, 4), **acc})
+        loss, elapsed = state["running"], state["seconds"]
+        state["history"].append({"step": step, "seconds": round(elapsed, 1), "loss": round(loss, 4), **acc})
         accs = "  ".join(f"{n} {100 * a:5.1f}%" for n, a in acc.items())
         say(f"step {step:>6}  loss {loss:6.3f}  {elapsed:7.0f}s  zero-shot: {accs}")
 
-    checkpoint(0, float("nan"), 0.0)
-    t0 = time.perf_counter()
-    data_time = 0.0
-    running = float("nan")
+    def save_state(step: int) -> None:
+        if resume is None:
+            return
+        resume.parent.mkdir(parents=True, exist_ok=True)
+        blob = {"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(), "state": state}
+        torch.save(blob, resume.with_suffix(".tmp"))
+        resume.with_suffix(".tmp").replace(resume)
+
+    if state["step"] == 0:
+        report(0)
     bar = _progress_bar(progress, cfg.steps)
     with bar:
-        task_id = bar.add_task("pretraining", total=cfg.steps, loss=float("nan"))
-        for step in range(cfg.steps):
-            td = time.perf_counter()
+        task_id = bar.add_task("pretraining", total=cfg.steps, completed=state["step"], loss=float("nan"))
+        for step in range(state["step"], cfg.steps):
+            t0 = time.perf_counter()
             images, tokens, targets = make_batch(cfg, step)
-            data_time += time.perf_counter() - td
+            state["data_seconds"] += time.perf_counter() - t0
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, step)
             loss = contrastive_loss(model(images, tokens), targets)
@@ -243,15 +288,20 @@ def pretrain(
             opt.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, math.log(100))
-            running = loss.item() if math.isnan(running) else 0.95 * running + 0.05 * loss.item()
-            bar.update(task_id, advance=1, loss=running)
+            r = state["running"]
+            state["running"] = loss.item() if math.isnan(r) else 0.95 * r + 0.05 * loss.item()
+            state["seconds"] += time.perf_counter() - t0
+            bar.update(task_id, advance=1, loss=state["running"])
             if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-                checkpoint(step + 1, running, time.perf_counter() - t0)
-    seconds = time.perf_counter() - t0
+                state["step"] = step + 1
+                report(step + 1)
+                save_state(step + 1)
     model.eval()
     final = evaluate(model, {n: task_images(n, "test") for n in names})
     say("final zero-shot (full test splits): " + "  ".join(f"{n} {100 * a:.1f}%" for n, a in final.items()))
-    return PretrainResult(model, cfg, history, final, seconds, data_time, cfg.steps * cfg.batch_size)
+    return PretrainResult(
+        model, cfg, state["history"], final, state["seconds"], state["data_seconds"], cfg.steps * cfg.batch_size
+    )
 
 
 class _NoBar:
