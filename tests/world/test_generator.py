@@ -164,3 +164,21 @@ def test_bad_config_is_refused():
         WorldConfig(image_size=8)
     with pytest.raises(ValueError, match="group_size"):
         WorldConfig(group_size=0)
+
+
+def test_colour_mention_changes_captions_but_not_images():
+    often = generate(9, range(600), WorldConfig(colour_mention=0.85))
+    rarely = generate(9, range(600), WorldConfig(colour_mention=0.3))
+    assert np.array_equal(often.images, rarely.images)
+    said = [sum(sc.mentions.colour[0] for sc in b.scenes) / len(b.scenes) for b in (often, rarely)]
+    assert said[0] == pytest.approx(0.85, abs=0.05) and said[1] == pytest.approx(0.3, abs=0.05)
+
+
+def test_easy_scenes_are_one_plain_solid_object_and_leave_other_streams_alone():
+    easy = sample_scenes(4, range(300), WorldConfig(easy_prob=1.0))
+    for sc in easy:
+        (o,) = sc.objects
+        assert o.pattern == 0 and o.size >= 1 and L.BACKGROUNDS[sc.background].name in ("dark", "light")
+    assert [s.caption for s in sample_scenes(4, range(50), WorldConfig(easy_prob=0.0))] == [
+        s.caption for s in sample_scenes(4, range(50))
+    ]

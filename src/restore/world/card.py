@@ -48,7 +48,8 @@ def render_card(record: dict[str, Any], choices: dict[str, Any] | None = None) -
         f"{cfg['threads']}.",
         f"- Generator: two objects in {100 * w['two_object_prob']:.0f}% of images; hard-negative groups of "
         f"{w['group_size']} (one scene varied in one attribute) with probability {w['hard_group_prob']}; "
-        f"soft targets (a caption counts as a match for every image it truly describes): {cfg['soft_targets']}.",
+        f"captions name an object's colour with probability {w.get('colour_mention', 0.85)}; soft targets (a "
+        f"caption counts as a match for every image it truly describes): {'on' if cfg['soft_targets'] else 'off'}.",
         f"- Curriculum: easy scenes (one large or medium solid object on a plain background) make up "
         f"{100 * cfg.get('curriculum_start', 0):.0f}% of the data at the start, falling linearly to "
         f"{100 * cfg.get('curriculum_end', 0):.0f}% at step {cfg.get('curriculum_steps', 0)}.",
@@ -111,7 +112,20 @@ def render_card(record: dict[str, Any], choices: dict[str, Any] | None = None) -
             [[n, str(len(t.classes)), t.description] for n, t in TASKS.items()],
         ),
         "",
-        "Generated on first use into `$RESTORE_CACHE/world/<task>/` (CoOp layout, `split_world_<Task>.json`).",
+        "Generated on first use into `$RESTORE_CACHE/world/<task>/` (CoOp layout, `split_world_<Task>.json`, "
+        "24 / 8 / 50 images per class for train / val / test). For base-to-novel, the combination tasks order "
+        "their labels so that the base half and the novel half each contain every colour (pattern) and every "
+        "shape: a novel class is an unseen combination of seen attributes.",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from restore.world.weights import load_world_clip",
+        "from restore.world.tasks import ensure_task",
+        "",
+        "model = load_world_clip()            # restore.clip.model.CLIP, eval mode",
+        'root = ensure_task("color_shape")     # $RESTORE_CACHE/world/color_shape',
+        "```",
         "",
     ]
     return "\n".join(parts)
