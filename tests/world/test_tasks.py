@@ -1,0 +1,87 @@
+"""World tasks: CoOp-format folders and split files, generated once, identical to the in-memory render."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from restore.errors import ConfigError
+from restore.world import lexicon as L
+from restore.world.tasks import TASKS, ensure_task, get_task, task_images
+
+
+def test_there_are_at_least_three_tasks_with_plain_text_class_names():
+    assert len(TASKS) >= 3
+    for task in TASKS.values():
+        names = task.classnames
+        assert len(set(names)) == len(names) == len(task.classes)
+        assert all(n.replace(" ", "").isalpha() for n in names), names
+    assert "red circle" in TASKS["color_shape"].classnames
+    assert "striped triangle" in TASKS["pattern_shape"].classnames
+
+
+@pytest.mark.parametrize("name", ["color_shape", "pattern_shape"])
+def test_novel_classes_recombine_attributes_seen_in_base(name):
+    task = TASKS[name]
+    n = len(task.classes)
+    base, novel = task.classes[: math.ceil(n / 2)], task.classes[math.ceil(n / 2) :]
+    for pos in range(len(task.attributes)):
+        assert {c[pos] for c in base} == {c[pos] for c in novel}
+    assert not set(base) & set(novel)
+
+
+def test_ensure_task_writes_the_coop_layout(tmp_path):
+    task = get_task("shapes")
+    root = ensure_task("shapes", root=tmp_path)
+    assert root == tmp_path / "shapes"
+    split = json.loads((root / "split_world_Shapes.json").read_text())
+    assert set(split) == {"train", "val", "test"}
+    for name, per_class in zip(("train", "val", "test"), task.counts, strict=True):
+        rows = split[name]
+        assert Counter(label for _, label, _ in rows) == {label: per_class for label in range(len(task.classes))}
+        for rel, label, classname in rows:
+            assert classname == task.classnames[label]
+            assert rel.startswith(classname.replace(" ", "_") + "/")
+    assert len(L.SHAPES) * 50 == len(split["test"])
+    images, labels = task_images("shapes", "test")
+    for k in (0, 17, 599):
+        rel, label, _ = split["test"][k]
+        assert label == labels[k]
+        assert np.array_equal(np.asarray(Image.open(root / "images" / rel).convert("RGB")), images[k])
+
+
+def test_ensure_task_generates_once_and_repairs_stale_copies(tmp_path, monkeypatch):
+    root = ensure_task("pattern_shape", root=tmp_path)
+    split_file = root / "split_world_PatternShape.json"
+    stamp = split_file.stat().st_mtime_ns
+    assert ensure_task("pattern_shape", root=tmp_path) == root
+    assert split_file.stat().st_mtime_ns == stamp  # cached: not rewritten
+    (root / "world_task.json").write_text(json.dumps({"task": "pattern_shape", "format_version": -1}))
+    ensure_task("pattern_shape", root=tmp_path)
+    assert json.loads((root / "world_task.json").read_text())["format_version"] != -1
+    assert [p.name for p in tmp_path.iterdir()] == ["pattern_shape"]  # no temporary folders left
+
+
+def test_default_root_is_under_restore_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESTORE_CACHE", str(tmp_path))
+    assert ensure_task("color_shape") == tmp_path / "world" / "color_shape"
+
+
+def test_task_images_are_deterministic_and_hold_their_class():
+    a, la = task_images("color_shape", "train", limit_per_class=2)
+    b, lb = task_images("color_shape", "train", limit_per_class=2)
+    assert np.array_equal(a, b) and np.array_equal(la, lb)
+    task = TASKS["color_shape"]
+    for label, _, scene in task.scenes("val"):
+        o = scene.objects[0]
+        assert (o.colour, o.shape) == task.classes[label]
+
+
+def test_unknown_task_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown world task"):
+        get_task("nope")
