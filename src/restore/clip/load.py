@@ -86,15 +86,16 @@ def load(
     return build_from(ckpt, quick_gelu=quick_gelu, arch=arch).to(device).eval()
 
 
-def save_clip(model: CLIP, path: str | os.PathLike[str]) -> Path:
-    """Write ``model`` as safetensors with its config in the metadata (``load`` reads it back exactly)."""
+def save_clip(model: CLIP, path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> Path:
+    """Write ``model`` as safetensors with its config in the metadata (``load`` reads it back exactly);
+    ``metadata`` adds string entries (e.g. how the weights were made)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={CONFIG_KEY: json.dumps(model.cfg.to_dict()), "format": "pt"})
+    save_file(state, str(tmp), metadata={**(metadata or {}), CONFIG_KEY: json.dumps(model.cfg.to_dict()), "format": "pt"})
     os.replace(tmp, path)
     return path
 

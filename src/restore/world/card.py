@@ -61,6 +61,7 @@ def render_card(record: dict[str, Any], choices: dict[str, Any] | None = None) -
         "- Reproduction: the config fixes the seed, the data (batch t is generator indices [t*B, (t+1)*B)), the "
         "model size and the schedule. The same machine type and thread count repeat the run; other CPUs may "
         "differ in the last bits (BLAS kernels), which can move the numbers below slightly.",
+        *[f"- {note}" for note in record.get("notes", [])],
         "",
         "## Sizes",
         "",
