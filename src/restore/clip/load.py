@@ -95,7 +95,8 @@ def save_clip(model: CLIP, path: str | os.PathLike[str], metadata: dict[str, str
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={**(metadata or {}), CONFIG_KEY: json.dumps(model.cfg.to_dict()), "format": "pt"})
+    meta = {**(metadata or {}), CONFIG_KEY: json.dumps(model.cfg.to_dict()), "format": "pt"}
+    save_file(state, str(tmp), metadata=meta)
     os.replace(tmp, path)
     return path
 
