@@ -73,6 +73,7 @@ def test_train_transform_crop_scale_and_flip():
         x = t(image)
         directions.add(bool(x[0, :, -1].mean() > x[0, :, 0].mean()))
     assert directions == {True, False}
+    assert train_transform(64, min_scale=0.5).transforms[1].scale == (0.5, 1.0)  # data.crop_min_scale
 
 
 @pytest.fixture

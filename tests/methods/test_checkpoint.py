@@ -65,7 +65,7 @@ def test_checkpoint_is_small_and_reloads_to_identical_logits(name, tiny_clip, im
     assert ckpt.config == json.loads(json.dumps(dataclasses.asdict(method.config)))
 
     reloaded = load_method(path, fresh_backbone(), expect_method=name)
-    assert reloaded.config == method.config
+    assert reloaded.config == method.config and not reloaded.training  # ready to evaluate
     with torch.no_grad():
         for k, v in method.learnable_state_dict().items():
             assert torch.equal(reloaded.learnable_state_dict()[k], v), k

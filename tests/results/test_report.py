@@ -281,3 +281,29 @@ def test_format_values_are_checked_by_the_cli(filled_db):
     result = invoke("report", "--db", path, "--format", "pdf")
     assert result.exit_code == 2
     assert "'pdf' is not one of 'table', 'markdown', 'html'" in re.sub(r"[\s│╭╮╰╯─]+", " ", result.output)
+
+
+def test_a_narrow_terminal_gets_one_row_per_method_and_dataset_with_the_same_numbers(filled_db):
+    from rich.console import Console
+
+    from restore.results import open_results
+    from restore.results.report import build_report, render_terminal
+
+    path, _ = filled_db
+    with open_results(path, create=False) as store:
+        report = build_report(store.query(protocol="b2n", backbone="tiny"), with_plots=False)
+    (section,) = report.sections
+    wide, narrow = io.StringIO(), io.StringIO()
+    render_terminal(report, Console(file=wide, width=400))
+    render_terminal(report, Console(file=narrow, width=60))
+    assert "dtd\nBase" not in narrow.getvalue() and max(map(len, narrow.getvalue().splitlines())) <= 80
+    for row in section.grid.rows:
+        for k, (group, _) in enumerate(section.grid.groups):
+            cells = row.cells[3 * k : 3 * k + 3]
+            line = next(
+                l for l in narrow.getvalue().splitlines() if re.search(rf"[│|]\s*{re.escape(group)}\s*[│|]", l)
+                and all(c in l for c in cells)
+            )  # fmt: skip
+            assert line
+        wide_line = next(l for l in wide.getvalue().splitlines() if re.match(rf"[│|]\s*{row.label}\s*[│|]", l))
+        assert [c.strip() for c in wide_line.strip("│| ").split("│")][1:] == row.cells

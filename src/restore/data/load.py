@@ -53,6 +53,12 @@ def how_to_get(spec: DatasetSpec, root: Path) -> str:
 def read_dataset(spec: DatasetSpec, root: str | Path, *, split_file: str | Path | None = None) -> DatasetSplits:
     """Every entry the dataset lists, without checking that the files exist (what `verify` inspects)."""
     root = Path(root).expanduser().resolve()
+    if spec.generate is not None:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DataError(f"cannot create the data root {root} for {spec.title}: {e}") from e
+        spec.generate(root)
     if not root.is_dir():
         raise DataError(
             f"data root {root} does not exist (it should hold the dataset folders, e.g. {root / spec.folder})",

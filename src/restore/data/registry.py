@@ -57,6 +57,8 @@ class DatasetSpec:
     `fewshot_val`: few-shot sampling also subsamples val (CoOp does, except for ImageNet whose val is its test).
     `expected_sizes`: the published (train, val, test) sizes, to flag a non-standard split file.
     `resources` are fetched by `restore data download`; `manual` says what a user must do by hand.
+    `generate(root)` writes a synthetic dataset under ``root`` on first use (idempotent: cheap when it is there);
+    `default_root()` is where it goes when a run names no data root.
     """
 
     name: str
@@ -74,6 +76,8 @@ class DatasetSpec:
     resources: tuple[Resource, ...] = ()
     manual: str | None = None
     description: str = ""
+    generate: Callable[[Path], object] | None = None
+    default_root: Callable[[], Path] | None = None
     keys: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -146,3 +150,4 @@ def list_datasets() -> list[str]:
 def _ensure_builtins() -> None:
     # Imported lazily so that the registry module itself stays free of the built-in table's imports.
     from restore.data import builtin  # noqa: F401
+    from restore.world import datasets  # noqa: F401  (the synthetic world's tasks)

@@ -30,12 +30,15 @@ def eval_transform(size: int = 224) -> v2.Compose:
     )
 
 
-def train_transform(size: int = 224) -> v2.Compose:
-    """CoOp's augmentation: random resized crop (scale 0.08-1, bicubic), horizontal flip, normalise."""
+def train_transform(size: int = 224, min_scale: float = 0.08) -> v2.Compose:
+    """CoOp's augmentation: random resized crop (scale 0.08-1, bicubic), horizontal flip, normalise.
+
+    ``min_scale`` is the smallest crop area: 0.08 is CoOp's; small synthetic images of one object (the world)
+    want larger crops, or most crops miss the object."""
     return v2.Compose(
         [
             v2.Lambda(to_rgb),
-            v2.RandomResizedCrop(size, scale=(0.08, 1.0), interpolation=BICUBIC),
+            v2.RandomResizedCrop(size, scale=(min_scale, 1.0), interpolation=BICUBIC),
             v2.RandomHorizontalFlip(),
             *_to_normalised_tensor(),
         ]

@@ -68,6 +68,9 @@ class DataSection:
         "all", help="present: keep only classes whose images are all on disk (a partial copy of a dataset)"
     )
     image_size: int | None = option(None, help="input resolution; null: the backbone's", min=8)
+    crop_min_scale: float = option(
+        0.08, help="smallest area of the training random-resized crop (CoOp's augmentation: 0.08)", min=0.01, max=1.0
+    )
     on_corrupt: Literal["error", "skip"] = option(
         "error", help="a corrupt or missing image stops the run (error), or is left out and counted (skip)"
     )
@@ -155,6 +158,17 @@ def default_data_root() -> Path | None:
     return Path(env).expanduser() if env else None
 
 
+def _default_root(dataset: str) -> Path | None:
+    """A generated dataset (the synthetic world) has its own home; others use $RESTORE_DATA."""
+    if dataset:
+        from restore.data import get_dataset
+
+        spec = get_dataset(dataset)
+        if spec.default_root is not None:
+            return spec.default_root()
+    return default_data_root()
+
+
 def build_run_config(data: dict[str, Any] | None) -> RunConfig:
     """A checked `RunConfig` from a nested mapping (YAML + flags + overrides). Not yet resolved."""
     data = dict(data or {})
@@ -222,7 +236,7 @@ def resolve(cfg: RunConfig, *, image_size: int | None = None, device_type: str =
         cfg.data,
         batch_size=cfg.data.batch_size if cfg.data.batch_size is not None else defaults.get("batch_size", 32),
         image_size=cfg.data.image_size if cfg.data.image_size is not None else image_size,
-        root=cfg.data.root if cfg.data.root is not None else default_data_root(),
+        root=cfg.data.root if cfg.data.root is not None else _default_root(cfg.data.dataset),
     )
     model = dataclasses.replace(cfg.model, precision=resolve_precision(cfg.model.precision, device_type))
     return dataclasses.replace(cfg, optim=optim, data=data, model=model)

@@ -114,12 +114,14 @@ def _check_dataset(config: RunConfig) -> tuple[str, str, Path]:
     if not name:
         raise ConfigError("no dataset given", hint="pass --dataset NAME (see `restore data list`)")
     spec = get_dataset(name)
-    root = config.data.root
+    root = config.data.root if config.data.root is not None else spec.default_root and spec.default_root()
     if root is None:
         raise ConfigError(
             "no data root given", hint="pass --root DIR (the folder holding the dataset folders) or set $RESTORE_DATA"
         )
     root = Path(root).expanduser()
+    if spec.generate is not None:
+        root.mkdir(parents=True, exist_ok=True)  # a generated dataset is written there on first use
     if not root.is_dir():
         raise DataError(f"data root {root} does not exist", hint="pass --root: the folder holding the dataset folders")
     return spec.name, spec.title, root
@@ -478,7 +480,8 @@ def _train_set(plan: RunPlan, log: RunLog) -> Any:
     c = plan.config
     if c.epochs == 0 or not plan.method.learnable_parameters():
         return None
-    train_set = _image_dataset(plan.data.train.train, train_transform(c.data.image_size), c.data.on_corrupt)
+    augment = train_transform(c.data.image_size, c.data.crop_min_scale)
+    train_set = _image_dataset(plan.data.train.train, augment, c.data.on_corrupt)
     for note in getattr(train_set, "notes", []):
         log.info(f"data: {note}")
     return train_set

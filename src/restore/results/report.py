@@ -380,34 +380,72 @@ def _average_columns(g: Grid) -> set[int]:
 def render_terminal(report: Report, console=None) -> None:
     """Rich tables, one per section, footnotes under each."""
     from rich.console import Console
-    from rich.table import Table as RichTable
 
     console = console or Console()
     for note in report.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     for section in report.sections:
-        g = section.grid
-        t = RichTable(title=section.title, title_style="bold", header_style="bold", show_lines=False)
-        t.add_column(g.first, justify="left", max_width=28)
-        if g.groups:
-            i = 0
-            for label, span in g.groups:
-                for c in g.columns[i : i + span]:
-                    t.add_column(f"{label}\n{c}", justify="right")
-                i += span
-        else:
-            for c in g.columns:
-                t.add_column(c, justify="right")
-        seen_published = False
-        for row in g.rows:
-            if row.published and not seen_published:
-                t.add_section()
-                seen_published = True
-            t.add_row(row.label, *row.cells, style="italic dim" if row.published else None)
-        console.print(t)
+        console.print(_long_table(section, console.width) or _wide_table(section))
         for i, note in enumerate(section.footnotes, 1):
             console.print(f"  {i}. {note}", highlight=False, soft_wrap=False)
         console.print()
+
+
+def _wide_table(section: Section):
+    from rich.table import Table as RichTable
+
+    g = section.grid
+    t = RichTable(title=section.title, title_style="bold", header_style="bold", show_lines=False)
+    t.add_column(g.first, justify="left", max_width=28)
+    if g.groups:
+        i = 0
+        for label, span in g.groups:
+            for c in g.columns[i : i + span]:
+                t.add_column(f"{label}\n{c}", justify="right")
+            i += span
+    else:
+        for c in g.columns:
+            t.add_column(c, justify="right")
+    seen_published = False
+    for row in g.rows:
+        if row.published and not seen_published:
+            t.add_section()
+            seen_published = True
+        t.add_row(row.label, *row.cells, style="italic dim" if row.published else None)
+    return t
+
+
+def _long_table(section: Section, width: int):
+    """A wide grouped table (datasets side by side) does not fit a narrow terminal: one row per method and
+    group instead. None when the wide table fits or the groups do not share their columns."""
+    from rich.table import Table as RichTable
+
+    g = section.grid
+    if not g.groups or not g.rows:
+        return None
+    spans = {span for _, span in g.groups}
+    if len(spans) != 1:
+        return None
+    span = spans.pop()
+    sub = g.columns[:span]
+    if any(g.columns[i : i + span] != sub for i in range(0, len(g.columns), span)):
+        return None
+    cell_w = max(len(c) for row in g.rows for c in [*row.cells, *g.columns])
+    label_w = min(28, max(len(r.label) for r in g.rows))
+    if label_w + len(g.columns) * (cell_w + 3) + 4 <= width:
+        return None
+    t = RichTable(title=section.title, title_style="bold", header_style="bold")
+    t.add_column(g.first, justify="left", max_width=28)
+    t.add_column("", justify="left")
+    for c in sub:
+        t.add_column(c, justify="right")
+    for r, row in enumerate(g.rows):
+        if r:
+            t.add_section()
+        for k, (label, _) in enumerate(g.groups):
+            cells = row.cells[k * span : (k + 1) * span]
+            t.add_row(row.label if k == 0 else "", label, *cells, style="italic dim" if row.published else None)
+    return t
 
 
 # -- files -------------------------------------------------------------------------------------------------
