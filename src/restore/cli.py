@@ -483,9 +483,11 @@ def quickstart(
         int | None, typer.Option("--workers", help="Runs at once (default: one per CPU core).", min=1)
     ] = None,
 ) -> None:
-    """The main job: base-to-novel on the SYNTHETIC world tasks (zero-shot CLIP, CoOp, MaPLe, RESTORE_m;
-    3 seeds) with the shipped world CLIP, then the report. Minutes on a laptop CPU; run it again to see the
-    report without rerunning anything."""
+    """The main job: base-to-novel on the SYNTHETIC world tasks, then the report.
+
+    Zero-shot CLIP, CoOp, MaPLe and RESTORE_m, 3 seeds, with the shipped world CLIP: minutes on a laptop CPU.
+    Run it again to see the report without rerunning anything; an interrupted one continues.
+    """
     from restore.world.quickstart import run_quickstart
 
     try:

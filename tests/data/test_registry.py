@@ -72,22 +72,22 @@ def test_test_only_and_fewshot_flags():
 def test_register_a_split_file_dataset_and_load_it(tmp_path):
     from restore.data.fake import make_dataset_tree
 
-    spec = DatasetSpec(name="world_shapes", title="WorldShapes", folder="world", split_file="split_world.json")
+    spec = DatasetSpec(name="toy_shapes", title="ToyShapes", folder="toy", split_file="split_toy.json")
     register_dataset(spec)
     try:
-        fake = make_dataset_tree(tmp_path, "WorldShapes", num_classes=3, per_class=(2, 1, 1))
-        assert (tmp_path / "world" / "split_world.json").is_file()
-        splits = load_dataset("world-shapes", tmp_path)
+        fake = make_dataset_tree(tmp_path, "ToyShapes", num_classes=3, per_class=(2, 1, 1))
+        assert (tmp_path / "toy" / "split_toy.json").is_file()
+        splits = load_dataset("toy-shapes", tmp_path)
         assert splits.sizes() == (6, 3, 3) and splits.classnames == fake.classnames
-        assert all(d.path.is_relative_to(tmp_path / "world" / "images") for d in splits.train)
+        assert all(d.path.is_relative_to(tmp_path / "toy" / "images") for d in splits.train)
         with pytest.raises(ConfigError, match="already registered"):
             register_dataset(spec)
         with pytest.raises(ConfigError, match="already refer to"):
             register_dataset(DatasetSpec(name="other", title="Other", folder="dtd", split_file="x.json"))
     finally:
-        unregister_dataset("world_shapes")
+        unregister_dataset("toy_shapes")
     with pytest.raises(ConfigError):
-        get_dataset("world_shapes")
+        get_dataset("toy_shapes")
 
 
 def test_a_spec_needs_a_split_file_or_a_reader():

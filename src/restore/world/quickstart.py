@@ -24,7 +24,7 @@ NEXT_STEPS = """\
   1. CLIP weights: [cyan]--backbone ViT-B/16[/] downloads OpenAI's checkpoint into $RESTORE_CACHE/clip on first
      use; offline, put [cyan]ViT-B-16.pt[/] there (or pass any OpenAI, open_clip or Hugging Face checkpoint path).
   2. Datasets in CoOp's layout (DATASETS.md): [cyan]restore data download dtd --root ~/data[/], or
-     [cyan]restore data verify --root ~/data[/] on a copy you already have.
+     [cyan]restore data verify dtd --root ~/data[/] on a copy you already have.
   3. One run:  [cyan]restore run b2n -m restore_m -d dtd --root ~/data --backbone ViT-B/16 --seed 1 --seed 2 --seed 3[/]
      A grid:   [cyan]restore sweep configs/sweeps/b2n_small.yaml[/]  (add [cyan]--ray-address auto[/] for a cluster)
      Results:  [cyan]restore report --out report/[/]  (tables against the published numbers, plots, HTML)"""
