@@ -1,4 +1,5 @@
-"""Run the benchmarks: ``python -m benchmarks`` (all) or ``python -m benchmarks text data`` (by name).
+"""Run the benchmarks: ``python -m benchmarks`` (the standard set, under 15 minutes on a 2-core CPU),
+``python -m benchmarks all`` (every one, about 45 minutes there) or ``python -m benchmarks world methods`` (by name).
 
 Each ``benchmarks/bench_<name>.py`` defines ``run(quick: bool) -> dict``: it prints its figures as ratios
 measured side by side in this run and returns what goes into its JSON record under benchmarks/results/.
@@ -21,12 +22,22 @@ def available() -> list[str]:
     return sorted(m.name[len("bench_") :] for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_"))
 
 
+# The standard set: the performance targets (perf) and the cheap ones. The others measure design choices at
+# length (every method's step cost, the shift estimators, the world's model sizes); run them by name.
+STANDARD = ("perf", "text", "data", "scale")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default all): {', '.join(available())}")
+    parser.add_argument(
+        "names", nargs="*", help=f"benchmarks to run, or all (default: {' '.join(STANDARD)}): {', '.join(available())}"
+    )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions; a smoke run of the suite")
     args = parser.parse_args(argv)
-    names = args.names or available()
+    names = available() if args.names == ["all"] else args.names or [n for n in STANDARD if n in available()]
+    if not args.names:
+        rest = sorted(set(available()) - set(names))
+        print(f"standard set: {' '.join(names)}; also available by name: {' '.join(rest)} (or: all)", flush=True)
     unknown = sorted(set(names) - set(available()))
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; available: {available()}")

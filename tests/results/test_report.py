@@ -307,3 +307,21 @@ def test_a_narrow_terminal_gets_one_row_per_method_and_dataset_with_the_same_num
             assert line
         wide_line = next(l for l in wide.getvalue().splitlines() if re.match(rf"[│|]\s*{row.label}\s*[│|]", l))
         assert [c.strip() for c in wide_line.strip("│| ").split("│")][1:] == row.cells
+
+
+@pytest.mark.parametrize("width", [60, 400])
+def test_a_tagged_variant_keeps_its_tag_in_the_terminal_table(store, width):
+    from rich.console import Console
+
+    from restore.results.report import build_report, render_terminal
+
+    from .conftest import record_run
+
+    for tag in ("", "method.n_ctx=2"):
+        for dataset in DATASETS:
+            record_run(store, method="coop", dataset=dataset, seed=1, tag=tag,
+                       metrics={"base": {"top1": 70.0}, "novel": {"top1": 60.0}})  # fmt: skip
+    out = io.StringIO()
+    render_terminal(build_report(store.query(), with_plots=False), Console(file=out, width=width))
+    text = re.sub(r"[│|\s]+", " ", out.getvalue())
+    assert text.count("[method.n_ctx=2]") == 1  # rich would read it as markup and drop it

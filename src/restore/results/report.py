@@ -393,10 +393,11 @@ def render_terminal(report: Report, console=None) -> None:
 
 def _wide_table(section: Section):
     from rich.table import Table as RichTable
+    from rich.text import Text  # labels are plain text: a tag such as "[method.n_ctx=2]" is not markup
 
     g = section.grid
     t = RichTable(title=section.title, title_style="bold", header_style="bold", show_lines=False)
-    t.add_column(g.first, justify="left", max_width=28)
+    t.add_column(g.first, justify="left", max_width=28, overflow="fold")
     if g.groups:
         i = 0
         for label, span in g.groups:
@@ -411,7 +412,7 @@ def _wide_table(section: Section):
         if row.published and not seen_published:
             t.add_section()
             seen_published = True
-        t.add_row(row.label, *row.cells, style="italic dim" if row.published else None)
+        t.add_row(*map(Text, (row.label, *row.cells)), style="italic dim" if row.published else None)
     return t
 
 
@@ -419,6 +420,7 @@ def _long_table(section: Section, width: int):
     """A wide grouped table (datasets side by side) does not fit a narrow terminal: one row per method and
     group instead. None when the wide table fits or the groups do not share their columns."""
     from rich.table import Table as RichTable
+    from rich.text import Text
 
     g = section.grid
     if not g.groups or not g.rows:
@@ -435,7 +437,7 @@ def _long_table(section: Section, width: int):
     if label_w + len(g.columns) * (cell_w + 3) + 4 <= width:
         return None
     t = RichTable(title=section.title, title_style="bold", header_style="bold")
-    t.add_column(g.first, justify="left", max_width=28)
+    t.add_column(g.first, justify="left", max_width=28, overflow="fold")
     t.add_column("", justify="left")
     for c in sub:
         t.add_column(c, justify="right")
@@ -444,7 +446,8 @@ def _long_table(section: Section, width: int):
             t.add_section()
         for k, (label, _) in enumerate(g.groups):
             cells = row.cells[k * span : (k + 1) * span]
-            t.add_row(row.label if k == 0 else "", label, *cells, style="italic dim" if row.published else None)
+            first = row.label if k == 0 else ""
+            t.add_row(*map(Text, (first, label, *cells)), style="italic dim" if row.published else None)
     return t
 
 
