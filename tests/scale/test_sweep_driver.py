@@ -86,3 +86,13 @@ def test_retries_that_succeed_one_row_per_cell_live_progress_and_report(tmp_path
     assert len(again.skipped) == 4 and again.attempts == 2  # only kgcoop's cells run again
     with open_results(db) as store:
         assert len(store.query()) == 6
+
+
+def test_progress_lines_keep_a_grid_point_tag(tmp_path):
+    grid = parse_grid({
+        "methods": ["coop"], "datasets": ["dtd"], "seeds": [1], "grid": {"method.n_ctx": [2]},
+        "set": {"model.backbone": "random:tiny"},
+    })  # fmt: skip
+    console = Console(file=io.StringIO(), width=200)
+    run_sweep(grid, executor=Scripted(), db=str(tmp_path / "r.sqlite"), out=tmp_path, console=console, live=False)
+    assert "done   b2n/dtd/coop/shots16/seed1 [method.n_ctx=2]" in console.file.getvalue()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape  # run labels carry tags such as [method.n_ctx=2]
 
 from restore.errors import ConfigError, ResultsError
 from restore.scale.grid import Cell, Grid, describe_cells, expand, load_grid, record_hash, resolved_configs
@@ -345,20 +346,21 @@ class SweepProgress:
     def finished(self, job: Job, outcome: dict[str, Any], seconds: float) -> None:
         self.n_done += 1
         self._line(
-            f"[green]done[/]   {job.cell.label} ({_fmt_seconds(seconds)}): {summary(outcome.get('metrics') or {})}"
+            f"[green]done[/]   {escape(job.cell.label)} ({_fmt_seconds(seconds)}): "
+            f"{summary(outcome.get('metrics') or {})}"
         )
         self._status()
 
     def retrying(self, job: Job, outcome: dict[str, Any], attempts: int) -> None:
         self._line(
-            f"[yellow]failed[/] {job.cell.label} (attempt {job.attempt}/{attempts}), trying again: "
-            f"{outcome.get('error')}"
+            f"[yellow]failed[/] {escape(job.cell.label)} (attempt {job.attempt}/{attempts}), trying again: "
+            f"{escape(str(outcome.get('error')))}"
         )
 
     def failed(self, job: Job, outcome: dict[str, Any], attempts: int) -> None:
         self.n_failed += 1
         tries = f" after {attempts} attempts" if attempts > 1 else ""
-        self._line(f"[red]failed[/] {job.cell.label}{tries}: {outcome.get('error')}")
+        self._line(f"[red]failed[/] {escape(job.cell.label)}{tries}: {escape(str(outcome.get('error')))}")
         self._status()
 
     def _status(self) -> None:
@@ -398,7 +400,7 @@ def print_report(result: SweepResult, console: Console) -> None:
         for col in ("run", "attempts", "error"):
             t.add_column(col, overflow="fold")
         for r in result.failed:
-            t.add_row(r.cell.label, str(r.attempts), r.error or "")
+            t.add_row(escape(r.cell.label), str(r.attempts), escape(r.error or ""))
         console.print(t)
 
 
@@ -425,7 +427,7 @@ def _dry_run(
         hashes = sorted(record_hash(c) for c in resolved_configs(cell, device_type))
         hit = sorted(set(hashes) & done)
         results.append(CellResult(cell, "skipped" if hit else "pending", config_hash=(hit or hashes)[0]))
-        t.add_row(str(i), cell.label, (hit or hashes)[0][:12], "[green]finished[/]" if hit else "to run")
+        t.add_row(str(i), escape(cell.label), (hit or hashes)[0][:12], "[green]finished[/]" if hit else "to run")
     console.print(t)
     note = " (hashes as on this machine's device)" if ray_address else ""
     n_todo = sum(r.status == "pending" for r in results)
