@@ -170,3 +170,16 @@ def test_a_backbone_from_a_weights_file_runs_like_the_same_weights_in_memory(dat
     assert from_file.metrics["test"] == in_memory.metrics["test"]
     (row,) = _rows(tmp_path / "b" / "results.sqlite")
     assert row.backbone == "tiny"
+
+
+def test_restore_data_is_the_data_root_of_a_run_that_names_none(data_root, tmp_path, monkeypatch):
+    from restore.engine.runs import plan_run
+
+    config = {"method": "coop", "protocol": "b2n", "data": {"dataset": "dtd", "workers": 0},
+              "model": {"backbone": "random:tiny"}, "out": str(tmp_path / "runs")}  # fmt: skip
+    monkeypatch.delenv("RESTORE_DATA", raising=False)
+    with pytest.raises(ConfigError, match="no data root given"):
+        plan_run(config)
+    monkeypatch.setenv("RESTORE_DATA", str(data_root))
+    plan = plan_run(config)
+    assert plan.config.data.root == data_root and len(plan.data.train.train) == 3 * 8  # 3 base classes

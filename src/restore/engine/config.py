@@ -158,8 +158,9 @@ def default_data_root() -> Path | None:
     return Path(env).expanduser() if env else None
 
 
-def _default_root(dataset: str) -> Path | None:
-    """A generated dataset (the synthetic world) has its own home; others use $RESTORE_DATA."""
+def default_root_for(dataset: str) -> Path | None:
+    """The data root of a run that names none: a generated dataset (the synthetic world) has its own home;
+    others use $RESTORE_DATA."""
     if dataset:
         from restore.data import get_dataset
 
@@ -236,7 +237,7 @@ def resolve(cfg: RunConfig, *, image_size: int | None = None, device_type: str =
         cfg.data,
         batch_size=cfg.data.batch_size if cfg.data.batch_size is not None else defaults.get("batch_size", 32),
         image_size=cfg.data.image_size if cfg.data.image_size is not None else image_size,
-        root=cfg.data.root if cfg.data.root is not None else _default_root(cfg.data.dataset),
+        root=cfg.data.root if cfg.data.root is not None else default_root_for(cfg.data.dataset),
     )
     model = dataclasses.replace(cfg.model, precision=resolve_precision(cfg.model.precision, device_type))
     return dataclasses.replace(cfg, optim=optim, data=data, model=model)

@@ -37,7 +37,7 @@ from restore.clip import CLIP
 from restore.config import to_dict
 from restore.engine.backbone import apply_model_options, backbone_label, check_backbone, load_backbone
 from restore.engine.checkpointing import differences
-from restore.engine.config import RunConfig, build_run_config, resolve
+from restore.engine.config import RunConfig, build_run_config, default_root_for, resolve
 from restore.engine.device import autocast, resolve_device
 from restore.engine.evaluate import dataset_title, evaluate
 from restore.engine.progress import RunLog
@@ -114,15 +114,13 @@ def _check_dataset(config: RunConfig) -> tuple[str, str, Path]:
     if not name:
         raise ConfigError("no dataset given", hint="pass --dataset NAME (see `restore data list`)")
     spec = get_dataset(name)
-    root = config.data.root if config.data.root is not None else spec.default_root and spec.default_root()
+    root = config.data.root if config.data.root is not None else default_root_for(name)
     if root is None:
         raise ConfigError(
             "no data root given", hint="pass --root DIR (the folder holding the dataset folders) or set $RESTORE_DATA"
         )
     root = Path(root).expanduser()
-    if spec.generate is not None:
-        root.mkdir(parents=True, exist_ok=True)  # a generated dataset is written there on first use
-    if not root.is_dir():
+    if spec.generate is None and not root.is_dir():  # a generated dataset makes its root (read_dataset)
         raise DataError(f"data root {root} does not exist", hint="pass --root: the folder holding the dataset folders")
     return spec.name, spec.title, root
 
