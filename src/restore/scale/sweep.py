@@ -375,24 +375,31 @@ class SweepProgress:
 
 
 # --- reporting ------------------------------------------------------------------------------------------
+def sweep_records(result: SweepResult) -> list:
+    """The finished database rows of the sweep's cells, one per config (the last, should a run repeat)."""
+    hashes = [r.config_hash for r in result.results if r.status in ("finished", "skipped") and r.config_hash]
+    if not hashes:
+        return []
+    from restore.results import open_results
+
+    with open_results(result.db, create=False) as store:
+        records = store.query(config_hash=hashes, status="finished")
+    return list({r.config_hash: r for r in records}.values())
+
+
 def print_report(result: SweepResult, console: Console) -> None:
     """The results tables of the sweep's finished runs (mean ± std over seeds), then the failed cells."""
-    hashes = [r.config_hash for r in result.results if r.status in ("finished", "skipped") and r.config_hash]
     console.print(
         f"sweep {result.name}: {len(result.finished)} finished, {len(result.failed)} failed, "
         f"{len(result.skipped)} finished before ({result.attempts} run(s) started)",
         highlight=False,
     )
-    if hashes:
-        from restore.results import open_results
+    records = sweep_records(result)
+    if records:
         from restore.results.report import build_report, render_terminal
 
-        with open_results(result.db, create=False) as store:
-            records = store.query(config_hash=hashes, status="finished")
-        latest = {r.config_hash: r for r in records}  # one row per config (the last, should a run repeat)
-        if latest:
-            render_terminal(build_report(list(latest.values()), source=result.db, with_plots=False,
-                                     title=f"sweep {result.name}"), console)  # fmt: skip
+        render_terminal(build_report(records, source=result.db, with_plots=False, title=f"sweep {result.name}"),
+                        console)  # fmt: skip
     if result.failed:
         from rich.table import Table
 

@@ -10,10 +10,9 @@ from pathlib import Path
 from rich.console import Console
 
 from restore.config import load_yaml
-from restore.results import open_results
 from restore.scale.grid import parse_grid
 from restore.scale.local import LocalExecutor, available_cores
-from restore.scale.sweep import SweepResult, run_sweep
+from restore.scale.sweep import SweepResult, run_sweep, sweep_records
 from restore.world.tasks import TASKS, ensure_task
 
 GRID_FILE = Path(__file__).resolve().parent / "quickstart.yaml"
@@ -67,11 +66,7 @@ def write_quickstart_report(result: SweepResult, folder: Path) -> list[Path]:
     """Markdown and a self-contained HTML page (tables, Base/Novel/HM bars, per-layer feature shift)."""
     from restore.results.report import build_report, write_report
 
-    hashes = [r.config_hash for r in result.results if r.status in ("finished", "skipped") and r.config_hash]
-    if not hashes:
+    records = sweep_records(result)
+    if not records:
         return []
-    with open_results(result.db, create=False) as store:
-        records = store.query(config_hash=hashes, status="finished")
-    latest = list({r.config_hash: r for r in records}.values())
-    report = build_report(latest, source=result.db, title=TITLE)
-    return write_report(report, folder, ("markdown", "html"))
+    return write_report(build_report(records, source=result.db, title=TITLE), folder, ("markdown", "html"))
