@@ -40,6 +40,11 @@ class MethodConfig:
         """The method's parts around ``clip``. ``dataset`` picks per-dataset defaults (templates, ratios)."""
         raise NotImplementedError
 
+    def for_run(self, protocol: str | None, dataset: str | None) -> MethodConfig:
+        """This config with the values it leaves open (null) filled for a run of ``protocol`` on ``dataset`` (a
+        CoOp dataset name), so the run's resolved config says what ran. Most methods leave nothing open."""
+        return self
+
 
 _REGISTRY: dict[str, type[MethodConfig]] = {}
 

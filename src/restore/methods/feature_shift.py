@@ -6,8 +6,10 @@ Two measures of the per-layer shift magnitude ``s_l`` of each modality:
   or divided by the RMS of Φ_l(X_l) (``relative``).
 - ``parameter`` (the released code's proxy): ``s_l = ‖P_l P_lᵀ‖_F / ‖P_l⁽⁰⁾ P_l⁽⁰⁾ᵀ‖_F``, the Gram-matrix norm
   of the layer's prompt tokens relative to its value at the first step. (‖PᵀP‖_F = ‖PPᵀ‖_F, the small one.)
+  Over the deep layers only (1..depth−1): the released ``maple_fsa.py`` compares the compound prompts and never
+  layer 0 (the text context against its coupled vision prompts), so neither do we (docs/fidelity.md).
 
-The loss is ``L_fs = Σ_l (s_l^v − s_l^t)²`` over the layers prompted in both modalities.
+The loss is ``L_fs = Σ_l (s_l^v − s_l^t)²`` over the layers measured in both modalities.
 """
 
 from __future__ import annotations
@@ -64,12 +66,23 @@ def gram_norm(prompts: Tensor) -> Tensor:
     return torch.linalg.matrix_norm(p @ p.t(), ord="fro")
 
 
+# The first layer the parameter proxy measures: the released code's loss and α rule see only the deep prompts.
+FIRST_PROXY_LAYER = 1
+
+
 def parameter_shifts(prompts: Sequence[Tensor | None], initial: Sequence[Tensor | None]) -> dict[int, Tensor]:
+    """s_l of the released code's proxy for the deep layers (l >= 1) whose prompts exist in both lists."""
     return {
         layer: gram_norm(p) / gram_norm(p0).clamp_min(1e-12)
         for layer, (p, p0) in enumerate(zip(prompts, initial, strict=False))
-        if p is not None and p0 is not None
+        if layer >= FIRST_PROXY_LAYER and p is not None and p0 is not None
     }
+
+
+def mean_gram_norm(prompts: Sequence[Tensor | None]) -> float:
+    """Mean over the deep layers of the absolute ‖PᵀP‖_F: what the released α update reads (`update_calib`)."""
+    norms = [float(gram_norm(p.detach())) for layer, p in enumerate(prompts) if layer >= FIRST_PROXY_LAYER and p is not None]
+    return sum(norms) / len(norms) if norms else 0.0
 
 
 def consistency_loss(vision: dict[int, Tensor], text: dict[int, Tensor]) -> Tensor:
