@@ -139,6 +139,17 @@ def test_presets_depend_on_the_protocol(protocol, dataset, row, values):
     assert cfg.to_dict()["method"]["preset"] == row  # the run's config.yaml says which row ran
 
 
+def test_released_few_shot_runs_use_the_script_defaults():
+    """scripts/maple_fsa/main.sh passes no ratios, so train.py's defaults (0.1, 0.1, 1) ran for every dataset."""
+    flags = {"method": "restore_m", "protocol": "fewshot", "data.dataset": "dtd"}
+    released = resolve(load_run_config(flags=flags, overrides=["method.recipe=released"])).method
+    paper = resolve(load_run_config(flags=flags)).method
+    assert (released.preset, released.vision_ratio, released.text_ratio, released.fs_weight) == (
+        "fewshot_script", 0.1, 0.1, 1.0,
+    )
+    assert (paper.preset, paper.vision_ratio, paper.fs_weight) == ("DescribableTextures", 0.15, 0.5)
+
+
 def test_an_explicit_preset_wins_over_the_protocol():
     cfg = resolve(
         load_run_config(
@@ -154,3 +165,22 @@ def test_adapter_set_alpha_keeps_dtype_and_device():
     adapter.set_alpha(0.25)
     assert adapter.alpha.dtype == torch.float32 and float(adapter.alpha) == 0.25
     assert "alpha" in adapter.state_dict()
+
+
+REPO_CONFIGS = __import__("pathlib").Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.mark.parametrize(
+    ("protocol", "dataset", "epochs", "row"),
+    [("b2n", "dtd", 10, "DescribableTextures"), ("xd", None, 2, "cross_dataset"),
+     ("dg", None, 2, "cross_dataset"), ("fewshot", "dtd", 10, "fewshot_script")],
+)  # fmt: skip
+def test_released_configs_resolve_to_the_released_run(protocol, dataset, epochs, row):
+    path = REPO_CONFIGS / f"{protocol}_restore_m_released_vitb16.yaml"
+    flags = {"data.dataset": dataset} if dataset else {}
+    cfg = resolve(load_run_config(path, flags=flags))
+    m = cfg.method
+    assert (cfg.protocol, m.name, m.recipe, m.n_ctx, m.depth) == (protocol, "restore_m", "released", 2, 9)
+    assert (m.shift_measure, m.surgery, m.surgery_activation, m.preset) == ("parameter", "released", "quickgelu", row)
+    assert (cfg.optim.lr, cfg.optim.epochs, cfg.data.batch_size) == (0.0035, epochs, 4)
+    assert (cfg.optim.warmup_epochs, cfg.optim.warmup_lr) == (1, 1e-5)

@@ -44,6 +44,8 @@ PRESETS: dict[str, tuple[float, float, float]] = {
     "DescribableTextures": (0.15, 0.1, 0.5),
     # The script's xd_train.sh line (ImageNet source, evaluated on every cross-dataset and DG target).
     "cross_dataset": (0.01, 0.1, 1.0),
+    # The few-shot script (scripts/maple_fsa/main.sh) passes no ratios: train.py's argparse defaults.
+    "fewshot_script": (0.1, 0.1, 1.0),
     # Anything else (a user's dataset, the synthetic world): the most common row of the script.
     "other": (0.1, 0.1, 1.0),
 }
@@ -106,7 +108,9 @@ class RestoreOptions:
             return self.preset
         if protocol in CROSS_DATASET_PROTOCOLS:
             return "cross_dataset"
-        return dataset if dataset in PRESETS and dataset not in ("cross_dataset", "other") else "other"
+        if protocol == "fewshot" and self.recipe == "released":
+            return "fewshot_script"
+        return dataset if dataset in PRESETS and dataset not in ("cross_dataset", "fewshot_script", "other") else "other"
 
     def resolved(self, dataset: str | None, protocol: str | None = None) -> tuple[float, float, float]:
         """(vision ratio, text ratio, λ_fs) for this run."""
