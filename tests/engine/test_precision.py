@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from restore.clip import build_model, get_config
 from restore.clip.model import LayerNorm
+from restore.engine.checkpointing import load_training_checkpoint, save_training_checkpoint
 from restore.engine.config import resolve_precision
 from restore.engine.device import autocast, grad_scaler
 from restore.engine.precision import cast_for_precision
@@ -255,10 +256,19 @@ def test_no_autocast_and_no_loss_scaling_for_fp16():
 
 def test_resuming_an_old_autocast_fp16_run_as_todays_fp16_is_refused(tmp_path):
     path = tmp_path / "last.pt"
+    s = TrainSettings(epochs=2, lr=0.01, batch_size=8, precision="fp16")
+    Trainer(_method("coop"), Blobs(), s, checkpoint=path).fit(until_epoch=1)
+    old = load_training_checkpoint(path)
+    del old["precision"]  # what a checkpoint written before amp existed looks like
+    save_training_checkpoint(path, old)
+    resumed = Trainer(cast_for_precision(_method("coop"), "fp16"), Blobs(), s, checkpoint=path)
     with pytest.raises(CheckpointError) as info:
-        check_same_precision({"epoch": 1}, "fp16", path)  # written before amp existed: no precision entry
-    assert "meant fp16 autocast with fp32 weights (now called amp)" in info.value.message
-    assert "--overwrite" in info.value.hint
+        resumed.fit(resume=True)
+    assert info.value.message == (
+        f"{path} was written when model.precision=fp16 meant fp16 autocast with fp32 weights (now called amp); "
+        "today fp16 is the authors' half-precision mode, so resuming would change the run midway"
+    )
+    assert info.value.hint.startswith("start it again with --overwrite (set model.precision=amp for what it ran)")
     check_same_precision({"epoch": 1}, "fp32", path)  # old fp32 and bf16 runs resume as before
     check_same_precision({"epoch": 1}, "bf16", path)
     check_same_precision({"precision": "fp16"}, "fp16", path)
@@ -281,3 +291,21 @@ def test_fp16_training_steps_on_cuda():
     with torch.no_grad():
         logits = method.eval()(_images(8).to("cuda")).logits
     assert logits.dtype == HALF and torch.isfinite(logits).all()
+
+
+def test_cli_fp16_on_cpu_is_one_error_and_writes_nothing(data_root, tmp_path):
+    from typer.testing import CliRunner
+
+    from restore.cli import app
+
+    out = tmp_path / "runs"
+    args = ["train", "-m", "maple", "-d", "dtd", "-r", data_root, "--backbone", "random:tiny", "--device", "cpu",
+            "--precision", "fp16", "-o", out, "--db", tmp_path / "r.sqlite", "--quiet"]  # fmt: skip
+    result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "250"})
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [
+        "error: model.precision=fp16 needs a CUDA device (CLIP and the prompts in half precision); on CPU runs are "
+        "fp32",
+        "  hint: set model.precision=auto or fp32, or --device cuda",
+    ]
+    assert not out.exists() and not (tmp_path / "r.sqlite").exists()
