@@ -232,6 +232,20 @@ def test_an_fp16_checkpoint_is_stored_fp32_and_reloads_to_identical_logits(tmp_p
         assert torch.equal(again(_images()).logits, method(_images()).logits)
 
 
+def test_an_fp16_run_resumes_to_the_uninterrupted_result_with_half_momentum(tmp_path):
+    s = TrainSettings(epochs=2, lr=0.01, batch_size=8, precision="fp16")
+    full = cast_for_precision(_method("maple"), "fp16")
+    Trainer(full, Blobs(), s, checkpoint=tmp_path / "a.pt").fit()
+    Trainer(cast_for_precision(_method("maple"), "fp16"), Blobs(), s, checkpoint=tmp_path / "b.pt").fit(until_epoch=1)
+    saved = load_training_checkpoint(tmp_path / "b.pt")
+    assert saved["precision"] == "fp16" and saved["learnable"]["text.ctx"].dtype == HALF
+    assert {v["momentum_buffer"].dtype for v in saved["optimizer"]["state"].values()} == {HALF, FULL}
+    resumed = cast_for_precision(_method("maple"), "fp16")
+    Trainer(resumed, Blobs(), s, checkpoint=tmp_path / "b.pt").fit(resume=True)
+    for k, v in full.learnable_state_dict().items():
+        assert v.dtype == resumed.learnable_state_dict()[k].dtype and torch.equal(resumed.learnable_state_dict()[k], v)
+
+
 def test_fp16_and_autocast_need_cuda():
     for precision in ("amp", "bf16"):
         with pytest.raises(ConfigError, match=rf"model.precision={precision} needs a CUDA device \(autocast\)"):
