@@ -1,11 +1,12 @@
 """The issue 8 benchmarks on one CUDA device with AMP: ``bash benchmarks/gpu/run_gpu.sh``.
 
 UNTESTED ON A GPU: written on a machine without one. Its logic runs in CI on the CPU (``--device cpu
---arch tiny --amp off``, tests/perf/test_gpu_script.py); the CUDA-only lines are the device synchronisation
+--arch tiny --precision fp32``, tests/perf/test_gpu_script.py); the CUDA-only lines are the device synchronisation
 and the CUDA memory counters.
 
 Same figures as ``benchmarks/bench_perf.py`` (ratios from interleaved rounds, medians), measured with
-``torch.autocast`` (bf16 by default; fp16 with a GradScaler): MaPLe ours vs the reference at 50 and 100
+``torch.autocast`` under model.precision's names (``bf16`` by default; ``amp``: fp16 with a GradScaler; ``fp32``:
+none): MaPLe ours vs the reference at 50 and 100
 classes; restore_m vs our MaPLe and vs the reference RESTORE; the 1,000-class step's peak device memory
 (plain, chunked + checkpointed, per-block checkpointed); evaluation images/s vs plain CLIP; step time vs
 classes (the reference included up to 1,000 classes, which fits a large GPU). JSON into
@@ -30,7 +31,7 @@ from benchmarks import bench_perf as bp
 from benchmarks.common import ratio_line, write_record
 from restore.clip import build_model, get_config
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_DTYPES = {"bf16": torch.bfloat16, "amp": torch.float16}  # as restore.engine.device.autocast
 
 
 def sync(device: torch.device) -> None:
@@ -39,15 +40,15 @@ def sync(device: torch.device) -> None:
 
 
 def autocast(device: torch.device, amp: str):
-    if amp == "off":
+    if amp == "fp32":
         return nullcontext()
     return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
 
 
 def train_step(forward_loss: Callable[[], torch.Tensor], params, device, amp: str) -> Callable[[], None]:
-    """One optimiser step under autocast; fp16 scales the loss (bf16 needs no scaler)."""
+    """One optimiser step under autocast; amp (fp16) scales the loss (bf16 needs no scaler)."""
     opt = torch.optim.SGD(list(params), lr=1e-4, momentum=0.9)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "amp")
 
     def fn() -> None:
         with autocast(device, amp):
@@ -205,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--arch", default="ViT-B/16")
-    parser.add_argument("--amp", choices=["bf16", "fp16", "off"], default="bf16")
+    # The autocast precisions of model.precision (fp16, the authors' half weights, is not benchmarked here).
+    parser.add_argument("--precision", choices=["bf16", "amp", "fp32"], default="bf16")
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="2 repetitions, no scaling beyond 200 classes")
     args = parser.parse_args(argv)
@@ -214,10 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         print("no CUDA device: pass --device cpu to exercise the script on the CPU", file=sys.stderr)
         return 2
     bp.ARCH = args.arch
-    bench = Bench(args.arch, device, args.amp, 2 if args.quick else args.reps)
-    print(f"== gpu: {args.arch}, {device}, amp {args.amp}, batch {bp.BATCH}", flush=True)
+    bench = Bench(args.arch, device, args.precision, 2 if args.quick else args.reps)
+    print(f"== gpu: {args.arch}, {device}, precision {args.precision}, batch {bp.BATCH}", flush=True)
     start = time.perf_counter()
-    record: dict[str, Any] = {"device": str(device), "arch": args.arch, "amp": args.amp}
+    record: dict[str, Any] = {"device": str(device), "arch": args.arch, "precision": args.precision}
     if device.type == "cuda":
         record["device_name"] = torch.cuda.get_device_name(device)
     record["maple_vs_reference"] = bench.maple_vs_reference()

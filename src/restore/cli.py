@@ -100,7 +100,9 @@ EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Training epochs
 LrOpt = Annotated[float | None, typer.Option("--lr", help="Learning rate (default: the method's paper).")]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Training batch size (default: the method's).")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Data-loader worker processes.")]
-PrecisionOpt = Annotated[str | None, typer.Option("--precision", help="auto, fp32, fp16 or bf16 (fp16/bf16: CUDA).")]
+PrecisionOpt = Annotated[
+    str | None, typer.Option("--precision", help="auto, fp32, amp, bf16 or fp16 (see docs/precision.md).")
+]
 TagOpt = Annotated[str | None, typer.Option("--tag", help="Name a variant (ablation) so reports keep it apart.")]
 ResumeOpt = Annotated[
     bool, typer.Option("--resume", help="Continue the run from its last epoch checkpoint (or re-report it if done).")
@@ -294,7 +296,7 @@ def eval_cmd(
         str | None, typer.Option("--backbone", "-b", help="Default: the run's.", autocompletion=complete_backbone)
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, fp16 or bf16.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, amp, bf16 or fp16.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 100,
     workers: Annotated[int, typer.Option("--workers", help="Data-loader worker processes.")] = 0,
     classes: Annotated[str, typer.Option("--classes", help="all, or present (only classes on disk).")] = "all",
@@ -374,7 +376,7 @@ def zeroshot(
     ] = "single",
     protocol: Annotated[str, typer.Option("--protocol", "-p", help="train (all classes), b2n, xd, dg.")] = "train",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, fp16 or bf16.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, amp, bf16 or fp16.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 100,
     workers: Annotated[int, typer.Option("--workers", help="Data-loader worker processes.")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")] = None,

@@ -33,7 +33,7 @@ def test_a_method_flag_replaces_the_file_method_and_its_options(tmp_path):
     [
         (["optim.lrr=0.1"], "unknown config key optim.lrr", "lr, momentum, warmup_epochs"),
         (["data.classes=some"], "data.classes: 'some' is not one of ['all', 'present']", None),
-        (["model.precision=fp8"], "model.precision: 'fp8' is not one of ['auto', 'fp32', 'fp16', 'bf16']", None),
+        (["model.precision=fp8"], "model.precision: 'fp8' is not one of ['auto', 'fp32', 'amp', 'bf16', 'fp16']", None),
         (["optim.lr=fast"], "optim.lr", None),
         (["data.shots=-5"], "data.shots: -5 is below the minimum -1", None),
         (["protocol=b2m"], "protocol: 'b2m' is not one of ['train', 'b2n', 'xd', 'dg', 'fewshot']", None),

@@ -13,13 +13,13 @@ from benchmarks.gpu import bench_gpu, ddp_smoke
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("amp", ["off", "bf16"])
-def test_gpu_benchmark_runs_on_cpu_and_writes_its_record(tmp_path, monkeypatch, amp):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_gpu_benchmark_runs_on_cpu_and_writes_its_record(tmp_path, monkeypatch, precision):
     monkeypatch.setenv("RESTORE_BENCH_OUT", str(tmp_path))
-    assert bench_gpu.main(["--device", "cpu", "--arch", "tiny", "--amp", amp, "--quick"]) == 0
+    assert bench_gpu.main(["--device", "cpu", "--arch", "tiny", "--precision", precision, "--quick"]) == 0
     (path,) = tmp_path.glob("gpu-*.json")
     record = json.loads(path.read_text())
-    assert record["amp"] == amp and record["arch"] == "tiny"
+    assert record["precision"] == precision and record["arch"] == "tiny"
     assert set(record["restore"]["ratio_to_maple"]) == set(bench_gpu.bp.RESTORE_VARIANTS)
     assert record["maple_vs_reference"]["speedup"]["50"] > 0
     assert set(record["memory_1000_classes"]) == set(bench_gpu.bp.MEMORY_OPTIONS)

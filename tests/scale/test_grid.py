@@ -95,7 +95,7 @@ def test_hashes_are_stable_and_ignore_output_settings():
     for c in moved:  # where results go is not what a run computes
         c.data.update(out="elsewhere", db="x.sqlite")
     assert [expected_hashes(c, "cpu") for c in moved] == first
-    # Precision auto on a GPU is bf16 or fp16 by the GPU: either counts as done. fp32 is one.
+    # Precision auto on a GPU is bf16 or amp by the GPU: either counts as done. fp32 is one.
     cell = grid(methods=["coop"], datasets=["dtd"])[0]
     assert len(expected_hashes(cell, "cuda")) == 2 and expected_hashes(cell, "cpu") <= set() | expected_hashes(
         cell, "cpu"

@@ -33,6 +33,23 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm that normalises a half-precision input in fp32 and returns the input's dtype.
+
+    Under ``precision: fp16`` (restore.engine.precision) the towers run in half while the LayerNorm weights
+    stay fp32, as in OpenAI's CLIP; torch's mixed-dtype kernel rounds differently from that fp32 computation,
+    so this does it explicitly. An input of the weights' dtype, or one under autocast (which already runs
+    layer_norm in fp32), takes torch's path unchanged.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dtype == self.weight.dtype or torch.is_autocast_enabled(x.device.type):
+            return super().forward(x)
+        w = self.weight.float() if self.weight is not None else None
+        b = self.bias.float() if self.bias is not None else None
+        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
+
+
 @dataclass(frozen=True)
 class ShiftRequest:
     """How a tower measures the feature shift at its prompted layers.
@@ -152,9 +169,9 @@ class ResidualAttentionBlock(nn.Module):
     def __init__(self, width: int, heads: int, mlp_ratio: float, quick_gelu: bool) -> None:
         super().__init__()
         hidden = int(width * mlp_ratio)
-        self.ln_1 = nn.LayerNorm(width)
+        self.ln_1 = LayerNorm(width)
         self.attn = Attention(width, heads)
-        self.ln_2 = nn.LayerNorm(width)
+        self.ln_2 = LayerNorm(width)
         act: nn.Module = QuickGELU() if quick_gelu else nn.GELU()
         self.mlp = nn.Sequential(
             OrderedDict([("c_fc", nn.Linear(width, hidden)), ("gelu", act), ("c_proj", nn.Linear(hidden, width))])
@@ -376,9 +393,9 @@ class VisionTransformer(nn.Module):
         self.conv1 = nn.Conv2d(3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
         self.class_embedding = nn.Parameter(scale * torch.randn(cfg.width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(cfg.tokens, cfg.width))
-        self.ln_pre = nn.LayerNorm(cfg.width)
+        self.ln_pre = LayerNorm(cfg.width)
         self.transformer = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, quick_gelu)
-        self.ln_post = nn.LayerNorm(cfg.width)
+        self.ln_post = LayerNorm(cfg.width)
         self.proj = nn.Parameter(scale * torch.randn(cfg.width, embed_dim))
 
     def embed(self, images: Tensor) -> Tensor:
@@ -402,7 +419,7 @@ class VisionTransformer(nn.Module):
         for layer in range(self.transformer.layers):
             p = _layer_prompt(prompts, layer)
             if p is not None and layer == 0:
-                p = self.ln_pre(p)
+                p = self.ln_pre(p.to(x.dtype))  # the tokens' dtype, as if concatenated before ln_pre
             n_prompt = p.shape[-2] if p is not None else x.shape[1] - n_real
             region = (n_real, n_real + n_prompt) if n_prompt else None
             measure = shift if (p is not None and shift is not None) else None
@@ -485,7 +502,7 @@ class CLIP(nn.Module):
         )
         self.positional_embedding = nn.Parameter(torch.empty(t.context_length, t.width))
         self.transformer = Transformer(t.width, t.layers, t.heads, t.mlp_ratio, cfg.quick_gelu)
-        self.ln_final = nn.LayerNorm(t.width)
+        self.ln_final = LayerNorm(t.width)
         self.text_projection = nn.Parameter(torch.empty(t.width, cfg.embed_dim))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.truncate_text = True
@@ -581,7 +598,7 @@ class CLIP(nn.Module):
         if truncate:
             tokens = tokens[:, : int(eot.max()) + 1]
         length = tokens.shape[1]
-        x = self.token_embedding(tokens)
+        x = self.token_embedding(tokens).to(self.dtype)  # the embedding table stays fp32 under fp16
         p0 = _layer_prompt(prompts, 0)
         n_prompt = 0
         if p0 is not None:
@@ -622,7 +639,7 @@ class CLIP(nn.Module):
         packed = self._packing(tokens, (1, 1 + n_prompt) if n_prompt else None)
         if n_prompt + 1 > packed.length:
             raise ValueError("text prompt tokens extend past the end-of-text token")
-        x = self.token_embedding(packed.tokens)
+        x = self.token_embedding(packed.tokens).to(self.dtype)
         if p0 is not None:
             nodes, slots = packed.prompt_slots((1, 1 + n_prompt))
             x = x.index_put((nodes,), p0.to(x.dtype)[slots])

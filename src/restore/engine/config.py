@@ -22,7 +22,7 @@ from restore.methods import MethodConfig, make_config, method_class
 
 PROTOCOLS = ("train", "b2n", "xd", "dg", "fewshot")
 Protocol = Literal["train", "b2n", "xd", "dg", "fewshot"]
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
+Precision = Literal["auto", "fp32", "amp", "bf16", "fp16"]
 
 # Keys that say where a run's outputs go or how it reports, not what it computes: they are left out of the
 # run's identity (its hash, the run directory name, the resume check).
@@ -43,7 +43,10 @@ class ModelSection:
         "random:<arch> (random weights, for smoke tests), or world (the synthetic world's tiny CLIP)",
     )
     precision: Precision = option(  # noqa: RUF009  (option() is dataclasses.field)
-        "auto", help="auto: fp32 on CPU, bf16 autocast on CUDA when supported (else fp16); fp16 uses a GradScaler"
+        "auto",
+        help="auto: fp32 on CPU; on CUDA bf16 where the GPU supports it, else amp. amp: fp16 autocast + loss "
+        "scaling, weights fp32; bf16: bf16 autocast; fp16: CLIP and the prompts in half, plain SGD, as the "
+        "authors ran (CUDA); see docs/precision.md",
     )
     text_packing: bool = option(True, help="encode each distinct class-prompt prefix once (exact; faster)")
     text_chunk: int = option(
@@ -255,11 +258,15 @@ def _dataset_title(name: str) -> str | None:
 
 
 def resolve_precision(precision: str, device_type: str) -> str:
-    """auto -> fp32 on CPU; on CUDA bf16 where the GPU supports it, else fp16. fp16/bf16 need CUDA."""
+    """auto -> fp32 on CPU; on CUDA bf16 where the GPU supports it, else amp. amp, bf16, fp16 need CUDA.
+
+    (Run folders written before ``amp`` existed say ``fp16`` for what is now ``amp``; a resume of such a run
+    is refused, see `restore.engine.trainer.Trainer.resume`.)"""
     if device_type != "cuda":
-        if precision in ("fp16", "bf16"):
+        if precision in ("amp", "bf16", "fp16"):
+            what = "CLIP and the prompts in half precision" if precision == "fp16" else "autocast"
             raise ConfigError(
-                f"model.precision={precision} needs a CUDA device; on CPU runs are fp32",
+                f"model.precision={precision} needs a CUDA device ({what}); on CPU runs are fp32",
                 hint="set model.precision=auto or fp32, or --device cuda",
             )
         return "fp32"
@@ -267,7 +274,7 @@ def resolve_precision(precision: str, device_type: str) -> str:
         return precision
     import torch
 
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if torch.cuda.is_bf16_supported() else "amp"
 
 
 def describe_run_config() -> list[tuple[str, str, Any, str]]:

@@ -1,4 +1,5 @@
-"""Device and precision: which device a run uses, and the autocast context of its forward passes."""
+"""Device and precision: which device a run uses, the autocast context of its forward passes and the loss
+scaler of its backward passes (the precisions themselves: docs/precision.md)."""
 
 from __future__ import annotations
 
@@ -30,17 +31,22 @@ def resolve_device(spec: str) -> torch.device:
     raise ConfigError(f"unknown device {spec!r}", hint="use auto, cpu, cuda or cuda:N")
 
 
+AUTOCAST_DTYPES = {"amp": torch.float16, "bf16": torch.bfloat16}
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """fp16/bf16 autocast on CUDA; fp32 everywhere else (the learnable parameters always stay fp32)."""
-    if precision == "fp32" or device.type != "cuda":
+    """The forward pass's autocast: fp16 for ``amp``, bf16 for ``bf16`` (CUDA only). None for ``fp32``, and
+    none for ``fp16``, whose weights are already half (restore.engine.precision)."""
+    dtype = AUTOCAST_DTYPES.get(precision)
+    if dtype is None or device.type != "cuda":
         return contextlib.nullcontext()
-    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
-    """Loss scaling for fp16 (whose small gradients underflow); disabled (a no-op) otherwise."""
-    return torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and precision == "fp16")
+    """Loss scaling for ``amp`` (fp16 autocast, whose small gradients underflow); disabled (a no-op) for the
+    others. ``fp16`` has none on purpose: the authors' trainers step their half tensors unscaled."""
+    return torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and precision == "amp")
 
 
 @contextlib.contextmanager

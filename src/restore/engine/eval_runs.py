@@ -10,6 +10,7 @@ from restore.engine.backbone import check_backbone, load_backbone
 from restore.engine.config import resolve_precision
 from restore.engine.device import resolve_device
 from restore.engine.evaluate import dataset_title, evaluate
+from restore.engine.precision import cast_for_precision
 from restore.engine.progress import RunLog
 from restore.engine.runs import CONFIG_FILE, MODEL_FILE, read_run_config
 from restore.errors import CheckpointError, ConfigError, DataError
@@ -102,7 +103,7 @@ def evaluate_checkpoint(
         )
     _, splits = test_splits(dataset, root, protocol, classes)
     clip = load_backbone(spec, dev)
-    method = load_method(model_file, clip).to(dev)
+    method = cast_for_precision(load_method(model_file, clip).to(dev), prec)
     size = image_size or (config.data.image_size if config is not None else None) or clip.cfg.vision.image_size
     return _score(
         method, splits, size=size, device=dev, precision=prec, batch_size=batch_size, workers=workers,
@@ -166,7 +167,7 @@ def zeroshot_eval(
         title, splits = test_splits(dataset, root, protocol, classes)  # type: ignore[arg-type]
     clip = load_backbone(backbone, dev)
     first = next(iter(splits.values()))
-    method = build_method(config, clip, first.classnames, title).to(dev)
+    method = cast_for_precision(build_method(config, clip, first.classnames, title).to(dev), prec)
     return _score(
         method, splits, size=clip.cfg.vision.image_size, device=dev, precision=prec, batch_size=batch_size,
         workers=workers, progress=progress, log=log,

@@ -40,6 +40,7 @@ from restore.engine.checkpointing import differences
 from restore.engine.config import RunConfig, build_run_config, default_root_for, resolve
 from restore.engine.device import autocast, resolve_device
 from restore.engine.evaluate import dataset_title, evaluate
+from restore.engine.precision import cast_for_precision
 from restore.engine.progress import RunLog
 from restore.engine.seeding import derive_seed, seed_everything
 from restore.engine.trainer import Trainer, TrainResult, TrainSettings
@@ -153,6 +154,7 @@ def plan_run(config: RunConfig | dict[str, Any], *, run_dir: str | Path | None =
     with torch.random.fork_rng(devices=[]):
         seed_everything(derive_seed(resolved.seed, "init"))
         method = build_method(resolved.method, clip, data.train.classnames, title).to(device)
+    cast_for_precision(method, resolved.model.precision)  # fp16: half weights as the authors ran
     _check_eval_classes(method, data, title)
     return RunPlan(
         config=resolved,

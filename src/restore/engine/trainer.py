@@ -1,5 +1,6 @@
 """The training loop: SGD over the method's learnable parameters only, Dassl's warm-up + cosine learning rate,
-autocast on CUDA, a checkpoint after every epoch, and a resume that reproduces an uninterrupted run exactly.
+the run's precision on CUDA (autocast, or the half weights of fp16: restore.engine.precision), a checkpoint
+after every epoch, and a resume that reproduces an uninterrupted run exactly.
 
 Determinism: at the start of every epoch all generators (Python, NumPy, torch, the loader's shuffling and
 worker seeds) are reseeded from (seed, epoch) — see `restore.engine.seeding` — so the state saved after epoch
@@ -45,7 +46,7 @@ from restore.engine.seeding import (
     set_rng_state,
     worker_init,
 )
-from restore.errors import TrainingError
+from restore.errors import CheckpointError, TrainingError
 from restore.methods import PromptedCLIP
 from restore.scale import distributed
 
@@ -218,6 +219,7 @@ class Trainer:
             "global_step": self.global_step,
             "config_hash": self.config_hash,
             "config": json.dumps(self.identity, sort_keys=True, default=str),
+            "precision": self.s.precision,
             "learnable": {k: v.detach().cpu() for k, v in self.method.learnable_state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
@@ -240,6 +242,7 @@ class Trainer:
             return False
         state = load_training_checkpoint(self.checkpoint)
         check_same_config(state, self.config_hash, self.identity, self.checkpoint)
+        check_same_precision(state, self.s.precision, self.checkpoint)
         self.method.load_learnable_state_dict({k: v.to(self.device) for k, v in state["learnable"].items()})
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler") and self.scaler.is_enabled():
@@ -435,7 +438,7 @@ class Trainer:
         self.log.info(f"stopped: {message}", echo=False)
         raise TrainingError(
             message,
-            hint="lower the learning rate (--set optim.lr=...), use model.precision=fp32 or bf16, or check the data",
+            hint="lower the learning rate (--set optim.lr=...), use model.precision=fp32 or amp, or check the data",
         )
 
 
@@ -447,3 +450,22 @@ def _to_device(value: Any, device: torch.device) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(_to_device(v, device) for v in value)
     return value
+
+
+def check_same_precision(state: dict[str, Any], precision: str, path: Path) -> None:
+    """A checkpoint from before ``amp`` existed has no precision entry; there ``fp16`` meant fp16 autocast
+    with fp32 weights (today's ``amp``). Resuming it as today's ``fp16`` would switch the run to half
+    weights and unscaled SGD midway, so it is refused."""
+    saved = state.get("precision")
+    if saved is None and precision == "fp16":
+        raise CheckpointError(
+            f"{path} was written when model.precision=fp16 meant fp16 autocast with fp32 weights (now called amp); "
+            "today fp16 is the authors' half-precision mode, so resuming would change the run midway",
+            hint="start it again with --overwrite (set model.precision=amp for what it ran), or finish it with "
+            "the restore version that started it",
+        )
+    if saved is not None and saved != precision:
+        raise CheckpointError(
+            f"{path} was trained with model.precision={saved}, not {precision}",
+            hint=f"resume with --set model.precision={saved}",
+        )

@@ -46,9 +46,15 @@ def save_method(method: PromptedCLIP, path: str | Path, extra: dict[str, Any] | 
         "dataset": json.dumps(method.dataset),
         "extra": json.dumps(extra or {}, default=str),
     }
-    state = {k: v.detach().contiguous().cpu() for k, v in method.learnable_state_dict().items()}
+    # Half tensors (precision fp16) are widened: exact, and the file is the same whatever the run's precision;
+    # loading copies each value back into the method's own dtype.
+    state = {k: _widen(v.detach()).contiguous().cpu() for k, v in method.learnable_state_dict().items()}
     blob = save(state, metadata=meta)
     return atomic_write(path, lambda f: f.write(blob))
+
+
+def _widen(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
 
 
 def read_method(path: str | Path) -> MethodCheckpoint:

@@ -437,7 +437,7 @@ def backbone_image_size(spec: str) -> int:
 def expected_hashes(cell: Cell, device_type: str) -> frozenset[str]:
     """The config hash(es) the engine records for this cell's run on ``device_type`` ('cpu' or 'cuda').
 
-    Two with ``model.precision: auto`` on CUDA (bf16 where the GPU supports it, else fp16): a run finished
+    Two with ``model.precision: auto`` on CUDA (bf16 where the GPU supports it, else amp): a run finished
     in either counts as done. A precision the device cannot run raises `ConfigError` naming the cell.
     """
     return frozenset(record_hash(c) for c in resolved_configs(cell, device_type))
@@ -458,7 +458,7 @@ def resolved_configs(cell: Cell, device_type: str) -> list[RunConfig]:
     precision = config.model.precision
     try:
         if device_type == "cuda":
-            precisions = ("bf16", "fp16") if precision == "auto" else (precision,)
+            precisions = ("bf16", "amp") if precision == "auto" else (precision,)
         else:
             precisions = (resolve_precision(precision, "cpu"),)
         fp32 = dataclasses.replace(config, model=dataclasses.replace(config.model, precision="fp32"))
