@@ -84,7 +84,8 @@ def test_released_alpha_in_a_real_training_run(tiny_clip, tmp_path):
     alphas: list[float] = []
     trainer = Trainer(
         method, Blobs(), TrainSettings(epochs=9, lr=0.0035, batch_size=8, seed=2), checkpoint=tmp_path / "last.pt",
-        config_hash="h", identity={}, on_epoch_end=lambda epoch, summary: alphas.append(float(method.text_adapter.alpha)),
+        config_hash="h", identity={},
+        on_epoch_end=lambda epoch, summary: alphas.append(float(method.text_adapter.alpha)),
     )  # fmt: skip
     trainer.fit()
     assert alphas[:3] == [pytest.approx(0.1, rel=1e-7)] * 3

@@ -81,7 +81,8 @@ def parameter_shifts(prompts: Sequence[Tensor | None], initial: Sequence[Tensor 
 
 def mean_gram_norm(prompts: Sequence[Tensor | None]) -> float:
     """Mean over the deep layers of the absolute ‖PᵀP‖_F: what the released α update reads (`update_calib`)."""
-    norms = [float(gram_norm(p.detach())) for layer, p in enumerate(prompts) if layer >= FIRST_PROXY_LAYER and p is not None]
+    deep = [p for layer, p in enumerate(prompts) if layer >= FIRST_PROXY_LAYER and p is not None]
+    norms = [float(gram_norm(p.detach())) for p in deep]
     return sum(norms) / len(norms) if norms else 0.0
 
 

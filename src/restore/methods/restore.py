@@ -69,7 +69,7 @@ class RestoreOptions:
     activation) or the per-dataset value of the released script (ratios, λ_fs); a run's resolved config.yaml
     holds the values filled in (`for_run`)."""
 
-    recipe: Recipe = option(
+    recipe: Recipe = option(  # noqa: RUF009  (option() is dataclasses.field)
         "paper", help="paper: Eq. 6 activation shift, ReLU, guided α; released: the authors' code (docs/fidelity.md)"
     )
     fs_weight: float | None = option(None, help="λ_fs; null: per-dataset (1, DTD 0.5)", min=0.0)
@@ -110,7 +110,8 @@ class RestoreOptions:
             return "cross_dataset"
         if protocol == "fewshot" and self.recipe == "released":
             return "fewshot_script"
-        return dataset if dataset in PRESETS and dataset not in ("cross_dataset", "fewshot_script", "other") else "other"
+        named = dataset in PRESETS and dataset not in ("cross_dataset", "fewshot_script", "other")
+        return dataset if named else "other"
 
     def resolved(self, dataset: str | None, protocol: str | None = None) -> tuple[float, float, float]:
         """(vision ratio, text ratio, λ_fs) for this run."""
