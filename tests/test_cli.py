@@ -126,12 +126,13 @@ def test_methods_lists_names_defaults_and_options():
     assert result.exit_code == 0
     for name in method_names():
         assert re.search(rf"│ {name}\s", result.output), name
-    assert "0.0035 / 5 / 4" in result.output  # MaPLe's lr / epochs / batch
+    assert "0.0035 / 5 / 4 |" in result.output  # MaPLe's lr / epochs / batch: own | restore_paper
     one = invoke("methods", "maple")
     assert "method.depth" in one.output and "PROMPT_DEPTH 9" in one.output
     table = json.loads(invoke("methods", "--json").output)
     maple = next(m for m in table if m["name"] == "maple")
-    assert maple["train_defaults"]["lr"] == 0.0035
+    own_b2n = next(s for s in maple["schedules"] if (s["set"], s["protocol"]) == ("own", "b2n"))
+    assert (own_b2n["lr"], own_b2n["epochs"], own_b2n["batch_size"]) == (0.0035, "5", 4)
     assert {"name": "n_ctx", "type": "int", "default": 2} .items() <= next(
         f for f in maple["fields"] if f["name"] == "n_ctx").items()  # fmt: skip
     assert invoke("methods", "nope").exit_code == 2
