@@ -67,7 +67,7 @@ class DataSection:
     dataset: str = option("", help="dataset name from `restore data list` (e.g. dtd, DescribableTextures)")
     root: Path | None = option(None, help="folder holding the dataset folders (CoOp's DATA); default $RESTORE_DATA")  # noqa: RUF009
     shots: int = option(16, help="training images per class; -1 or 0: all", min=-1)
-    batch_size: int | None = option(None, help="training batch size; null: the method's paper default", min=1)
+    batch_size: int | None = option(None, help="training batch size; null: the schedule set's value", min=1)
     eval_batch_size: int = option(100, help="batch size at evaluation", min=1)
     workers: int = option(4, help="data loader worker processes (0: load in the main process)", min=0)
     classes: Literal["all", "present"] = option(
@@ -87,8 +87,8 @@ class DataSection:
 
 @dataclass
 class OptimSection:
-    lr: float | None = option(None, help="base learning rate; null: the method's paper default", min=0.0)
-    epochs: int | None = option(None, help="training epochs; null: the method's paper default", min=0)
+    lr: float | None = option(None, help="base learning rate; null: the schedule set's value", min=0.0)
+    epochs: int | None = option(None, help="training epochs; null: the schedule set's value", min=0)
     warmup_epochs: int = option(1, help="epochs at warmup_lr before the cosine (Dassl's constant warm-up)", min=0)
     warmup_lr: float = option(1e-5, help="learning rate of the warm-up epochs", min=0.0)
     momentum: float = option(0.9, help="SGD momentum", min=0.0)
