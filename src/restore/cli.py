@@ -258,7 +258,7 @@ def _summary_table(results: list[Any]) -> None:
     for col in ("method", "shots", "seed", *splits, *(["HM"] if any("hm" in r.metrics for r in results) else [])):
         t.add_column(col)
     for r in results:
-        row = [r.config.method_name, str(r.config.data.shots), str(r.config.seed)]
+        row = [f"{r.config.method_name} ({r.config.schedule})", str(r.config.data.shots), str(r.config.seed)]
         row += [f"{r.metrics[s]['top1']:.2f}" if s in r.metrics else "" for s in splits]
         if "hm" in r.metrics:
             row.append(f"{r.metrics['hm']:.2f}")
@@ -451,7 +451,7 @@ def methods(
 def _b2n_schedules(schedules: list[dict[str, Any]]) -> str:
     b2n = {s["set"]: s for s in schedules if s["protocol"] == "b2n"}
     return " | ".join(
-        f"{s['lr']} / {str(s['epochs']).split(' ', 1)[0]} / {s['batch_size']}" for s in b2n.values()
+        f"{s['lr']} / {s['epochs']} / {s['batch_size']}" for s in b2n.values()
     ) or "-"
 
 
@@ -468,7 +468,8 @@ def _schedule_table(console: Any, schedules: list[dict[str, Any]]) -> None:
     for s in schedules:
         options = ", ".join(f"{k}={v!r}" for k, v in s["options"].items())
         source = s["source"] + (f" ({s['note']})" if s["note"] else "")
-        t.add_row(s["set"], s["protocol"], str(s["lr"]), str(s["epochs"]), str(s["batch_size"]), options, source)
+        epochs = f"{s['epochs']} ({s['epochs_rule']})" if s["epochs_rule"] else str(s["epochs"])
+        t.add_row(s["set"], s["protocol"], str(s["lr"]), epochs, str(s["batch_size"]), options, source)
     console.print(t)
 
 

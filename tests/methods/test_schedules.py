@@ -158,3 +158,11 @@ def test_the_set_is_written_read_back_and_part_of_the_identity(tmp_path):
     assert load_yaml(tmp_path / "config.yaml")["schedule"] == "restore_paper"
     again = resolve(load_run_config(tmp_path / "config.yaml"))
     assert again.to_dict() == paper.to_dict() and again.hash() == paper.hash()
+
+
+def test_the_python_api_takes_the_set_like_any_setting():
+    from restore.api import make_config
+
+    cfg = resolve(make_config("xd", method="maple", schedule="own", dataset="imagenet"))
+    # MaPLe's release, cross-dataset: lr 0.0026, depth 3, 2 epochs
+    assert (cfg.schedule, cfg.optim.lr, cfg.method.depth, cfg.optim.epochs) == ("own", 0.0026, 3, 2)

@@ -363,14 +363,15 @@ def describe_schedules(method: str) -> list[dict[str, Any]]:
     rows = []
     for name in SCHEDULE_SETS:
         for protocol, entry in (TABLE.get((method, name)) or {}).items():
-            epochs = str(entry.epochs)
+            rule = ""
             if entry.epochs_by_shots or entry.imagenet_epochs is not None:
                 parts = [f"<={most} shots: {e}" for most, e in entry.epochs_by_shots] + [f"more: {entry.epochs}"]
                 if entry.imagenet_epochs is not None:
                     parts.append(f"ImageNet: {entry.imagenet_epochs}")
-                epochs = f"{entry.epochs} ({'; '.join(parts)})"
+                rule = "; ".join(parts)
             rows.append({
-                "set": name, "protocol": protocol, "lr": entry.lr, "epochs": epochs, "batch_size": entry.batch_size,
+                "set": name, "protocol": protocol, "lr": entry.lr, "epochs": entry.epochs, "epochs_rule": rule,
+                "batch_size": entry.batch_size,
                 "options": dict(entry.options), "source": entry.source, "note": entry.note,
             })  # fmt: skip
     return rows
