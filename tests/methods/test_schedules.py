@@ -141,6 +141,11 @@ def test_user_values_win_over_the_set_in_every_layer(tmp_path):
 
 
 def test_unknown_set_lists_the_sets():
+    from typing import get_args
+
+    from restore.engine.config import ScheduleSet
+
+    assert get_args(ScheduleSet) == SCHEDULE_SETS  # the run config's type and the table name the same sets
     with pytest.raises(ConfigError, match="unknown schedule set 'paper'; valid sets: own, restore_paper"):
         load_run_config(None, {"method": "maple", "schedule": "paper"})
 
