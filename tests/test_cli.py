@@ -91,12 +91,27 @@ def test_b2n_two_methods_two_seeds_recorded_and_reported(data_root, tmp_path):
             assert text in line, (text, line)
 
 
+def test_the_schedule_flag_reaches_the_run_config_and_the_report(data_root, tmp_path):
+    out, db = tmp_path / "runs", tmp_path / "results.sqlite"
+    result = invoke("run", "b2n", "-m", "kgcoop", "--schedule", "restore_paper", "-d", "dtd", "-r", data_root,
+                    "--shots", 2, "--epochs", 1, "-o", out, "--db", db, *TINY)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (config,) = out.glob("b2n/dtd/kgcoop/*/config.yaml")
+    written = yaml.safe_load(config.read_text())
+    # RESTORE_ scripts/kgcoop/base2new_train.sh: WEIGHT 1.0, vit_b16_ep10_ctxv1.yaml: batch 4, lr 0.002
+    assert written["schedule"] == "restore_paper" and written["method"]["weight"] == 1.0
+    assert (written["data"]["batch_size"], written["optim"]["lr"], written["optim"]["epochs"]) == (4, 0.002, 1)
+    report = invoke("report", "--db", db, "--no-published")
+    assert re.search(r"kgcoop \(restore_paper\)", report.output), report.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["-m", "coop", "--set", "optim.lr=fast"], "optim.lr: 'fast' is not"),
         (["-m", "coop", "--set", "optim.lrr=0.1"], "unknown config key optim.lrr"),
         (["-m", "mapel"], "unknown method 'mapel'"),
+        (["-m", "coop", "--schedule", "paper"], "unknown schedule set 'paper'; valid sets: own, restore_paper"),
         (["-m", "coop", "-d", "eurosat"], "EuroSAT: folder"),
         (["-m", "coop", "--set", "data.classes=most"], "data.classes: 'most' is not one of ['all', 'present']"),
     ],
@@ -126,12 +141,14 @@ def test_methods_lists_names_defaults_and_options():
     assert result.exit_code == 0
     for name in method_names():
         assert re.search(rf"│ {name}\s", result.output), name
-    assert "0.0035 / 5 / 4" in result.output  # MaPLe's lr / epochs / batch
+    assert "0.0035 / 5 / 4 |" in result.output  # MaPLe's lr / epochs / batch: own | restore_paper
     one = invoke("methods", "maple")
     assert "method.depth" in one.output and "PROMPT_DEPTH 9" in one.output
+    assert "schedule sets" in one.output and "restore_paper" in one.output
     table = json.loads(invoke("methods", "--json").output)
     maple = next(m for m in table if m["name"] == "maple")
-    assert maple["train_defaults"]["lr"] == 0.0035
+    own_b2n = next(s for s in maple["schedules"] if (s["set"], s["protocol"]) == ("own", "b2n"))
+    assert (own_b2n["lr"], own_b2n["epochs"], own_b2n["batch_size"]) == (0.0035, 5, 4)
     assert {"name": "n_ctx", "type": "int", "default": 2} .items() <= next(
         f for f in maple["fields"] if f["name"] == "n_ctx").items()  # fmt: skip
     assert invoke("methods", "nope").exit_code == 2

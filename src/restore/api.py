@@ -47,6 +47,7 @@ FLAG_KEYS: dict[str, str] = {
     "quiet": "quiet",
     "tag": "tag",
     "protocol": "protocol",
+    "schedule": "schedule",
 }
 
 

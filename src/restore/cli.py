@@ -96,12 +96,20 @@ DbOpt = Annotated[
 ]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (the run still writes its log).")]
-EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Training epochs (default: the method's paper).")]
-LrOpt = Annotated[float | None, typer.Option("--lr", help="Learning rate (default: the method's paper).")]
-BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Training batch size (default: the method's).")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Training epochs (default: the schedule set's).")]
+LrOpt = Annotated[float | None, typer.Option("--lr", help="Learning rate (default: the schedule set's).")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Training batch size (default: the schedule's).")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Data-loader worker processes.")]
 PrecisionOpt = Annotated[
     str | None, typer.Option("--precision", help="auto, fp32, amp, bf16 or fp16 (see docs/precision.md).")
+]
+ScheduleOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--schedule",
+        help="Schedule set for lr/epochs/batch and the method settings it fixes: own (each method's release, "
+        "the default) or restore_paper (the RESTORE paper's re-runs). See `restore methods NAME`.",
+    ),
 ]
 TagOpt = Annotated[str | None, typer.Option("--tag", help="Name a variant (ablation) so reports keep it apart.")]
 ResumeOpt = Annotated[
@@ -157,6 +165,7 @@ def train(
     out: OutOpt = None,
     db: DbOpt = None,
     device: DeviceOpt = None,
+    schedule: ScheduleOpt = None,
     tag: TagOpt = None,
     quiet: QuietOpt = False,
     resume: ResumeOpt = False,
@@ -172,7 +181,7 @@ def train(
     flags = _flags(
         method=method, dataset=dataset, root=root, shots=shots, seed=seed, backbone=backbone, epochs=epochs, lr=lr,
         batch_size=batch_size, workers=workers, precision=precision, out=out, db=db, device=device, tag=tag,
-        quiet=quiet or None,
+        schedule=schedule, quiet=quiet or None,
     )  # fmt: skip
     flags["protocol"] = "train"
     cfg = load_run_config(config, flags, set_ or [])
@@ -202,6 +211,7 @@ def run_protocol(
     out: OutOpt = None,
     db: DbOpt = None,
     device: DeviceOpt = None,
+    schedule: ScheduleOpt = None,
     tag: TagOpt = None,
     quiet: QuietOpt = False,
     resume: ResumeOpt = False,
@@ -217,7 +227,7 @@ def run_protocol(
 
     base = _flags(
         dataset=dataset, root=root, backbone=backbone, epochs=epochs, lr=lr, batch_size=batch_size, workers=workers,
-        precision=precision, out=out, db=db, device=device, tag=tag, quiet=quiet or None,
+        precision=precision, out=out, db=db, device=device, tag=tag, schedule=schedule, quiet=quiet or None,
     )  # fmt: skip
     base["protocol"] = protocol.value
     configs = [
@@ -250,7 +260,7 @@ def _summary_table(results: list[Any]) -> None:
     for col in ("method", "shots", "seed", *splits, *(["HM"] if any("hm" in r.metrics for r in results) else [])):
         t.add_column(col)
     for r in results:
-        row = [r.config.method_name, str(r.config.data.shots), str(r.config.seed)]
+        row = [f"{r.config.method_name} ({r.config.schedule})", str(r.config.data.shots), str(r.config.seed)]
         row += [f"{r.metrics[s]['top1']:.2f}" if s in r.metrics else "" for s in splits]
         if "hm" in r.metrics:
             row.append(f"{r.metrics['hm']:.2f}")
@@ -402,7 +412,7 @@ def methods(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """The methods: name, summary, training defaults, and their options with defaults."""
+    """The methods: name, summary, the schedule of each set, and their options with defaults."""
     import json
 
     from rich.console import Console
@@ -421,24 +431,47 @@ def methods(
         return
     console = Console()
     if name is None:
-        t = Table(title="methods (restore methods NAME for every option's help)")
-        for col in ("name", "summary", "lr / epochs / batch", "options (defaults)"):
+        t = Table(title="methods (restore methods NAME for each schedule set and every option's help)")
+        for col in ("name", "summary", "b2n lr / epochs / batch: own | restore_paper", "options (defaults)"):
             t.add_column(col, overflow="fold")
         for r in rows:
-            d = r["train_defaults"]
-            defaults = " / ".join(str(d.get(k, "-")) for k in ("lr", "epochs", "batch_size"))
             options = ", ".join(f"{f[0]}={f[2]!r}" for f in r["fields"])
-            t.add_row(r["name"], r["summary"], defaults, options)
+            t.add_row(r["name"], r["summary"], _b2n_schedules(r["schedules"]), options)
         console.print(t)
         return
     r = rows[0]
     console.print(f"[bold]{r['name']}[/]: {r['summary']}")
-    console.print("training defaults: " + ", ".join(f"{k}={v}" for k, v in r["train_defaults"].items()))
+    _schedule_table(console, r["schedules"])
     t = Table()
     for col in ("option", "type", "default", "help"):
         t.add_column(col, overflow="fold")
     for f_name, f_type, f_default, f_help in r["fields"]:
         t.add_row(f"method.{f_name}", f_type, repr(f_default), f_help)
+    console.print(t)
+
+
+def _b2n_schedules(schedules: list[dict[str, Any]]) -> str:
+    b2n = {s["set"]: s for s in schedules if s["protocol"] == "b2n"}
+    return " | ".join(
+        f"{s['lr']} / {s['epochs']} / {s['batch_size']}" for s in b2n.values()
+    ) or "-"
+
+
+def _schedule_table(console: Any, schedules: list[dict[str, Any]]) -> None:
+    """Each schedule set's values per protocol and the file they come from (`--schedule`, `schedule:`)."""
+    from rich.table import Table
+
+    if not schedules:
+        console.print("schedule sets: none (lr 0.002, 10 epochs, batch 32 unless set)")
+        return
+    t = Table(title="schedule sets (--schedule; dg reads xd's row; train/fewshot read fewshot's, else b2n's)")
+    for col in ("set", "protocol", "lr", "epochs", "batch", "method settings", "source"):
+        t.add_column(col, overflow="fold")
+    for s in schedules:
+        options = ", ".join(f"{k}={v!r}" for k, v in s["options"].items())
+        source = s["source"] + (f" ({s['note']})" if s["note"] else "")
+        epochs = f"{s['epochs']} ({s['epochs_rule']})" if s["epochs_rule"] else str(s["epochs"])
+        t.add_row(s["set"], s["protocol"], str(s["lr"]), epochs, str(s["batch_size"]), options, source)
     console.print(t)
 
 

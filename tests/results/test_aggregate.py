@@ -22,6 +22,7 @@ def run(
     status="finished",
     tag="",
     finished_at="2025-01-01T00:00:00.000000Z",
+    schedule=None,
 ):
     rec = RunRecord.new(
         method=method,
@@ -30,7 +31,7 @@ def run(
         seed=seed,
         backbone=backbone,
         shots=shots,
-        config={"m": method, "d": dataset, "s": seed},
+        config={"m": method, "d": dataset, "s": seed, **({"schedule": schedule} if schedule else {})},
         tag=tag,
     )
     error = "boom" if status == "failed" else None
@@ -94,6 +95,32 @@ def test_tables_split_by_backbone_and_shots_and_tags_stay_apart():
     assert [(t.backbone, t.shots) for t in tables] == [("ViT-B/16", 4), ("ViT-B/16", 16), ("tiny", 16)]
     assert [r.label for r in tables[1].rows] == ["coop", "coop [lr0.1]"]
     assert tables[1].rows[0].cells["dtd"].base.mean == 80
+
+
+def test_rows_of_two_schedule_sets_are_never_averaged_together():
+    runs = [
+        run("maple", "dtd", 1, b2n(80.0, 70.0), schedule="own"),
+        run("maple", "dtd", 2, b2n(82.0, 72.0), schedule="own"),
+        run("maple", "dtd", 1, b2n(60.0, 50.0), schedule="restore_paper"),  # same seed, another set: not a duplicate
+        run("restore_m", "dtd", 1, b2n(84.0, 76.0), schedule="restore_paper", tag="surgery=none"),
+    ]
+    (table,) = aggregate(runs).tables
+    labels = [r.label for r in table.rows]
+    assert labels == ["maple (own)", "maple (restore_paper)", "restore_m (restore_paper) [surgery=none]"]
+    own, paper = table.rows[0].cells["dtd"], table.rows[1].cells["dtd"]
+    assert (own.base.mean, own.novel.mean, own.base.n) == (81.0, 71.0, 2)
+    assert (paper.base.mean, paper.novel.mean, paper.base.n) == (60.0, 50.0, 1)
+    assert any("(restore_paper): the RESTORE paper's re-runs" in n for n in table.notes)
+    assert "This table mixes schedule sets (own, restore_paper): compare rows of the same set." in table.notes
+    (only_paper,) = aggregate(runs[2:]).tables
+    assert not any("mixes" in n for n in only_paper.notes)
+    from restore.results.report import build_report, render_html, render_markdown
+
+    report = build_report(runs, with_plots=False)
+    markdown, html = render_markdown(report), render_html(report)
+    for label in labels:
+        assert f"| **{label}** |" in markdown and f'<td class="label">{label}</td>' in html
+    assert "compare rows of the same set" in markdown and "compare rows of the same set" in html
 
 
 def test_only_finished_runs_count_and_the_latest_duplicate_wins():

@@ -115,9 +115,26 @@ def test_the_hash_is_the_one_the_engine_records(data_root):
         assert expected_hashes(cell, "cpu") == {config_hash(plan.config.identity())}
 
 
+def test_a_schedule_set_in_a_grid_reaches_the_runs_and_the_hashes_the_engine_records(data_root):
+    from restore.engine.runs import plan_run
+    from restore.results.records import config_hash
+
+    cells = expand(parse_grid({
+        "set": {"model.backbone": "random:tiny", "data.workers": 0, "data.root": str(data_root)},
+        "methods": ["maple"], "datasets": ["dtd"], "shots": [2], "grid": {"schedule": ["own", "restore_paper"]},
+    }))  # fmt: skip
+    assert [c.config.schedule for c in cells] == ["own", "restore_paper"]
+    for cell in cells:
+        plan = plan_run(dataclasses.replace(cell.config, device="cpu"))
+        # MaPLe's release: 5 epochs; the RESTORE paper's re-run: 10 (the open value filled in both places)
+        assert plan.config.optim.epochs == {"own": 5, "restore_paper": 10}[cell.config.schedule]
+        assert expected_hashes(cell, "cpu") == {config_hash(plan.config.identity())}
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
+        ({"set": {"schedule": "paper"}}, r"grid cell b2n/dtd/coop/shots16/seed1: unknown schedule set 'paper'"),
         ({"methods": ["coop", "nope"]}, r"grid cell b2n/dtd/nope/shots16/seed1: unknown method 'nope'"),
         ({"datasets": ["dtd", "mnist"]}, r"grid cell b2n/mnist/coop/shots16/seed1: unknown dataset"),
         ({"grid": {"optim.lrr": [1]}}, r"grid cell b2n/dtd/coop/shots16/seed1 \[optim.lrr=1\]: unknown config key"),

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from restore.cli import app
 from restore.config import load_yaml
+from restore.engine.config import resolve
 from restore.results import open_results
 from restore.scale.grid import expand, parse_grid
 from restore.world.quickstart import GRID_FILE, run_quickstart
@@ -27,6 +28,11 @@ def test_the_shipped_grid_is_base_to_novel_for_four_methods_on_every_task_with_t
     assert {(c.dataset, c.seed) for c in cells if c.method == "zeroshot"} == {
         (d, 1) for d in ("world_shapes", "world_color_shape", "world_pattern_shape")
     }
+    # like for like: one schedule set, and every trained method runs the same 10 epochs (CoOp batch 4 there)
+    assert {c.config.schedule for c in cells} == {"restore_paper"}
+    resolved = {c.method: resolve(c.config, image_size=48) for c in cells}
+    assert {m: r.optim.epochs for m, r in resolved.items()} == {"zeroshot": 0, "coop": 10, "maple": 10, "restore_m": 10}
+    assert resolved["coop"].data.batch_size == 4
 
 
 SMALL = {

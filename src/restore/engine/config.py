@@ -3,9 +3,13 @@ how (optimiser, precision, device), and where results go.
 
 A YAML file, the command line's flags and ``--set a.b=value`` overrides all build one nested mapping, which
 `build_run_config` checks key by key (unknown keys and bad values raise `ConfigError` listing the valid ones).
-`resolve` then fills every value a run leaves open (the method paper's lr/epochs/batch size, the backbone's
-image size, the precision for the device), so the ``config.yaml`` a run writes says exactly what ran, and
-reading it back gives the same config and the same hash.
+`resolve` then fills every value a run leaves open (lr/epochs/batch size from the run's schedule set, the
+backbone's image size, the precision for the device), so the ``config.yaml`` a run writes says exactly what
+ran, and reading it back gives the same config and the same hash.
+
+The schedule set (``schedule: own | restore_paper``, `restore.methods.schedules`) fills values under the
+user's: method defaults < schedule set < YAML < flags < ``--set``. Its method settings (e.g. IVLP's tokens
+and depth) are filled when the config is built from a mapping; its lr/epochs/batch size by `resolve`.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from typing import Any, Literal
 from restore.config import apply_overrides, config_hash, from_dict, load_yaml, option, to_dict
 from restore.errors import ConfigError
 from restore.methods import MethodConfig, make_config, method_class
+from restore.methods.schedules import DEFAULT_SET, SET_HELP, check_set, schedule_settings
 
 PROTOCOLS = ("train", "b2n", "xd", "dg", "fewshot")
 Protocol = Literal["train", "b2n", "xd", "dg", "fewshot"]
 Precision = Literal["auto", "fp32", "amp", "bf16", "fp16"]
+ScheduleSet = Literal["own", "restore_paper"]
 
 # Keys that say where a run's outputs go or how it reports, not what it computes: they are left out of the
 # run's identity (its hash, the run directory name, the resume check).
@@ -64,7 +70,7 @@ class DataSection:
     dataset: str = option("", help="dataset name from `restore data list` (e.g. dtd, DescribableTextures)")
     root: Path | None = option(None, help="folder holding the dataset folders (CoOp's DATA); default $RESTORE_DATA")  # noqa: RUF009
     shots: int = option(16, help="training images per class; -1 or 0: all", min=-1)
-    batch_size: int | None = option(None, help="training batch size; null: the method's paper default", min=1)
+    batch_size: int | None = option(None, help="training batch size; null: the schedule set's value", min=1)
     eval_batch_size: int = option(100, help="batch size at evaluation", min=1)
     workers: int = option(4, help="data loader worker processes (0: load in the main process)", min=0)
     classes: Literal["all", "present"] = option(
@@ -84,8 +90,8 @@ class DataSection:
 
 @dataclass
 class OptimSection:
-    lr: float | None = option(None, help="base learning rate; null: the method's paper default", min=0.0)
-    epochs: int | None = option(None, help="training epochs; null: the method's paper default", min=0)
+    lr: float | None = option(None, help="base learning rate; null: the schedule set's value", min=0.0)
+    epochs: int | None = option(None, help="training epochs; null: the schedule set's value", min=0)
     warmup_epochs: int = option(1, help="epochs at warmup_lr before the cosine (Dassl's constant warm-up)", min=0)
     warmup_lr: float = option(1e-5, help="learning rate of the warm-up epochs", min=0.0)
     momentum: float = option(0.9, help="SGD momentum", min=0.0)
@@ -98,6 +104,10 @@ class RunConfig:
 
     method: Any = None  # MethodConfig after `build_run_config`
     protocol: Protocol = option("train", help="train | b2n | xd | dg | fewshot")  # noqa: RUF009
+    schedule: ScheduleSet = option(  # noqa: RUF009
+        DEFAULT_SET, help="schedule set filling lr/epochs/batch and the method settings it fixes: "
+        + "; ".join(f"{k}: {v}" for k, v in SET_HELP.items())
+    )
     seed: int = option(1, help="run seed (few-shot sampling, initialisation, shuffling, augmentation)", min=0)
     device: str = option("auto", help="auto | cpu | cuda | cuda:N")
     tag: str = option("", help="names a variant of a method (an ablation) so reports keep it apart")
@@ -190,10 +200,22 @@ def build_run_config(data: dict[str, Any] | None) -> RunConfig:
         name = method.pop("name", None)
         if not name:
             raise ConfigError("the method section has no 'name'", hint="e.g. method: {name: maple, depth: 9}")
-        method_cfg = make_config(str(name), method)
+        method_cfg = make_config(str(name), _with_schedule(str(name), method, data))
     cfg = from_dict(RunConfig, data)
     cfg.method = method_cfg
     return cfg
+
+
+def _with_schedule(method: str, options: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """The method's options with the schedule set's method settings under them (the user's win)."""
+    schedule = check_set(str(data.get("schedule", DEFAULT_SET)))
+    section = data.get("data") if isinstance(data.get("data"), dict) else {}
+    protocol, dataset, shots = data.get("protocol", "train"), section.get("dataset", ""), section.get("shots", 16)
+    settings = schedule_settings(
+        method_class(method).name, schedule, str(protocol), str(dataset or ""), shots if isinstance(shots, int) else 16
+    )
+    fixed = {k.removeprefix("method."): v for k, v in settings.items() if k.startswith("method.")}
+    return {**fixed, **options}
 
 
 def load_run_config(
@@ -228,17 +250,18 @@ def load_run_config(
 
 
 def resolve(cfg: RunConfig, *, image_size: int | None = None, device_type: str = "cpu") -> RunConfig:
-    """A copy with every open value filled: the method's training defaults, the backbone's image size, the
-    precision for the device. Values the user set are kept."""
-    defaults = method_class(cfg.method.name).train_defaults
+    """A copy with every open value filled: lr/epochs/batch size from the schedule set (a method the sets do
+    not know: 0.002 / 10 / 32), the backbone's image size, the precision for the device. Values the user set
+    are kept."""
+    sched = schedule_settings(cfg.method.name, cfg.schedule, cfg.protocol, cfg.data.dataset, cfg.data.shots)
     optim = dataclasses.replace(
         cfg.optim,
-        lr=cfg.optim.lr if cfg.optim.lr is not None else defaults.get("lr", 0.002),
-        epochs=cfg.optim.epochs if cfg.optim.epochs is not None else defaults.get("epochs", 10),
+        lr=cfg.optim.lr if cfg.optim.lr is not None else sched.get("optim.lr", 0.002),
+        epochs=cfg.optim.epochs if cfg.optim.epochs is not None else sched.get("optim.epochs", 10),
     )
     data = dataclasses.replace(
         cfg.data,
-        batch_size=cfg.data.batch_size if cfg.data.batch_size is not None else defaults.get("batch_size", 32),
+        batch_size=cfg.data.batch_size if cfg.data.batch_size is not None else sched.get("data.batch_size", 32),
         image_size=cfg.data.image_size if cfg.data.image_size is not None else image_size,
         root=cfg.data.root if cfg.data.root is not None else default_root_for(cfg.data.dataset),
     )

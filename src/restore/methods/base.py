@@ -32,9 +32,7 @@ class MethodConfig:
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
-    # Training defaults of the method's paper/release (lr, epochs, batch_size, ...): the engine uses them
-    # unless the run's optim/data sections set the value.
-    train_defaults: ClassVar[dict[str, Any]] = {}
+    # lr / epochs / batch size are not here: restore.methods.schedules holds them per schedule set.
 
     def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
         """The method's parts around ``clip``. ``dataset`` picks per-dataset defaults (templates, ratios)."""
@@ -85,12 +83,14 @@ def build_method(
 
 
 def method_table() -> list[dict[str, Any]]:
-    """What `restore methods` prints: name, summary, training defaults, config fields."""
+    """What `restore methods` prints: name, summary, schedule of each set and protocol, config fields."""
+    from restore.methods.schedules import describe_schedules
+
     return [
         {
             "name": cls.name,
             "summary": cls.summary,
-            "train_defaults": dict(cls.train_defaults),
+            "schedules": describe_schedules(cls.name),
             "fields": describe(cls),
         }
         for cls in (_REGISTRY[n] for n in method_names())

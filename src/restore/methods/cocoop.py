@@ -23,8 +23,6 @@ from restore.methods.parts import ConditionalContextText
 class CoCoOpConfig(MethodConfig):
     name = "cocoop"
     summary = "CoCoOp: 4 context tokens + a meta-net shift conditioned on each image (batch 1)"
-    # CoCoOp configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml: SGD lr 0.002, batch 1, 10 epochs.
-    train_defaults = {"lr": 0.002, "epochs": 10, "batch_size": 1}
 
     n_ctx: int = option(4, help="context tokens (N_CTX 4)", min=1)
     ctx_init: str | None = option("a photo of a", help="CTX_INIT")

@@ -15,9 +15,6 @@ from restore.methods.parts import ContextText
 class CoOpConfig(MethodConfig):
     name = "coop"
     summary = "CoOp: 16 learnable context tokens ('X X ... {class}.'), class token at the end"
-    # CoOp configs/trainers/CoOp/vit_b16_ep50.yaml: SGD lr 0.002, batch 32, 50 epochs. COOP.md uses the _ep50
-    # configs for ImageNet (all shots) and for 1 shot; 8/16 shots elsewhere use vit_b16.yaml (200 epochs).
-    train_defaults = {"lr": 0.002, "epochs": 50, "batch_size": 32}
 
     # CoOp scripts/main.sh: NCTX=16, CSC=False, CTP=end; ctx_init "" (random N(0, 0.02^2)).
     # Set n_ctx=4, ctx_init="a photo of a" for CoOp's initialised variant.

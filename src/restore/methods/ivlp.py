@@ -16,9 +16,6 @@ from restore.methods.parts import ContextText, DeepVisionPrompts
 class IVLPConfig(MethodConfig):
     name = "ivlp"
     summary = "IVLP: independent deep vision and language prompts (4+4 tokens, depth 9)"
-    # PromptSRC configs/trainers/IVLP/vit_b16_c2_ep20_batch4_4+4ctx.yaml (the IVLP row of the published
-    # base-to-novel table): SGD lr 0.0025, batch 4, 20 epochs.
-    train_defaults = {"lr": 0.0025, "epochs": 20, "batch_size": 4}
 
     n_ctx_text: int = option(4, help="text prompt tokens per layer (N_CTX_TEXT 4)", min=1)
     n_ctx_vision: int = option(4, help="vision prompt tokens per layer (N_CTX_VISION 4)", min=1)

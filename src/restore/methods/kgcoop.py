@@ -35,8 +35,6 @@ class KnowledgeGuidance(LossTerm):
 class KgCoOpConfig(MethodConfig):
     name = "kgcoop"
     summary = "KgCoOp: CoOp ('a photo of a' init) + distance to frozen 'a photo of a {}.' features (w=8)"
-    # KgCoOp configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml: SGD lr 0.002, batch 128, 100 epochs.
-    train_defaults = {"lr": 0.002, "epochs": 100, "batch_size": 128}
 
     n_ctx: int = option(4, help="context tokens (scripts/base2new_train.sh NCTX=4)", min=1)
     ctx_init: str | None = option("a photo of a", help="the trainer initialises from 'a photo of a'")

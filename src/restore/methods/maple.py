@@ -15,8 +15,6 @@ from restore.methods.parts import ContextText, CoupledVisionPrompts
 class MaPLeConfig(MethodConfig):
     name = "maple"
     summary = "MaPLe: deep text prompts, vision prompts coupled from them (512->768), depth 9, 2 tokens"
-    # MaPLe configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml: SGD lr 0.0035, batch 4, 5 epochs.
-    train_defaults = {"lr": 0.0035, "epochs": 5, "batch_size": 4}
 
     n_ctx: int = option(2, help="prompt tokens per layer (MaPLe N_CTX 2)", min=1)
     depth: int = option(9, help="prompted layers 0..depth-1 (MaPLe PROMPT_DEPTH 9)", min=1)

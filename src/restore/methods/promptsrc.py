@@ -108,8 +108,6 @@ def _copy(tensors: dict[str, Tensor] | None) -> dict[str, Tensor] | None:
 class PromptSRCConfig(MethodConfig):
     name = "promptsrc"
     summary = "PromptSRC: IVLP 4+4 prompts, depth 9, + L1/KL agreement with frozen CLIP, Gaussian aggregation"
-    # PromptSRC configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml: SGD lr 0.0025, batch 4, 20 ep.
-    train_defaults = {"lr": 0.0025, "epochs": 20, "batch_size": 4}
 
     n_ctx_text: int = option(4, help="N_CTX_TEXT 4", min=1)
     n_ctx_vision: int = option(4, help="N_CTX_VISION 4", min=1)

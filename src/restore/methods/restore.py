@@ -212,8 +212,6 @@ def attach_restore(method: PromptedCLIP, options: RestoreOptions, dataset: str |
 class RestoreMConfig(RestoreOptions, MaPLeConfig):
     name = "restore_m"
     summary = "RESTORE on MaPLe: feature-shift consistency + FS-guided surgery adapters"
-    # SPEC.md training protocol: SGD lr 0.0035, batch 4, 10 epochs base-to-novel.
-    train_defaults = {"lr": 0.0035, "epochs": 10, "batch_size": 4}
 
     def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
         return attach_restore(MaPLeConfig.build(self, clip, dataset=dataset, n_classes=n_classes), self, dataset)
@@ -224,7 +222,6 @@ class RestoreMConfig(RestoreOptions, MaPLeConfig):
 class RestorePConfig(RestoreOptions, PromptSRCConfig):
     name = "restore_p"
     summary = "RESTORE on PromptSRC: feature-shift consistency + FS-guided surgery adapters"
-    train_defaults = {"lr": 0.0025, "epochs": 20, "batch_size": 4}  # PromptSRC's schedule
 
     def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
         return attach_restore(PromptSRCConfig.build(self, clip, dataset=dataset, n_classes=n_classes), self, dataset)
@@ -235,7 +232,6 @@ class RestorePConfig(RestoreOptions, PromptSRCConfig):
 class RestoreIVLPConfig(RestoreOptions, IVLPConfig):
     name = "restore_ivlp"
     summary = "RESTORE on IVLP (independent deep prompts): consistency loss + FS-guided surgery"
-    train_defaults = {"lr": 0.0025, "epochs": 20, "batch_size": 4}  # IVLP's schedule
 
     def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
         return attach_restore(IVLPConfig.build(self, clip, dataset=dataset, n_classes=n_classes), self, dataset)

@@ -16,8 +16,6 @@ from restore.methods.parts import ContextText, DeepVisionPrompts, HandcraftedTex
 class VPTConfig(MethodConfig):
     name = "vpt"
     summary = "VPT-deep: learnable vision tokens at every layer; text is the fixed 'a photo of a {class}.'"
-    # MaPLe repo configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml: SGD lr 0.0025, batch 4, 5 epochs.
-    train_defaults = {"lr": 0.0025, "epochs": 5, "batch_size": 4}
 
     n_ctx: int = option(8, help="vision tokens per layer (N_CTX_VISION 8)", min=1)
     depth: int = option(12, help="PROMPT_DEPTH_VISION 12", min=1)
@@ -33,8 +31,6 @@ class VPTConfig(MethodConfig):
 class DeepTextConfig(MethodConfig):
     name = "deep_text"
     summary = "Language-only deep prompts: learnable text tokens at every layer; image tower untouched"
-    # MaPLe repo configs/trainers/IVLP/vit_b16_c2_ep5_batch4_4ctx_language_only.yaml: lr 0.0025, batch 4, 5 ep.
-    train_defaults = {"lr": 0.0025, "epochs": 5, "batch_size": 4}
 
     n_ctx: int = option(4, help="text tokens per layer (N_CTX_TEXT 4)", min=1)
     depth: int = option(12, help="PROMPT_DEPTH_TEXT 12", min=1)

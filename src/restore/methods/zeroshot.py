@@ -16,7 +16,6 @@ from restore.methods.parts import HandcraftedText
 class ZeroShotConfig(MethodConfig):
     name = "zeroshot"
     summary = "Zero-shot CLIP (Radford et al. 2021): class-name prompts, no training"
-    train_defaults = {"epochs": 0}
 
     # CoOp's zero-shot baseline uses one hand-written template per dataset (trainers/zsclip.py).
     templates: str = option("single", help="single | ensemble | imagenet80 | promptsrc60 | a template with {}")

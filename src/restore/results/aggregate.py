@@ -17,7 +17,7 @@ import re
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from restore.results.records import RESERVED_METRIC_KEYS, RunRecord, harmonic_mean
 
@@ -56,7 +56,7 @@ def dataset_sort_key(name: str) -> tuple[int, str]:
 
 
 def method_sort_key(label: str) -> tuple[int, str]:
-    base = label.split(" [", 1)[0].lower()
+    base = label.split(" [", 1)[0].split(" (", 1)[0].lower()
     if base in _METHOD_ORDER:
         return (_METHOD_ORDER.index(base), label)
     if base.startswith("restore"):
@@ -183,7 +183,7 @@ class Aggregation:
 
 
 def select_runs(records: Iterable[RunRecord]) -> tuple[list[RunRecord], list[str]]:
-    """Finished runs, one per (method, tag, dataset, protocol, backbone, shots, seed): the latest one."""
+    """Finished runs, one per (method, schedule set, tag, dataset, protocol, backbone, shots, seed): the latest."""
     latest: dict[tuple, RunRecord] = {}
     duplicates = 0
     others: Counter[str] = Counter()
@@ -191,7 +191,7 @@ def select_runs(records: Iterable[RunRecord]) -> tuple[list[RunRecord], list[str
         if r.status != "finished":
             others[r.status] += 1
             continue
-        key = (r.method, r.tag, r.dataset, r.protocol, r.backbone, r.shots, r.seed)
+        key = (r.method, r.schedule, r.tag, r.dataset, r.protocol, r.backbone, r.shots, r.seed)
         if key in latest:
             duplicates += 1
             if (r.finished_at or "", r.run_id) < (latest[key].finished_at or "", latest[key].run_id):
@@ -359,10 +359,28 @@ def aggregate(records: Iterable[RunRecord]) -> Aggregation:
     out = Aggregation(notes=notes)
     for key in sorted(groups, key=order):
         protocol, backbone, shots, source = key
+        table: Table
         if protocol == "b2n":
-            out.tables.append(b2n_table(groups[key], backbone, shots))
+            table = b2n_table(groups[key], backbone, shots)
         elif protocol == "fewshot":
-            out.tables.append(fewshot_table(groups[key], backbone))
+            table = fewshot_table(groups[key], backbone)
         else:
-            out.tables.append(target_table(groups[key], protocol, backbone, shots, source))
+            table = target_table(groups[key], protocol, backbone, shots, source)
+        out.tables.append(replace(table, notes=(*table.notes, *schedule_notes(groups[key]))))
     return out
+
+
+def schedule_notes(runs: Sequence[RunRecord]) -> tuple[str, ...]:
+    """What the parentheses in the row labels mean, and a warning when one table holds two schedule sets."""
+    sets = sorted({r.schedule for r in runs if r.schedule})
+    if not sets:
+        return ()
+    notes = [
+        "(own): each method's own release schedule; (restore_paper): the RESTORE paper's re-runs of every "
+        "baseline (docs/fidelity.md). Runs of different sets are separate rows, never averaged together."
+    ]
+    if len(sets) > 1:
+        notes.append(f"This table mixes schedule sets ({', '.join(sets)}): compare rows of the same set.")
+    if any(not r.schedule for r in runs):
+        notes.append("Rows without a set in parentheses come from runs recorded before schedule sets existed.")
+    return tuple(notes)

@@ -266,9 +266,17 @@ class RunRecord:
         )
 
     @property
+    def schedule(self) -> str:
+        """The schedule set the run ran (`restore.methods.schedules`); '' for a record from before the sets."""
+        value = self.config.get("schedule") if isinstance(self.config, Mapping) else None
+        return value if isinstance(value, str) else ""
+
+    @property
     def label(self) -> str:
-        """How reports name the row: the method, and its tag when it has one."""
-        return f"{self.method} [{self.tag}]" if self.tag else self.method
+        """How reports name the row: the method, its schedule set in parentheses (two sets are two rows,
+        never averaged together), and its tag in brackets when it has one."""
+        name = f"{self.method} ({self.schedule})" if self.schedule else self.method
+        return f"{name} [{self.tag}]" if self.tag else name
 
     def validated(self) -> RunRecord:
         """This record with its fields checked (and `hm` filled in); raises ResultsError on the first problem."""

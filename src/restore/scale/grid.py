@@ -12,7 +12,8 @@
     shots: [16]
     seeds: [1, 2, 3]
     set:                             # overrides (dotted run-config keys, as --set) for every cell
-      model.backbone: ViT-B/16
+      schedule: restore_paper        #   e.g. one schedule set for all methods (like for like); a grid
+      model.backbone: ViT-B/16       #   matrix `schedule: [own, restore_paper]` runs both, tagged
       data.root: ~/data
     grid:                            # override matrix: the Cartesian product of these values ...
       optim.lr: [0.002, 0.0035]      #   ... times the axes; each point tags its runs "optim.lr=0.002"

@@ -1,0 +1,377 @@
+"""Named schedule sets: the one table that says what lr, epochs, batch size and method settings a method
+runs under a set for a protocol, and which official file each value comes from.
+
+Two sets:
+
+* ``own`` — each method as its own release trains it (MaPLe 5 epochs, PromptSRC 20, CoOp 200, ...).
+* ``restore_paper`` — the baselines as the RESTORE paper re-ran them with the configs of its release
+  (Yaphabates/RESTORE_): every method about 10 epochs on base-to-novel, so a RESTORE row and its baseline's
+  row differ in the method only.
+
+Why a table and not per-method defaults: comparing ``restore_m`` (10 epochs) with ``maple`` under MaPLe's
+own 5 epochs compares a method *and* an epoch count; a set makes the whole comparison explicit, and the
+run's ``config.yaml`` records both the set's name and every value it filled.
+
+Protocols: ``dg`` uses the ``xd`` entry (every release tests its ImageNet model on the variants);
+``train`` and ``fewshot`` use a method's ``fewshot`` entry when its release has one, else ``b2n``'s.
+The RESTORE variants have no release apart from the paper's, so both sets give them the same schedule.
+docs/fidelity.md explains each value and every deviation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from restore.errors import ConfigError
+
+SCHEDULE_SETS = ("own", "restore_paper")
+DEFAULT_SET = "own"
+SET_HELP = {
+    "own": "each method's own release (MaPLe 5 epochs, PromptSRC 20, CoOp 200/ImageNet 50, KgCoOp 100, ...)",
+    "restore_paper": "the RESTORE paper's re-runs of every baseline (Yaphabates/RESTORE_ configs: 10 epochs b2n)",
+}
+
+RESTORE = "Yaphabates/RESTORE_"
+MPL = "muzairkhattak/multimodal-prompt-learning"
+SRC = "muzairkhattak/PromptSRC"
+COOP = "KaiyangZhou/CoOp"
+KGCOOP = "htyao89/KgCoOp"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The settings one (method, set, protocol) entry fills, and where they come from."""
+
+    lr: float
+    epochs: int
+    batch_size: int
+    options: Mapping[str, Any] = field(default_factory=dict)  # method.<key> settings the entry fixes
+    source: str = ""  # repository: file(s) the values are read from
+    note: str = ""  # a deviation or a quirk of the source, in one sentence
+    # CoOp's few-shot recipe: epochs by shots (up to that many shots -> epochs), ImageNet's own count.
+    epochs_by_shots: tuple[tuple[int, int], ...] = ()
+    imagenet_epochs: int | None = None
+
+    def epochs_for(self, dataset: str, shots: int) -> int:
+        if self.imagenet_epochs is not None and _is_imagenet(dataset):
+            return self.imagenet_epochs
+        if shots > 0:
+            for most, epochs in self.epochs_by_shots:
+                if shots <= most:
+                    return epochs
+        return self.epochs
+
+    def settings(self, dataset: str = "", shots: int = 16) -> dict[str, Any]:
+        """Dotted run-config keys -> values, for `restore.engine.config` to fill under the user's values."""
+        return {
+            "optim.lr": self.lr,
+            "optim.epochs": self.epochs_for(dataset, shots),
+            "data.batch_size": self.batch_size,
+            **{f"method.{k}": v for k, v in self.options.items()},
+        }
+
+
+def _is_imagenet(dataset: str) -> bool:
+    if not dataset:
+        return False
+    from restore.data.registry import normalise
+
+    try:
+        from restore.data import get_dataset
+
+        return get_dataset(dataset).name == "imagenet"
+    except ConfigError:
+        return normalise(dataset) == "imagenet"
+
+
+# --- the entries ---------------------------------------------------------------------------------------
+_MAPLE = {"n_ctx": 2, "depth": 9, "ctx_init": "a photo of a"}
+_IVLP_2x12 = {"n_ctx_text": 2, "n_ctx_vision": 2, "depth_text": 12, "depth_vision": 12, "ctx_init": "a photo of a"}
+_IVLP_4x9 = {"n_ctx_text": 4, "n_ctx_vision": 4, "depth_text": 9, "depth_vision": 9, "ctx_init": "a photo of a"}
+_SRC_B2N = {**_IVLP_4x9, "gpa_mean": None, "gpa_std": 1.0}
+_COOP = {"n_ctx": 16, "ctx_init": None, "class_specific": False}
+_COCOOP = {"n_ctx": 4, "ctx_init": "a photo of a"}
+_KGCOOP_OWN = {"n_ctx": 4, "ctx_init": "a photo of a", "weight": 8.0}
+_KGCOOP_R = {"n_ctx": 4, "ctx_init": "a photo of a", "weight": 1.0}
+_COCOOP_NCTX = (
+    "the config's N_CTX 2 has no effect: with CTX_INIT the trainer counts the init's words (trainers/cocoop.py), "
+    "so it learns 4 tokens"
+)
+_SRC_XD = Schedule(
+    0.0025, 20, 4, {**_IVLP_4x9, "depth_text": 3, "depth_vision": 3, "gpa_mean": 6.0, "gpa_std": 10.0},
+    f"{SRC}: configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets.yaml (docs/TRAIN.md)",
+    "scripts/promptsrc/xd_train.sh names an ep5 file the release does not have; docs/TRAIN.md names this one",
+)  # fmt: skip
+_SRC_FEWSHOT = Schedule(
+    0.0025, 50, 4, {**_IVLP_4x9, "gpa_mean": 30.0, "gpa_std": 30.0},
+    f"{SRC}: scripts/promptsrc/few_shot.sh + configs/trainers/PromptSRC/vit_b16_c2_ep50_batch4_4+4ctx_few_shot.yaml",
+)  # fmt: skip
+_RESTORE_PAPER_10 = (
+    "RESTORE paper (arXiv 2403.06136) Table 1: 10 epochs; the rest PromptSRC's "
+    f"({SRC}: configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml) — {RESTORE} has no PromptSRC config"
+)
+_R_MAPLE_B2N = Schedule(
+    0.0035, 10, 4, _MAPLE,
+    f"{RESTORE}: scripts/maple/base2new_train.sh + configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml",
+    "the file is named ep5 but holds MAX_EPOCH 10",
+)  # fmt: skip
+_R_MAPLE_XD = Schedule(
+    0.0035, 2, 4, _MAPLE,
+    f"{RESTORE}: scripts/maple/xd_train.sh + configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml",
+)  # fmt: skip
+_R_FSA_B2N = Schedule(
+    0.0035, 10, 4, _MAPLE,
+    f"{RESTORE}: scripts/maple_fsa/base2new_train.sh + configs/trainers/MaPLe_FSA/vit_b16_c2_ep5_batch4_2ctx.yaml",
+    "the file is named ep5 but holds MAX_EPOCH 10",
+)  # fmt: skip
+_R_FSA_XD = Schedule(
+    0.0035, 2, 4, _MAPLE,
+    f"{RESTORE}: scripts/maple_fsa/xd_train.sh + "
+    "configs/trainers/MaPLe_FSA/vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml",
+)  # fmt: skip
+_R_IVLP_B2N = Schedule(
+    0.0035, 10, 4, _IVLP_2x12,
+    f"{RESTORE}: scripts/independent-vlp/base2new_train.sh + configs/trainers/IVLP/vit_b16_c2_ep10_batch4_2+2ctx.yaml",
+)  # fmt: skip
+_R_IVLP_XD = Schedule(
+    0.0035, 5, 4, _IVLP_2x12,
+    f"{RESTORE}: scripts/independent-vlp/xd_train_ivlp.sh + configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml",
+)  # fmt: skip
+_R_SRC_B2N = Schedule(0.0025, 10, 4, _SRC_B2N, _RESTORE_PAPER_10)
+_R_SRC_XD = Schedule(
+    _SRC_XD.lr, _SRC_XD.epochs, _SRC_XD.batch_size, _SRC_XD.options, _SRC_XD.source,
+    "the RESTORE paper gives no cross-dataset schedule for PromptSRC: PromptSRC's own",
+)  # fmt: skip
+
+_ZEROSHOT = Schedule(0.002, 0, 32, {}, "no training (CoOp trainers/zsclip.py)")
+# CoOp's few-shot recipe (COOP.md): 1 shot 50 epochs, 2-4 shots 100, 8-16 shots 200; ImageNet 50 at any shots.
+_COOP_OWN = Schedule(
+    0.002,
+    200,
+    32,
+    _COOP,
+    f"{COOP}: COOP.md + scripts/coop/main.sh (NCTX 16, CSC False, end) + configs/trainers/CoOp/vit_b16.yaml "
+    "(200 ep), vit_b16_ep100.yaml, vit_b16_ep50.yaml",
+    epochs_by_shots=((1, 50), (4, 100)),
+    imagenet_epochs=50,
+)
+_R_COOP_B2N = Schedule(
+    0.002, 10, 4, _COOP, f"{RESTORE}: scripts/coop/base2new_train.sh + configs/trainers/CoOp/vit_b16_ep10.yaml"
+)
+_R_COOP_XD = Schedule(
+    0.002, 2, 4, _COOP, f"{RESTORE}: scripts/coop/xd_train.sh + configs/trainers/CoOp/vit_b16_ep10_crossdataset.yaml"
+)
+_COCOOP_OWN = Schedule(
+    0.002,
+    10,
+    1,
+    _COCOOP,
+    f"{COOP}: scripts/cocoop/base2new_train.sh, xd_train.sh + "
+    "configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml",
+)
+_R_COCOOP_B2N = Schedule(
+    0.002,
+    10,
+    2,
+    _COCOOP,
+    f"{RESTORE}: scripts/cocoop/base2new_train.sh + configs/trainers/CoCoOp/vit_b16_c4_ep10_batch4_nctx2.yaml",
+    _COCOOP_NCTX,
+)
+_R_COCOOP_XD = Schedule(
+    0.002,
+    2,
+    1,
+    _COCOOP,
+    f"{RESTORE}: scripts/cocoop/xd_train.sh + configs/trainers/CoCoOp/vit_b16_c4_ep10_batch4_nctx2_crossdataset.yaml",
+    _COCOOP_NCTX,
+)
+_KGCOOP_OWN_ALL = Schedule(
+    0.002,
+    100,
+    128,
+    _KGCOOP_OWN,
+    f"{KGCOOP}: KgCoOp/scripts/base2new_train.sh (NCTX 4; WEIGHT 8.0 from scripts/run.sh) + "
+    "KgCoOp/configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml",
+)
+_R_KGCOOP_B2N = Schedule(
+    0.002,
+    10,
+    4,
+    _KGCOOP_R,
+    f"{RESTORE}: scripts/kgcoop/base2new_train.sh (NCTX 4, WEIGHT 1.0) + "
+    "configs/trainers/KgCoOp/vit_b16_ep10_ctxv1.yaml",
+)
+_R_KGCOOP_XD = Schedule(
+    0.002,
+    2,
+    4,
+    _KGCOOP_R,
+    f"{RESTORE}: scripts/kgcoop/xd_train.sh (WEIGHT 1.0) + configs/trainers/KgCoOp/vit_b16_ep2_ctxv1_crossdataset.yaml",
+    "the init's 4 words set n_ctx (the script passes no NCTX)",
+)
+_MAPLE_B2N = Schedule(
+    0.0035,
+    5,
+    4,
+    _MAPLE,
+    f"{MPL}: scripts/maple/base2new_train_maple.sh + configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml",
+)
+_MAPLE_XD = Schedule(
+    0.0026,
+    2,
+    4,
+    {**_MAPLE, "depth": 3},
+    f"{MPL}: scripts/maple/xd_train_maple.sh + configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml",
+)
+_IVLP_OWN = Schedule(
+    0.0025,
+    20,
+    4,
+    _IVLP_4x9,
+    f"{SRC}: scripts/independent-vlp/base2new_train_ivlp.sh + configs/trainers/IVLP/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
+    f"PromptSRC's IVLP (4+4 tokens, depth 9); {MPL} trains 2+2 tokens at depth 12 for 5 epochs, lr 0.0035",
+)
+_VPT_OWN = Schedule(
+    0.0025,
+    5,
+    4,
+    {"n_ctx": 8, "depth": 12},
+    f"{MPL}: scripts/vpt/base2new_train_vpt.sh, xd_train_vpt.sh + configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml",
+)
+_R_VPT_B2N = Schedule(
+    0.0025,
+    10,
+    4,
+    {"n_ctx": 2, "depth": 12},
+    f"{RESTORE}: scripts/vpt/base2new_train.sh + configs/trainers/VPT/vit_b16_ctx2_ep10_batch4_4.yaml",
+)
+_R_VPT_XD = Schedule(
+    0.0025,
+    5,
+    4,
+    {"n_ctx": 8, "depth": 12},
+    f"{MPL}: configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml",
+    f"{RESTORE}'s scripts/vpt/xd_train_vpt.sh names this file, which only MaPLe's release has",
+)
+_TEXT_OWN = Schedule(
+    0.0025,
+    5,
+    4,
+    {"n_ctx": 4, "depth": 12, "ctx_init": "a photo of a"},
+    f"{MPL}: scripts/language-prompting/base2new_train_lp.sh, xd_train_lp.sh + "
+    "configs/trainers/IVLP/vit_b16_c2_ep5_batch4_4ctx_language_only.yaml",
+)
+_R_TEXT_B2N = Schedule(
+    0.0025,
+    10,
+    4,
+    {"n_ctx": 2, "depth": 12, "ctx_init": "a photo of a"},
+    f"{RESTORE}: scripts/language-prompting/base2new_train.sh + "
+    "configs/trainers/IVLP/vit_b16_c2_ep10_batch4_2ctx_language_only.yaml",
+)
+_R_TEXT_XD = Schedule(
+    0.0025,
+    5,
+    4,
+    {"n_ctx": 4, "depth": 12, "ctx_init": "a photo of a"},
+    f"{RESTORE}: scripts/language-prompting/xd_train_lp.sh + "
+    "configs/trainers/IVLP/vit_b16_c2_ep5_batch4_4ctx_language_only.yaml",
+)
+_SRC_B2N_OWN = Schedule(
+    0.0025,
+    20,
+    4,
+    _SRC_B2N,
+    f"{SRC}: scripts/promptsrc/base2new_train.sh + configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
+    "GPA_MEAN 15 is 3/4 of the 20 epochs: gpa_mean null keeps that rule when epochs change",
+)
+
+
+def _each(entry: Schedule) -> dict[str, Schedule]:
+    """One entry for every protocol (a release with one config for all of them)."""
+    return {"b2n": entry, "xd": entry}
+
+
+#: (method, set) -> protocol ("b2n", "xd", optionally "fewshot") -> Schedule.
+TABLE: dict[tuple[str, str], dict[str, Schedule]] = {
+    ("zeroshot", "own"): _each(_ZEROSHOT),
+    ("zeroshot", "restore_paper"): _each(_ZEROSHOT),
+    ("coop", "own"): _each(_COOP_OWN),
+    ("coop", "restore_paper"): {"b2n": _R_COOP_B2N, "xd": _R_COOP_XD},
+    ("cocoop", "own"): _each(_COCOOP_OWN),
+    ("cocoop", "restore_paper"): {"b2n": _R_COCOOP_B2N, "xd": _R_COCOOP_XD},
+    ("kgcoop", "own"): _each(_KGCOOP_OWN_ALL),
+    ("kgcoop", "restore_paper"): {"b2n": _R_KGCOOP_B2N, "xd": _R_KGCOOP_XD},
+    ("maple", "own"): {"b2n": _MAPLE_B2N, "xd": _MAPLE_XD},
+    ("maple", "restore_paper"): {"b2n": _R_MAPLE_B2N, "xd": _R_MAPLE_XD},
+    ("restore_m", "own"): {"b2n": _R_FSA_B2N, "xd": _R_FSA_XD},
+    ("restore_m", "restore_paper"): {"b2n": _R_FSA_B2N, "xd": _R_FSA_XD},
+    ("ivlp", "own"): _each(_IVLP_OWN),
+    ("ivlp", "restore_paper"): {"b2n": _R_IVLP_B2N, "xd": _R_IVLP_XD},
+    ("restore_ivlp", "own"): {"b2n": _R_IVLP_B2N, "xd": _R_IVLP_XD},
+    ("restore_ivlp", "restore_paper"): {"b2n": _R_IVLP_B2N, "xd": _R_IVLP_XD},
+    ("vpt", "own"): _each(_VPT_OWN),
+    ("vpt", "restore_paper"): {"b2n": _R_VPT_B2N, "xd": _R_VPT_XD},
+    ("deep_text", "own"): _each(_TEXT_OWN),
+    ("deep_text", "restore_paper"): {"b2n": _R_TEXT_B2N, "xd": _R_TEXT_XD},
+    ("promptsrc", "own"): {"b2n": _SRC_B2N_OWN, "xd": _SRC_XD, "fewshot": _SRC_FEWSHOT},
+    ("promptsrc", "restore_paper"): {"b2n": _R_SRC_B2N, "xd": _R_SRC_XD},
+    ("restore_p", "own"): {"b2n": _R_SRC_B2N, "xd": _R_SRC_XD},
+    ("restore_p", "restore_paper"): {"b2n": _R_SRC_B2N, "xd": _R_SRC_XD},
+}
+
+
+def check_set(name: str) -> str:
+    """``name`` if it is a schedule set; otherwise a `ConfigError` listing the sets."""
+    if name not in SCHEDULE_SETS:
+        raise ConfigError(
+            f"unknown schedule set {name!r}; valid sets: {', '.join(SCHEDULE_SETS)}",
+            hint="schedule: own (each method's release) or restore_paper (the RESTORE paper's re-runs)",
+        )
+    return name
+
+
+def protocol_key(protocol: str, entries: Mapping[str, Schedule]) -> str:
+    """Which entry a protocol reads: dg -> xd; train and fewshot -> fewshot where there is one, else b2n."""
+    if protocol in ("xd", "dg"):
+        return "xd"
+    if protocol in ("train", "fewshot") and "fewshot" in entries:
+        return "fewshot"
+    return "b2n"
+
+
+def schedule_for(method: str, schedule: str, protocol: str) -> Schedule | None:
+    """The entry for (method, set, protocol); None for a method the table does not know (a plugin's),
+    which then runs on the engine's generic defaults."""
+    check_set(schedule)
+    entries = TABLE.get((method, schedule))
+    if entries is None:
+        return None
+    return entries[protocol_key(protocol, entries)]
+
+
+def schedule_settings(method: str, schedule: str, protocol: str, dataset: str = "", shots: int = 16) -> dict[str, Any]:
+    """Dotted run-config keys -> the values the set fills for this run (empty for an unknown method)."""
+    entry = schedule_for(method, schedule, protocol)
+    return {} if entry is None else entry.settings(dataset, shots)
+
+
+def describe_schedules(method: str) -> list[dict[str, Any]]:
+    """One row per (set, protocol entry) of a method: for `restore methods NAME` and the docs."""
+    rows = []
+    for name in SCHEDULE_SETS:
+        for protocol, entry in (TABLE.get((method, name)) or {}).items():
+            rule = ""
+            if entry.epochs_by_shots or entry.imagenet_epochs is not None:
+                parts = [f"<={most} shots: {e}" for most, e in entry.epochs_by_shots] + [f"more: {entry.epochs}"]
+                if entry.imagenet_epochs is not None:
+                    parts.append(f"ImageNet: {entry.imagenet_epochs}")
+                rule = "; ".join(parts)
+            rows.append({
+                "set": name, "protocol": protocol, "lr": entry.lr, "epochs": entry.epochs, "epochs_rule": rule,
+                "batch_size": entry.batch_size,
+                "options": dict(entry.options), "source": entry.source, "note": entry.note,
+            })  # fmt: skip
+    return rows

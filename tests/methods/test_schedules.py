@@ -1,0 +1,173 @@
+"""Schedule sets: every method resolves to the values its release (own) or the RESTORE paper's re-run
+(restore_paper) lists, for each protocol; the user's values win; the set is part of the run's identity.
+
+The expected values below are written out from the official files (named per row), not read from
+`restore.methods.schedules`.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from restore.config import load_yaml
+from restore.engine.config import load_run_config, resolve
+from restore.errors import ConfigError
+from restore.methods import method_names
+from restore.methods.schedules import SCHEDULE_SETS, TABLE
+
+MAPLE = {"n_ctx": 2, "depth": 9, "ctx_init": "a photo of a"}
+IVLP_2x12 = {"n_ctx_text": 2, "n_ctx_vision": 2, "depth_text": 12, "depth_vision": 12}
+IVLP_4x9 = {"n_ctx_text": 4, "n_ctx_vision": 4, "depth_text": 9, "depth_vision": 9}
+COOP = {"n_ctx": 16, "ctx_init": None, "class_specific": False}
+COCOOP = {"n_ctx": 4, "ctx_init": "a photo of a"}
+SRC_B2N = {**IVLP_4x9, "gpa_mean": None, "gpa_std": 1.0}
+SRC_XD = {"n_ctx_text": 4, "n_ctx_vision": 4, "depth_text": 3, "depth_vision": 3, "gpa_mean": 6.0, "gpa_std": 10.0}
+SRC_FEW = {**IVLP_4x9, "gpa_mean": 30.0, "gpa_std": 30.0}
+
+# (method, set, protocol) -> (lr, epochs, batch size, method settings), for 16 shots on dtd (b2n, fewshot)
+# or ImageNet (xd). dg reads the xd row in every release; fewshot the b2n row unless a release has its own.
+EXPECTED = {
+    # MaPLe release: MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml, ..._cross_datasets.yaml (lr 0.0026, depth 3)
+    ("maple", "own", "b2n"): (0.0035, 5, 4, MAPLE),
+    ("maple", "own", "xd"): (0.0026, 2, 4, {**MAPLE, "depth": 3}),
+    ("maple", "own", "fewshot"): (0.0035, 5, 4, MAPLE),
+    # RESTORE_: MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml holds MAX_EPOCH 10; cross_datasets lr 0.0035, depth 9
+    ("maple", "restore_paper", "b2n"): (0.0035, 10, 4, MAPLE),
+    ("maple", "restore_paper", "xd"): (0.0035, 2, 4, MAPLE),
+    ("restore_m", "own", "b2n"): (0.0035, 10, 4, MAPLE),
+    ("restore_m", "own", "xd"): (0.0035, 2, 4, MAPLE),
+    ("restore_m", "restore_paper", "b2n"): (0.0035, 10, 4, MAPLE),
+    ("restore_m", "restore_paper", "xd"): (0.0035, 2, 4, MAPLE),
+    # PromptSRC release's IVLP/vit_b16_c2_ep20_batch4_4+4ctx.yaml; RESTORE_ IVLP 2+2ctx ep10 / ep5 (xd)
+    ("ivlp", "own", "b2n"): (0.0025, 20, 4, IVLP_4x9),
+    ("ivlp", "own", "xd"): (0.0025, 20, 4, IVLP_4x9),
+    ("ivlp", "restore_paper", "b2n"): (0.0035, 10, 4, IVLP_2x12),
+    ("ivlp", "restore_paper", "xd"): (0.0035, 5, 4, IVLP_2x12),
+    ("restore_ivlp", "own", "b2n"): (0.0035, 10, 4, IVLP_2x12),
+    ("restore_ivlp", "restore_paper", "b2n"): (0.0035, 10, 4, IVLP_2x12),
+    ("restore_ivlp", "restore_paper", "xd"): (0.0035, 5, 4, IVLP_2x12),
+    # MaPLe release VPT/vit_b16_c2_ep5_batch4_4.yaml; RESTORE_ VPT/vit_b16_ctx2_ep10_batch4_4.yaml
+    ("vpt", "own", "b2n"): (0.0025, 5, 4, {"n_ctx": 8, "depth": 12}),
+    ("vpt", "restore_paper", "b2n"): (0.0025, 10, 4, {"n_ctx": 2, "depth": 12}),
+    ("vpt", "restore_paper", "xd"): (0.0025, 5, 4, {"n_ctx": 8, "depth": 12}),
+    # IVLP language-only: MaPLe release 4ctx ep5; RESTORE_ 2ctx ep10 (b2n), 4ctx ep5 (xd)
+    ("deep_text", "own", "b2n"): (0.0025, 5, 4, {"n_ctx": 4, "depth": 12}),
+    ("deep_text", "restore_paper", "b2n"): (0.0025, 10, 4, {"n_ctx": 2, "depth": 12}),
+    ("deep_text", "restore_paper", "xd"): (0.0025, 5, 4, {"n_ctx": 4, "depth": 12}),
+    # CoOp: vit_b16.yaml (200 ep) at 16 shots, ImageNet *_ep50; RESTORE_ CoOp/vit_b16_ep10(_crossdataset)
+    ("coop", "own", "b2n"): (0.002, 200, 32, COOP),
+    ("coop", "own", "xd"): (0.002, 50, 32, COOP),
+    ("coop", "own", "fewshot"): (0.002, 200, 32, COOP),
+    ("coop", "restore_paper", "b2n"): (0.002, 10, 4, COOP),
+    ("coop", "restore_paper", "xd"): (0.002, 2, 4, COOP),
+    # CoCoOp vit_b16_c4_ep10_batch1_ctxv1; RESTORE_ vit_b16_c4_ep10_batch4_nctx2 (batch 2; the init's 4 words)
+    ("cocoop", "own", "b2n"): (0.002, 10, 1, COCOOP),
+    ("cocoop", "restore_paper", "b2n"): (0.002, 10, 2, COCOOP),
+    ("cocoop", "restore_paper", "xd"): (0.002, 2, 1, COCOOP),
+    # KgCoOp vit_b16_ep100_ctxv1 (batch 128), W 8; RESTORE_ vit_b16_ep10_ctxv1 / ep2 crossdataset, W 1
+    ("kgcoop", "own", "b2n"): (0.002, 100, 128, {"n_ctx": 4, "weight": 8.0}),
+    ("kgcoop", "own", "xd"): (0.002, 100, 128, {"n_ctx": 4, "weight": 8.0}),
+    ("kgcoop", "restore_paper", "b2n"): (0.002, 10, 4, {"n_ctx": 4, "weight": 1.0}),
+    ("kgcoop", "restore_paper", "xd"): (0.002, 2, 4, {"n_ctx": 4, "weight": 1.0}),
+    # PromptSRC: ep20 4+4ctx; cross_datasets depth 3, GPA 6/10; few_shot 50 epochs, GPA 30/30
+    ("promptsrc", "own", "b2n"): (0.0025, 20, 4, SRC_B2N),
+    ("promptsrc", "own", "xd"): (0.0025, 20, 4, SRC_XD),
+    ("promptsrc", "own", "fewshot"): (0.0025, 50, 4, SRC_FEW),
+    # The RESTORE paper's Table 1: 10 epochs for PromptSRC and RESTORE_p (no config in RESTORE_)
+    ("promptsrc", "restore_paper", "b2n"): (0.0025, 10, 4, SRC_B2N),
+    ("promptsrc", "restore_paper", "fewshot"): (0.0025, 10, 4, SRC_B2N),
+    ("promptsrc", "restore_paper", "xd"): (0.0025, 20, 4, SRC_XD),
+    ("restore_p", "own", "b2n"): (0.0025, 10, 4, SRC_B2N),
+    ("restore_p", "restore_paper", "b2n"): (0.0025, 10, 4, SRC_B2N),
+    ("restore_p", "restore_paper", "xd"): (0.0025, 20, 4, SRC_XD),
+    ("zeroshot", "own", "b2n"): (0.002, 0, 32, {}),
+    ("zeroshot", "restore_paper", "xd"): (0.002, 0, 32, {}),
+}
+
+
+def _resolved(method: str, schedule: str, protocol: str, *, dataset: str | None = None, shots: int = 16, **more):
+    dataset = dataset or ("imagenet" if protocol in ("xd", "dg") else "dtd")
+    flags = {"method": method, "schedule": schedule, "protocol": protocol, "data.dataset": dataset,
+             "data.shots": shots, **more}  # fmt: skip
+    return resolve(load_run_config(None, flags), image_size=224)
+
+
+@pytest.mark.parametrize(("method", "schedule", "protocol"), sorted(EXPECTED))
+def test_schedule_sets_resolve_to_the_listed_values(method, schedule, protocol):
+    lr, epochs, batch, options = EXPECTED[(method, schedule, protocol)]
+    cfg = _resolved(method, schedule, protocol)
+    assert (cfg.optim.lr, cfg.optim.epochs, cfg.data.batch_size) == (lr, epochs, batch)
+    assert {k: getattr(cfg.method, k) for k in options} == options
+    assert cfg.schedule == schedule
+
+
+def test_every_method_has_both_sets_for_b2n_and_xd_with_a_source():
+    for name in method_names():
+        for schedule in SCHEDULE_SETS:
+            entries = TABLE[(name, schedule)]
+            assert {"b2n", "xd"} <= set(entries), (name, schedule)
+            for entry in entries.values():
+                assert "/" in entry.source.split(":")[0] or entry.source.startswith(("RESTORE paper", "no training"))
+    assert len({(m, s) for (m, s, _) in EXPECTED}) == len(method_names()) * len(SCHEDULE_SETS)
+
+
+def test_dg_reads_the_xd_row_and_train_the_fewshot_or_b2n_row():
+    assert _resolved("maple", "own", "dg").method.depth == 3
+    assert _resolved("maple", "own", "dg").optim.lr == 0.0026
+    assert _resolved("promptsrc", "own", "train").optim.epochs == 50
+    assert _resolved("maple", "restore_paper", "train").optim.epochs == 10
+
+
+@pytest.mark.parametrize(
+    ("dataset", "shots", "epochs"),
+    [("dtd", 1, 50), ("dtd", 2, 100), ("dtd", 4, 100), ("dtd", 8, 200), ("dtd", 16, 200), ("dtd", -1, 200),
+     ("imagenet", 1, 50), ("ImageNet", 16, 50)],
+)  # fmt: skip
+def test_coop_own_epochs_follow_its_few_shot_recipe(dataset, shots, epochs):
+    # COOP.md: rn50_ep50 at 1 shot, rn50_ep100 at 2 and 4, rn50 (200) at 8 and 16; ImageNet *_ep50 always.
+    assert _resolved("coop", "own", "fewshot", dataset=dataset, shots=shots).optim.epochs == epochs
+
+
+def test_user_values_win_over_the_set_in_every_layer(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("method: {name: ivlp, depth_text: 5}\nschedule: restore_paper\noptim: {lr: 0.01}\n")
+    cfg = resolve(load_run_config(path, {"data.batch_size": 7, "protocol": "b2n"}, ["optim.epochs=3"]))
+    assert (cfg.optim.lr, cfg.optim.epochs, cfg.data.batch_size) == (0.01, 3, 7)
+    assert (cfg.method.depth_text, cfg.method.depth_vision, cfg.method.n_ctx_text) == (5, 12, 2)
+    # --set picks the set too, over the file's
+    cfg = resolve(load_run_config(path, {"protocol": "b2n"}, ["schedule=own"]))
+    assert (cfg.schedule, cfg.optim.epochs, cfg.method.n_ctx_text, cfg.method.depth_text) == ("own", 20, 4, 5)
+
+
+def test_unknown_set_lists_the_sets():
+    from typing import get_args
+
+    from restore.engine.config import ScheduleSet
+
+    assert get_args(ScheduleSet) == SCHEDULE_SETS  # the run config's type and the table name the same sets
+    with pytest.raises(ConfigError, match="unknown schedule set 'paper'; valid sets: own, restore_paper"):
+        load_run_config(None, {"method": "maple", "schedule": "paper"})
+
+
+def test_the_set_is_written_read_back_and_part_of_the_identity(tmp_path):
+    own = resolve(load_run_config(None, {"method": "maple", "data.dataset": "dtd", "protocol": "b2n"}))
+    paper = resolve(load_run_config(None, {"method": "maple", "data.dataset": "dtd", "protocol": "b2n",
+                                           "schedule": "restore_paper"}))  # fmt: skip
+    assert own.hash() != paper.hash()
+    # the same resolved values under another set name are another run
+    relabelled = resolve(load_run_config(None, {"method": "maple", "data.dataset": "dtd", "protocol": "b2n",
+                                                "schedule": "restore_paper", "optim.epochs": 5}))  # fmt: skip
+    assert relabelled.identity()["optim"] == own.identity()["optim"] and relabelled.hash() != own.hash()
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(paper.to_dict(), sort_keys=False))
+    assert load_yaml(tmp_path / "config.yaml")["schedule"] == "restore_paper"
+    again = resolve(load_run_config(tmp_path / "config.yaml"))
+    assert again.to_dict() == paper.to_dict() and again.hash() == paper.hash()
+
+
+def test_the_python_api_takes_the_set_like_any_setting():
+    from restore.api import make_config
+
+    cfg = resolve(make_config("xd", method="maple", schedule="own", dataset="imagenet"))
+    # MaPLe's release, cross-dataset: lr 0.0026, depth 3, 2 epochs
+    assert (cfg.schedule, cfg.optim.lr, cfg.method.depth, cfg.optim.epochs) == ("own", 0.0026, 3, 2)
