@@ -29,13 +29,14 @@ PROTOCOLS = ("train", "b2n", "xd", "dg", "fewshot")
 Protocol = Literal["train", "b2n", "xd", "dg", "fewshot"]
 Precision = Literal["auto", "fp32", "amp", "bf16", "fp16"]
 ScheduleSet = Literal["own", "restore_paper"]
+TrackerName = Literal["tensorboard", "jsonl", "wandb", "mlflow"]
 
 # Keys that say where a run's outputs go or how it reports, not what it computes: they are left out of the
 # run's identity (its hash, the run directory name, the resume check).
 # (data.workers stays in: workers draw augmentations from other generators than the main process.)
 # (data.strict_shots only decides whether a short class is an error: a run it lets through is the same run.)
 ADMIN_KEYS = (
-    "out", "db", "quiet", "log_every", "shift_images", "device", "data.root", "data.eval_batch_size",
+    "out", "db", "quiet", "log_every", "shift_images", "tracking", "device", "data.root", "data.eval_batch_size",
     "data.strict_shots", "model.text_packing", "model.text_chunk", "model.text_checkpointing", "model.compile",
 )  # fmt: skip
 # (the model.* speed and memory switches change no result beyond float rounding)
@@ -120,6 +121,11 @@ class RunConfig:
     log_every: int = option(20, help="write a log line every this many training steps", min=1)
     shift_images: int = option(
         256, help="training images whose per-layer feature shift a run records in metrics.shift (0: none)", min=0
+    )
+    tracking: list[TrackerName] = option(  # noqa: RUF009  (option() is dataclasses.field)
+        ["tensorboard", "jsonl"],
+        help="where per-step scalars go: tensorboard (<run>/tensorboard/), jsonl (<run>/scalars.jsonl), wandb, "
+        "mlflow (their libraries, installed separately); [] for none",
     )
 
     @property

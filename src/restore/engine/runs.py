@@ -43,6 +43,7 @@ from restore.engine.evaluate import dataset_title, evaluate
 from restore.engine.precision import cast_for_precision
 from restore.engine.progress import RunLog
 from restore.engine.seeding import derive_seed, seed_everything
+from restore.engine.tracking import check_trackers, open_trackers
 from restore.engine.trainer import Trainer, TrainResult, TrainSettings
 from restore.errors import CheckpointError, ConfigError, DataError, RestoreError
 from restore.fileio import atomic_write_json, atomic_write_text
@@ -151,6 +152,7 @@ def plan_run(config: RunConfig | dict[str, Any], *, run_dir: str | Path | None =
     data = prepare_data(config, dataset, root)
     clip = apply_model_options(load_backbone(config.model.backbone, device), config.model)
     resolved = resolve(config, image_size=clip.cfg.vision.image_size, device_type=device.type)
+    check_trackers(resolved.tracking)  # a tracker whose library is missing fails before anything is written
     with torch.random.fork_rng(devices=[]):
         seed_everything(derive_seed(resolved.seed, "init"))
         method = build_method(resolved.method, clip, data.train.classnames, title).to(device)
@@ -507,6 +509,8 @@ def _train(
         precision=c.model.precision,
         log_every=c.log_every,
     )
+    label = plan.run_dir.relative_to(c.out).as_posix() if plan.run_dir.is_relative_to(c.out) else plan.run_dir.name
+    tracker = open_trackers(c.tracking, plan.run_dir, name=label, config=c.to_dict())
     trainer = Trainer(
         plan.method,
         train_set,
@@ -518,8 +522,12 @@ def _train(
         log=log,
         progress=progress,
         on_epoch_end=lambda epoch, summary: heartbeat(),
+        tracker=tracker,
     )
-    return trainer.fit(resume=resume)
+    try:
+        return trainer.fit(resume=resume)
+    finally:
+        tracker.close()
 
 
 def _evaluate_all(plan: RunPlan, log: RunLog, *, progress: bool | None) -> tuple[dict[str, Any], int]:

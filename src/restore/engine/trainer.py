@@ -46,6 +46,7 @@ from restore.engine.seeding import (
     set_rng_state,
     worker_init,
 )
+from restore.engine.tracking import Tracker, Trackers
 from restore.errors import CheckpointError, TrainingError
 from restore.methods import PromptedCLIP
 from restore.scale import distributed
@@ -167,7 +168,8 @@ class Trainer:
     """Trains ``method`` on ``train_set`` (a torch Dataset of (image tensor, label)).
 
     ``checkpoint`` is where the per-epoch training checkpoint goes (None: no checkpoints); ``config_hash`` and
-    ``identity`` (the run's settings) are stored in it and checked on resume.
+    ``identity`` (the run's settings) are stored in it and checked on resume. ``tracker`` receives every
+    step's scalars (`restore.engine.tracking`); its owner closes it.
     """
 
     def __init__(
@@ -183,6 +185,7 @@ class Trainer:
         log: RunLog | None = None,
         progress: bool | None = None,
         on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+        tracker: Tracker | None = None,
     ) -> None:
         self.method = method
         self.train_set = train_set
@@ -194,6 +197,8 @@ class Trainer:
         self.log = log or RunLog(quiet=True)
         self.progress = TrainProgress(self.log, enabled=progress)
         self.on_epoch_end = on_epoch_end
+        self.tracker = tracker if tracker is not None else Trackers([])
+        self._tracking = False  # tracker.begin called (once: a later `fit` continues the same files)
         params = method.learnable_parameters()
         self.world = distributed.current()
         # The forward pass of training; DDP syncs the learnable parameters' gradients across ranks.
@@ -277,6 +282,9 @@ class Trainer:
                 f"a global batch of {min(n, s.batch_size)} images cannot feed {self.world.size} processes",
                 hint="use a batch size (and training set) of at least one image per process",
             )
+        if not self._tracking:  # a resume drops what a killed process logged past its checkpoint
+            self.tracker.begin(self.global_step)
+            self._tracking = True
         t0 = time.perf_counter()
         if self.epoch < s.epochs:
             self.log.info(
@@ -359,6 +367,7 @@ class Trainer:
             seen += b
             acc = 100.0 * correct / seen
             self.progress.step(loss_sum / seen, acc, lr)
+            self.tracker.log(self.global_step, {"epoch": epoch + 1, "loss": value, **logs, "lr": lr, "acc": acc})
             if (step + 1) % s.log_every == 0:
                 parts = " ".join(f"{k} {v:.4f}" for k, v in logs.items())
                 self.log.info(

@@ -1,0 +1,189 @@
+"""Per-step scalars: the JSONL and TensorBoard files hold what the trainer computed (read back with TensorBoard's
+own reader), a resume neither duplicates nor loses a step, W&B and MLflow get the same values through their
+libraries (offline), and a tracker whose library is missing is refused before a run writes anything."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from restore.engine.config import build_run_config
+from restore.engine.schedule import lr_at_epoch
+from restore.engine.tracking import (
+    SCALARS_FILE,
+    TENSORBOARD_DIR,
+    JsonlTracker,
+    TensorBoardTracker,
+    Trackers,
+    check_trackers,
+    crc32c,
+    open_trackers,
+    read_scalars,
+)
+from restore.engine.trainer import Trainer, TrainSettings
+from restore.errors import ConfigError
+from restore.methods import build_method, make_config
+from tests.engine.fakes import Blobs
+
+SETTINGS = {"epochs": 3, "lr": 0.01, "batch_size": 8, "seed": 3}
+STEPS = 3 * (48 // 8)
+
+
+class Spy:
+    """A tracker that keeps what the trainer handed it."""
+
+    def __init__(self) -> None:
+        self.logged: list[tuple[int, dict[str, float]]] = []
+        self.begun: list[int] = []
+
+    def begin(self, step: int) -> None:
+        self.begun.append(step)
+
+    def log(self, step: int, scalars) -> None:
+        self.logged.append((step, dict(scalars)))
+
+    def close(self) -> None:
+        pass
+
+
+def _method(tiny_clip, classnames, name="restore_m"):
+    torch.manual_seed(11)
+    return build_method(make_config(name, {}), tiny_clip, classnames, "DescribableTextures")
+
+
+def _fit(method, run_dir, *trackers, **fit):
+    tracker = Trackers([JsonlTracker(run_dir / SCALARS_FILE), TensorBoardTracker(run_dir / TENSORBOARD_DIR), *trackers])
+    trainer = Trainer(
+        method, Blobs(), TrainSettings(**SETTINGS), checkpoint=run_dir / "last.pt", config_hash="h", tracker=tracker
+    )
+    try:
+        return trainer.fit(**fit)
+    finally:
+        tracker.close()
+
+
+def _tensorboard(folder):
+    """{tag: [(step, value)]} read by TensorBoard's own EventAccumulator (all events kept)."""
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    acc = accumulator.EventAccumulator(str(folder), size_guidance={accumulator.SCALARS: 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def _without_time(records):
+    return [{k: v for k, v in r.items() if k != "time"} for r in records]
+
+
+def test_crc32c_matches_the_standard_check_value():
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value (RFC 3720, appendix B.4)
+    assert crc32c(b"") == 0
+
+
+def test_jsonl_and_tensorboard_hold_every_step_the_trainer_logged(tiny_clip, classnames, tmp_path):
+    spy = Spy()
+    _fit(_method(tiny_clip, classnames), tmp_path, spy)
+    assert spy.begun == [0] and [s for s, _ in spy.logged] == list(range(1, STEPS + 1))
+    first = spy.logged[0][1]
+    assert {"epoch", "loss", "ce", "fs", "shift_v", "shift_t", "alpha_v", "alpha_t", "lr", "acc"} <= set(first)
+    for step, scalars in spy.logged:  # the values are the trainer's: its schedule, its loss = ce + fs
+        epoch = (step - 1) // 6
+        assert scalars["epoch"] == epoch + 1 and scalars["lr"] == lr_at_epoch(epoch, lr=0.01, epochs=3)
+        assert scalars["loss"] == pytest.approx(scalars["ce"] + scalars["fs"], rel=1e-6)
+        assert 0.0 <= scalars["acc"] <= 100.0
+
+    records = read_scalars(tmp_path)
+    assert [r.pop("step") for r in records] == list(range(1, STEPS + 1))
+    assert _without_time(records) == [s for _, s in spy.logged]  # exact: JSON keeps every float
+
+    board = _tensorboard(tmp_path / TENSORBOARD_DIR)
+    assert set(board) == {f"train/{k}" for k in first}
+    for name in first:
+        steps, values = zip(*board[f"train/{name}"], strict=True)
+        assert list(steps) == list(range(1, STEPS + 1))
+        expected = np.array([s[name] for _, s in spy.logged], dtype=np.float32)  # event files hold float32
+        np.testing.assert_array_equal(np.array(values, dtype=np.float32), expected)
+
+
+def test_a_resume_continues_the_files_from_its_checkpoint_without_duplicates(tiny_clip, classnames, tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    _fit(_method(tiny_clip, classnames), whole)
+
+    # A process that checkpoints epoch 1, logs all of epoch 2 and is killed mid-write before epoch 2's checkpoint.
+    _fit(_method(tiny_clip, classnames), killed, until_epoch=1)
+    shutil.copy(killed / "last.pt", tmp_path / "epoch1.pt")
+    _fit(_method(tiny_clip, classnames), killed, resume=True, until_epoch=2)
+    shutil.copy(tmp_path / "epoch1.pt", killed / "last.pt")
+    with (killed / SCALARS_FILE).open("a") as f:
+        f.write('{"step": 13, "loss": 0.')  # a line the kill cut short
+    (event_file,) = (killed / TENSORBOARD_DIR).iterdir()
+    with event_file.open("ab") as f:
+        f.write(b"\x20\x00\x00\x00\x00\x00")  # and half a record header
+    assert max(r["step"] for r in read_scalars(killed)) == 12
+
+    spy = Spy()
+    result = _fit(_method(tiny_clip, classnames), killed, spy, resume=True)
+    assert result.resumed_from == 1 and spy.begun == [6] and spy.logged[0][0] == 7
+    resumed, uninterrupted = read_scalars(killed), read_scalars(whole)
+    assert [r["step"] for r in resumed] == list(range(1, STEPS + 1))
+    assert _without_time(resumed) == _without_time(uninterrupted)
+    board, board_whole = _tensorboard(killed / TENSORBOARD_DIR), _tensorboard(whole / TENSORBOARD_DIR)
+    assert board == board_whole and [s for s, _ in board["train/loss"]] == list(range(1, STEPS + 1))
+
+
+def test_the_tracking_key_stays_out_of_the_run_identity():
+    default = build_run_config({"method": "coop"})
+    assert default.tracking == ["tensorboard", "jsonl"]
+    other = build_run_config({"method": "coop", "tracking": ["wandb"]})
+    assert other.hash() == default.hash() and "tracking" not in default.identity()
+    with pytest.raises(ConfigError, match=r"tracking\[1\]: 'tensorbord' is not one of"):
+        build_run_config({"method": "coop", "tracking": ["jsonl", "tensorbord"]})
+
+
+def test_a_tracker_whose_library_is_missing_is_named_with_its_package(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    with pytest.raises(ConfigError) as e:
+        check_trackers(["tensorboard", "jsonl", "mlflow"])
+    assert e.value.message == "tracking: mlflow needs the mlflow package, which is not installed"
+    assert e.value.hint == "pip install mlflow, or leave it out: --set tracking=[tensorboard,jsonl]"
+    check_trackers(["tensorboard", "jsonl"])  # no library needed
+
+
+def test_only_rank_0_writes(tmp_path, monkeypatch):
+    from restore.scale import distributed
+
+    monkeypatch.setattr(distributed, "is_main", lambda: False)
+    tracker = open_trackers(["tensorboard", "jsonl"], tmp_path)
+    tracker.begin(0)
+    tracker.log(1, {"loss": 1.0})
+    tracker.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mlflow_gets_the_steps_and_the_config_and_a_resume_continues_its_run(tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the file store behind a switch
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "tests")
+    run_dir = tmp_path / "run"
+    config = {"method": {"name": "coop"}, "optim": {"lr": 0.002}}
+    for steps in ([1, 2, 3], [3, 4]):  # the second process resumes after step 2 and re-runs step 3
+        tracker = open_trackers(["mlflow"], run_dir, name="b2n/dtd/coop", config=config)
+        tracker.begin(steps[0] - 1)
+        for s in steps:
+            tracker.log(s, {"loss": 1.0 / s, "lr": 0.002})
+        tracker.close()
+    run_id = json.loads((run_dir / "tracking.json").read_text())["mlflow"]
+    client = mlflow.tracking.MlflowClient()
+    run = client.get_run(run_id)
+    assert run.info.run_name == "b2n/dtd/coop" and run.info.status == "FINISHED"
+    assert run.data.params == {"method.name": "coop", "optim.lr": "0.002"}
+    history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "train/loss"))
+    assert history == [(1, 1.0), (2, 0.5), (3, 1 / 3), (3, 1 / 3), (4, 0.25)]  # MLflow keeps a re-run step twice
+    assert len(client.search_runs([client.get_experiment_by_name("tests").experiment_id])) == 1
