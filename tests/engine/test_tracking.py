@@ -187,3 +187,54 @@ def test_mlflow_gets_the_steps_and_the_config_and_a_resume_continues_its_run(tmp
     history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "train/loss"))
     assert history == [(1, 1.0), (2, 0.5), (3, 1 / 3), (3, 1 / 3), (4, 0.25)]  # MLflow keeps a re-run step twice
     assert len(client.search_runs([client.get_experiment_by_name("tests").experiment_id])) == 1
+
+
+def _wandb_records(path):
+    """The records of an offline W&B run file: W&B's LevelDB-style log (7-byte header, 32 KiB blocks of
+    chunks with a 7-byte header each), each record a `wandb_internal_pb2.Record`."""
+    from wandb.proto import wandb_internal_pb2
+
+    blob, at, chunks = path.read_bytes(), 7, b""
+    assert blob[:4] == b":W&B"
+    while at + 7 <= len(blob):
+        if 32768 - at % 32768 < 7:  # a block's tail too short for a chunk header is padding
+            at += 32768 - at % 32768
+            continue
+        length, kind = int.from_bytes(blob[at + 4 : at + 6], "little"), blob[at + 6]
+        if kind == 0:
+            break
+        chunks += blob[at + 7 : at + 7 + length]
+        at += 7 + length
+        if kind in (1, 4):  # a whole record, or the last chunk of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(chunks)
+            chunks = b""
+            yield record
+
+
+def test_wandb_offline_gets_the_steps_and_the_config_and_a_resume_continues_its_run(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_PROJECT", "tests")
+    run_dir = tmp_path / "run"
+    for steps in ([1, 2, 3], [3, 4]):  # the second process resumes after step 2
+        tracker = open_trackers(["wandb"], run_dir, name="b2n/dtd/coop", config={"optim": {"lr": 0.002}})
+        tracker.begin(steps[0] - 1)
+        for s in steps:
+            tracker.log(s, {"loss": 1.0 / s})
+        tracker.close()
+    run_id = json.loads((run_dir / "tracking.json").read_text())["wandb"]
+    files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(files) == 2 and all(f.name == f"run-{run_id}.wandb" for f in files)  # one W&B run, resumed
+    logged = []
+    for f in files:
+        for record in _wandb_records(f):
+            if record.WhichOneof("record_type") == "run":
+                assert (record.run.display_name, record.run.project) == ("b2n/dtd/coop", "tests")
+                config = {u.key: json.loads(u.value_json) for u in record.run.config.update}
+                assert config["optim"] == {"lr": 0.002}
+            if record.WhichOneof("record_type") == "history":
+                items = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
+                logged.append((record.history.step.num, items["train/loss"]))
+    assert logged == [(1, 1.0), (2, 0.5), (3, 1 / 3), (3, 1 / 3), (4, 0.25)]

@@ -18,6 +18,7 @@ import importlib
 import importlib.util
 import json
 import os
+import secrets
 import socket
 import struct
 import time
@@ -342,7 +343,7 @@ class WandbTracker:
 
     def begin(self, step: int) -> None:
         wandb = importlib.import_module("wandb")
-        run_id = _ids(self.run_dir).get("wandb") or wandb.util.generate_id()
+        run_id = _ids(self.run_dir).get("wandb") or secrets.token_hex(8)
         _save_id(self.run_dir, "wandb", run_id)
         self.run = wandb.init(
             project=os.environ.get("WANDB_PROJECT", "restore"),
@@ -357,6 +358,8 @@ class WandbTracker:
     def log(self, step: int, scalars: Mapping[str, float]) -> None:
         if self.run is None:
             self.begin(0)
+        if step < (getattr(self.run, "step", 0) or 0):
+            return  # a resumed online run already has this step (W&B would warn on every one)
         self.run.log({f"train/{k}": v for k, v in scalars.items()}, step=step)
 
     def close(self) -> None:
