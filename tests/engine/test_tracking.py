@@ -5,13 +5,14 @@ libraries (offline), and a tracker whose library is missing is refused before a 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from restore.engine.config import build_run_config
+from restore.engine.config import build_run_config, load_run_config
 from restore.engine.schedule import lr_at_epoch
 from restore.engine.tracking import (
     SCALARS_FILE,
@@ -27,7 +28,7 @@ from restore.engine.tracking import (
 from restore.engine.trainer import Trainer, TrainSettings
 from restore.errors import ConfigError
 from restore.methods import build_method, make_config
-from tests.engine.fakes import Blobs
+from tests.engine.fakes import TINY, Blobs
 
 SETTINGS = {"epochs": 3, "lr": 0.01, "batch_size": 8, "seed": 3}
 STEPS = 3 * (48 // 8)
@@ -153,6 +154,46 @@ def test_a_tracker_whose_library_is_missing_is_named_with_its_package(monkeypatc
     assert e.value.message == "tracking: mlflow needs the mlflow package, which is not installed"
     assert e.value.hint == "pip install mlflow, or leave it out: --set tracking=[tensorboard,jsonl]"
     check_trackers(["tensorboard", "jsonl"])  # no library needed
+
+
+def _run_config(data_root, out, *overrides):
+    values = {**TINY, "method": "coop", "protocol": "train", "data.dataset": "dtd", "data.root": data_root,
+              "out": out, "optim.epochs": 2, "data.batch_size": 4, "data.shots": 4, "shift_images": 0}  # fmt: skip
+    return load_run_config(None, values, list(overrides))
+
+
+def test_a_run_folder_holds_the_scalars_its_log_reports(data_root, tmp_path):
+    pytest.importorskip("restore.results", reason="the results database is not in this build")
+    from restore.engine.runs import run
+
+    result = run(_run_config(data_root, tmp_path / "runs", "log_every=1"))
+    records = {r["step"]: r for r in read_scalars(result.run_dir)}
+    assert sorted(records) == list(range(1, result.timings["steps"] + 1))
+    line = re.compile(r"epoch (\d+)/2 step (\d+)/(\d+): loss (\S+) \(ce (\S+)\) acc (\S+)% lr (\S+)")
+    logged = line.findall((result.run_dir / "log.txt").read_text())
+    assert len(logged) == len(records)
+    for epoch, step, per_epoch, loss, ce, acc, lr in logged:
+        r = records[(int(epoch) - 1) * int(per_epoch) + int(step)]
+        assert (f"{r['loss']:.4f}", f"{r['ce']:.4f}", f"{r['acc']:.2f}", f"{r['lr']:.3e}") == (loss, ce, acc, lr)
+    board = _tensorboard(result.run_dir / TENSORBOARD_DIR)
+    assert [s for s, _ in board["train/loss"]] == sorted(records)
+    assert "tracking:\n- tensorboard\n- jsonl\n" in (result.run_dir / "config.yaml").read_text()
+
+    quiet = run(_run_config(data_root, tmp_path / "quiet", "tracking=[]"))
+    assert not (quiet.run_dir / SCALARS_FILE).exists() and not (quiet.run_dir / TENSORBOARD_DIR).exists()
+    assert quiet.run_dir.name == result.run_dir.name  # the same run: tracking is not part of its identity
+
+
+def test_a_run_asking_for_a_missing_library_writes_nothing(data_root, tmp_path, monkeypatch):
+    import importlib.util
+
+    from restore.engine.runs import run
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(ConfigError, match="tracking: wandb needs the wandb package, which is not installed"):
+        run(_run_config(data_root, tmp_path / "runs", "tracking=[jsonl,wandb]"))
+    assert not (tmp_path / "runs").exists()
 
 
 def test_only_rank_0_writes(tmp_path, monkeypatch):
