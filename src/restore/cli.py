@@ -533,6 +533,28 @@ def quickstart(
         raise typer.Exit(1)
 
 
+# --- restore diff: two run folders side by side (restore.results.diff) -------------------------------------
+@app.command("diff")
+@clean_errors
+def diff(
+    run_a: Annotated[Path, typer.Argument(help="A run folder (the one holding config.yaml).")],
+    run_b: Annotated[Path, typer.Argument(help="The run folder to compare it with.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the differences as JSON.")] = False,
+) -> None:
+    """What differs between two runs: config keys, top-1 per split and HM, and the per-layer feature shift."""
+    import json
+
+    from rich.console import Console
+
+    from restore.results.diff import diff_runs, render
+
+    result = diff_runs(run_a, run_b)
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        Console().print(*render(result))
+
+
 @app.callback()
 def _root_callback() -> None:
     """Prompt learning for CLIP: RESTORE and the methods it is compared with."""
