@@ -5,8 +5,10 @@ libraries (offline), and a tracker whose library is missing is refused before a 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 
 import numpy as np
 import pytest
@@ -56,11 +58,23 @@ def _method(tiny_clip, classnames, name="restore_m"):
     return build_method(make_config(name, {}), tiny_clip, classnames, "DescribableTextures")
 
 
-def _fit(method, run_dir, *trackers, **fit):
+def _fit(method, run_dir, *trackers, interrupt_at=0, **fit):
+    """Train with the JSONL and TensorBoard trackers (and ``trackers``) in ``run_dir``; Ctrl-C while global
+    step ``interrupt_at`` computes."""
     tracker = Trackers([JsonlTracker(run_dir / SCALARS_FILE), TensorBoardTracker(run_dir / TENSORBOARD_DIR), *trackers])
     trainer = Trainer(
         method, Blobs(), TrainSettings(**SETTINGS), checkpoint=run_dir / "last.pt", config_hash="h", tracker=tracker
     )
+    if interrupt_at:
+        real, calls = method.compute_loss, [0]
+
+        def compute_loss(out, labels):
+            calls[0] += 1
+            if calls[0] == interrupt_at:
+                os.kill(os.getpid(), signal.SIGINT)
+            return real(out, labels)
+
+        method.compute_loss = compute_loss
     try:
         return trainer.fit(**fit)
     finally:
@@ -133,6 +147,17 @@ def test_a_resume_continues_the_files_from_its_checkpoint_without_duplicates(tin
     assert _without_time(resumed) == _without_time(uninterrupted)
     board, board_whole = _tensorboard(killed / TENSORBOARD_DIR), _tensorboard(whole / TENSORBOARD_DIR)
     assert board == board_whole and [s for s, _ in board["train/loss"]] == list(range(1, STEPS + 1))
+
+
+def test_ctrl_c_mid_epoch_then_resume_holds_each_step_once(tiny_clip, classnames, tmp_path):
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    _fit(_method(tiny_clip, classnames), whole)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(_method(tiny_clip, classnames), stopped, interrupt_at=10)  # epoch 2, step 4: saved after it
+    assert [r["step"] for r in read_scalars(stopped)] == list(range(1, 11))
+    _fit(_method(tiny_clip, classnames), stopped, resume=True)
+    assert _without_time(read_scalars(stopped)) == _without_time(read_scalars(whole))  # acc too: the sums resume
+    assert _tensorboard(stopped / TENSORBOARD_DIR) == _tensorboard(whole / TENSORBOARD_DIR)
 
 
 def test_the_tracking_key_stays_out_of_the_run_identity():
@@ -279,3 +304,23 @@ def test_wandb_offline_gets_the_steps_and_the_config_and_a_resume_continues_its_
                 items = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
                 logged.append((record.history.step.num, items["train/loss"]))
     assert logged == [(1, 1.0), (2, 0.5), (3, 1 / 3), (3, 1 / 3), (4, 0.25)]
+
+
+def test_the_command_line_names_the_missing_package_and_writes_nothing(data_root, tmp_path, monkeypatch):
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from restore.cli import app
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    args = ["train", "-m", "coop", "-d", "dtd", "-r", str(data_root), "--backbone", "random:tiny", "--workers", "0",
+            "--quiet", "-o", str(tmp_path / "runs"), "--set", "tracking=[tensorboard,mlflow]"]  # fmt: skip
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.splitlines() == [
+        "error: tracking: mlflow needs the mlflow package, which is not installed",
+        "  hint: pip install mlflow, or leave it out: --set tracking=[tensorboard]",
+    ]
+    assert not (tmp_path / "runs").exists()
