@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -42,12 +43,16 @@ class Spy:
     def __init__(self) -> None:
         self.logged: list[tuple[int, dict[str, float]]] = []
         self.begun: list[int] = []
+        self.flushed: list[int] = []  # the last logged step at each flush
 
     def begin(self, step: int) -> None:
         self.begun.append(step)
 
     def log(self, step: int, scalars) -> None:
         self.logged.append((step, dict(scalars)))
+
+    def flush(self) -> None:
+        self.flushed.append(self.logged[-1][0] if self.logged else 0)
 
     def close(self) -> None:
         pass
@@ -102,6 +107,7 @@ def test_jsonl_and_tensorboard_hold_every_step_the_trainer_logged(tiny_clip, cla
     spy = Spy()
     _fit(_method(tiny_clip, classnames), tmp_path, spy)
     assert spy.begun == [0] and [s for s, _ in spy.logged] == list(range(1, STEPS + 1))
+    assert spy.flushed == [6, 12, 18]  # before each epoch's checkpoint
     first = spy.logged[0][1]
     assert {"epoch", "loss", "ce", "fs", "shift_v", "shift_t", "alpha_v", "alpha_t", "lr", "acc"} <= set(first)
     for step, scalars in spy.logged:  # the values are the trainer's: its schedule, its loss = ce + fs
@@ -239,20 +245,38 @@ def test_mlflow_gets_the_steps_and_the_config_and_a_resume_continues_its_run(tmp
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "tests")
     run_dir = tmp_path / "run"
     config = {"method": {"name": "coop"}, "optim": {"lr": 0.002}}
-    for steps in ([1, 2, 3], [3, 4]):  # the second process resumes after step 2 and re-runs step 3
-        tracker = open_trackers(["mlflow"], run_dir, name="b2n/dtd/coop", config=config)
-        tracker.begin(steps[0] - 1)
-        for s in steps:
-            tracker.log(s, {"loss": 1.0 / s, "lr": 0.002})
-        tracker.close()
+    # A process checkpoints after step 2 (the trainer flushes its trackers first), logs step 3 and is killed.
+    tracker = open_trackers(["mlflow"], run_dir, name="b2n/dtd/coop", config=config)
+    tracker.begin(0)
+    for s in (1, 2):
+        tracker.log(s, {"loss": 1.0 / s, "lr": 0.002})
+    tracker.flush()
+    tracker.log(3, {"loss": 1.0 / 3, "lr": 0.002})
+    # The resumed process continues the same MLflow run after step 2.
+    tracker = open_trackers(["mlflow"], run_dir, name="b2n/dtd/coop", config=config)
+    tracker.begin(2)
+    for s in (3, 4):
+        tracker.log(s, {"loss": 1.0 / s, "lr": 0.002})
+    tracker.close()
     run_id = json.loads((run_dir / "tracking.json").read_text())["mlflow"]
     client = mlflow.tracking.MlflowClient()
     run = client.get_run(run_id)
     assert run.info.run_name == "b2n/dtd/coop" and run.info.status == "FINISHED"
     assert run.data.params == {"method.name": "coop", "optim.lr": "0.002"}
     history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "train/loss"))
-    assert history == [(1, 1.0), (2, 0.5), (3, 1 / 3), (3, 1 / 3), (4, 0.25)]  # MLflow keeps a re-run step twice
-    assert len(client.search_runs([client.get_experiment_by_name("tests").experiment_id])) == 1
+    assert history == [(1, 1.0), (2, 0.5), (3, 1 / 3), (4, 0.25)]  # each step once
+    experiment = client.get_experiment_by_name("tests").experiment_id
+    assert len(client.search_runs([experiment])) == 1  # the resume continued the same run
+
+    failing = open_trackers(["mlflow"], tmp_path / "failing", name="failing", config=config)
+    failing.begin(0)
+    with pytest.raises(RuntimeError):
+        try:
+            raise RuntimeError("the loss became nan")
+        finally:
+            failing.close()
+    failed_id = json.loads((tmp_path / "failing" / "tracking.json").read_text())["mlflow"]
+    assert client.get_run(failed_id).info.status == "FAILED"
 
 
 def _wandb_records(path):
@@ -279,17 +303,19 @@ def _wandb_records(path):
 
 
 def test_wandb_offline_gets_the_steps_and_the_config_and_a_resume_continues_its_run(tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
+    wandb = pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_PROJECT", "tests")
     run_dir = tmp_path / "run"
     for steps in ([1, 2, 3], [3, 4]):  # the second process resumes after step 2
+        time.sleep(1 - time.time() % 1)  # W&B names an offline run's folder by the second it starts in
         tracker = open_trackers(["wandb"], run_dir, name="b2n/dtd/coop", config={"optim": {"lr": 0.002}})
         tracker.begin(steps[0] - 1)
         for s in steps:
             tracker.log(s, {"loss": 1.0 / s})
         tracker.close()
+        wandb.teardown()  # as at a process's exit: W&B's service writes out everything it holds
     run_id = json.loads((run_dir / "tracking.json").read_text())["wandb"]
     files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(files) == 2 and all(f.name == f"run-{run_id}.wandb" for f in files)  # one W&B run, resumed

@@ -8,8 +8,11 @@ file can be cut back on a resume, which that writer cannot do.
 
 Resume: the trainer calls ``begin(step)`` with the checkpoint's global step; the JSONL and event files drop
 what a killed process logged past it, so a resumed run holds every step exactly once. W&B and MLflow cannot
-delete points: W&B ignores steps it already has, MLflow keeps both copies; the values are the same because a
-resume reproduces the uninterrupted run exactly.
+delete points: a step they got after the last checkpoint is sent again by the resume (with the same value, as
+a resume reproduces the uninterrupted run exactly); W&B ignores it, MLflow keeps both.
+
+Closing while an exception propagates (the trainer's error, Ctrl-C) marks the W&B / MLflow run failed or
+killed rather than finished.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import os
 import secrets
 import socket
 import struct
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -45,6 +49,9 @@ class Tracker(Protocol):
 
     def log(self, step: int, scalars: Mapping[str, float]) -> None:
         """The scalars of global step ``step`` (1-based)."""
+
+    def flush(self) -> None:
+        """Store what was logged (called before each checkpoint, so a resume loses no step)."""
 
     def close(self) -> None: ...
 
@@ -99,6 +106,10 @@ class Trackers:
         for t in self.trackers:
             t.log(step, scalars)
 
+    def flush(self) -> None:
+        for t in self.trackers:
+            t.flush()
+
     def close(self) -> None:
         for t in self.trackers:
             t.close()
@@ -125,6 +136,9 @@ class JsonlTracker:
             self.begin(0)
         self._file.write(json.dumps({"step": step, "time": round(time.time(), 3), **scalars}) + "\n")
         self._file.flush()
+
+    def flush(self) -> None:
+        pass  # every line is flushed as written
 
     def close(self) -> None:
         if self._file is not None:
@@ -184,6 +198,9 @@ class TensorBoardTracker:
     def _write(self, event: bytes) -> None:
         self._file.write(tf_record(event))
         self._file.flush()
+
+    def flush(self) -> None:
+        pass  # every event is flushed as written
 
     def close(self) -> None:
         if self._file is not None:
@@ -333,6 +350,14 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _ending() -> str:
+    """How the run ends, in MLflow's words: called from a ``finally``, an exception in flight means it failed."""
+    error = sys.exc_info()[1]
+    if error is None:
+        return "FINISHED"
+    return "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+
+
 class WandbTracker:
     """A W&B run (``WANDB_PROJECT``, default ``restore``; ``WANDB_MODE=offline`` works) holding the run's config;
     its files go under the run folder. A resume continues the same W&B run."""
@@ -362,20 +387,29 @@ class WandbTracker:
             return  # a resumed online run already has this step (W&B would warn on every one)
         self.run.log({f"train/{k}": v for k, v in scalars.items()}, step=step)
 
+    def flush(self) -> None:
+        pass  # W&B's own process stores what was logged
+
     def close(self) -> None:
         if self.run is not None:
-            self.run.finish()
+            self.run.finish(exit_code=0 if _ending() == "FINISHED" else 1)
             self.run = None
 
 
 class MlflowTracker:
     """An MLflow run (``MLFLOW_TRACKING_URI``; experiment ``MLFLOW_EXPERIMENT_NAME``, default ``restore``) with
-    the run's config as dotted params. Uses a client, not the fluent API, so a caller's active run is untouched."""
+    the run's config as dotted params. Uses a client, not the fluent API, so a caller's active run is untouched.
+    Points are sent in batches (every few seconds, and at each checkpoint): one request per step would slow a
+    fast run against a remote server."""
+
+    every_s = 5.0
 
     def __init__(self, run_dir: Path, *, name: str, config: dict[str, Any]) -> None:
         self.run_dir, self.name, self.config = run_dir, name, config
         self.client: Any = None
         self.run_id = ""
+        self._pending: list[Any] = []
+        self._sent = time.monotonic()
 
     def begin(self, step: int) -> None:
         mlflow = importlib.import_module("mlflow")
@@ -401,10 +435,17 @@ class MlflowTracker:
         if self.client is None:
             self.begin(0)
         now = int(time.time() * 1000)
-        metrics = [Metric(f"train/{k}", float(v), now, step) for k, v in scalars.items()]
-        self.client.log_batch(self.run_id, metrics=metrics)
+        self._pending.extend(Metric(f"train/{k}", float(v), now, step) for k, v in scalars.items())
+        if time.monotonic() - self._sent > self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        for i in range(0, len(self._pending), 1000):  # MLflow takes at most 1000 metrics per batch
+            self.client.log_batch(self.run_id, metrics=self._pending[i : i + 1000])
+        self._pending, self._sent = [], time.monotonic()
 
     def close(self) -> None:
         if self.client is not None:
-            self.client.set_terminated(self.run_id)
+            self.flush()
+            self.client.set_terminated(self.run_id, status=_ending())
             self.client = None

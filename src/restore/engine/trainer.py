@@ -238,6 +238,7 @@ class Trainer:
         }
 
     def save(self) -> None:
+        self.tracker.flush()  # every step the checkpoint holds is stored: a resume continues after it
         if self.checkpoint is not None and distributed.is_main():
             save_training_checkpoint(self.checkpoint, self.state())
 
