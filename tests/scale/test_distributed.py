@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from restore.engine.seeding import SampleSeeded, loader_generator
+from restore.engine.tracking import read_scalars
 from restore.engine.trainer import make_train_loader
 from restore.scale.distributed import GlobalBatchSampler, all_reduce_sum, batch_mean, current, is_main
 from tests.scale.conftest import PYTHON, child_env
@@ -148,8 +149,15 @@ def test_torchrun_two_processes_equal_one_process_with_the_same_global_batch(dat
     assert len(list((tmp_path / "two").glob("b2n/dtd/*/*"))) == 2
     for run_dir in runs_two.values():
         names = sorted(p.name for p in run_dir.iterdir())
-        assert names == ["checkpoints", "config.yaml", "log.txt", "metrics.json", "model.safetensors", "run.json"]
+        assert names == [
+            "checkpoints", "config.yaml", "log.txt", "metrics.json", "model.safetensors", "run.json",
+            "scalars.jsonl", "tensorboard",
+        ]  # fmt: skip
         assert len(list(run_dir.rglob(".*"))) == 0  # no temporary files left
+    for method in runs_two:  # rank 0 alone tracks: each step once, the global loss of the one-process run
+        two, one = (read_scalars(runs[method]) for runs in (runs_two, runs_one))
+        assert [r["step"] for r in two] == [r["step"] for r in one] == list(range(1, len(one) + 1))
+        assert max(abs(a["loss"] - b["loss"]) for a, b in zip(two, one, strict=True)) < 1e-5
     with sqlite3.connect(tmp_path / "two.sqlite") as db:
         rows = db.execute("SELECT method, status FROM runs ORDER BY method").fetchall()
     assert rows == [("coop", "finished"), ("restore_m", "finished")]

@@ -34,7 +34,6 @@ from restore.errors import ConfigError
 from restore.fileio import atomic_write, atomic_write_json
 
 TRACKERS = ("tensorboard", "jsonl", "wandb", "mlflow")
-DEFAULT_TRACKERS = ["tensorboard", "jsonl"]
 SCALARS_FILE = "scalars.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 IDS_FILE = "tracking.json"  # the W&B / MLflow run ids, so that a resume continues the same external run
@@ -61,7 +60,8 @@ def check_trackers(names: list[str]) -> None:
     """Refuse, before a run writes anything, a tracker whose library is not installed."""
     for name in names:
         package = PACKAGES.get(name)
-        if package is not None and importlib.util.find_spec(name) is None:
+        # (a bare folder of that name, e.g. the ./wandb that W&B leaves, is a namespace package: no origin)
+        if package is not None and getattr(importlib.util.find_spec(name), "origin", None) is None:
             others = [n for n in names if n != name]
             raise ConfigError(
                 f"tracking: {name} needs the {package} package, which is not installed",
