@@ -111,17 +111,19 @@ def run_sweep(
     console: Console | None = None,
     live: bool | None = None,
     report: bool = True,
+    max_cells: int | None = None,
 ) -> SweepResult:
     """Run every cell of ``grid`` (a grid file or a parsed `Grid`) that the database does not hold finished.
 
     ``executor`` overrides the choice made from ``ray_address`` (Ray) or its absence (local processes);
-    ``live`` forces the progress bar on or off (default: on a terminal).
+    ``live`` forces the progress bar on or off (default: on a terminal); ``max_cells`` raises the limit on
+    the grid's size (default ``$RESTORE_MAX_CELLS`` or 10,000, `restore.scale.grid.check_size`).
     """
     if retries < 0:
         raise ConfigError(f"--retries must be 0 or more, got {retries}")
     console = console or Console(stderr=True)
     g = grid if isinstance(grid, Grid) else load_grid(grid)
-    cells = expand(g)  # every cell checked before anything else happens
+    cells = expand(g, limit=max_cells)  # counted first, then every cell checked before anything else happens
     out_path, location = sweep_locations(g, out, db)
     if dry_run:
         return _dry_run(g, cells, out_path, location, ray_address, console)
@@ -433,7 +435,7 @@ def sweep_records(result: SweepResult) -> list:
         return []
     from restore.results import open_results
 
-    with open_results(result.db, create=False) as store:
+    with open_results(result.db, readonly=True) as store:
         records = store.query(config_hash=hashes, status="finished")
     return list({r.config_hash: r for r in records}.values())
 
@@ -475,7 +477,7 @@ def _dry_run(
     if Path(location.removeprefix("sqlite://")).expanduser().exists():
         from restore.results import open_results
 
-        with open_results(location, create=False) as store:
+        with open_results(location, readonly=True) as store:  # a dry run writes nothing, anywhere
             done = store.finished_hashes()
     results = []
     t = Table(title=f"sweep {g.name}: {describe_cells(cells)}")
