@@ -32,7 +32,8 @@ Precision = Literal["auto", "fp32", "fp16", "bf16"]
 # (data.strict_shots only decides whether a short class is an error: a run it lets through is the same run.)
 ADMIN_KEYS = (
     "out", "db", "quiet", "log_every", "shift_images", "device", "data.root", "data.eval_batch_size",
-    "data.workers", "data.strict_shots", "model.text_packing", "model.text_chunk", "model.text_checkpointing", "model.compile",
+    "data.workers", "data.strict_shots", "model.text_packing", "model.text_chunk", "model.text_checkpointing",
+    "model.compile",
 )  # fmt: skip
 # (the model.* speed and memory switches change no result beyond float rounding)
 
