@@ -32,16 +32,16 @@ class RunBusy(RestoreError):
 class RunLock:
     """An exclusive lock on a run directory, held until `release` (or the holder's death)."""
 
-    def __init__(self, run_dir: Path, fd: int, created: bool) -> None:
-        self.run_dir, self._fd, self.created = run_dir, fd, created
+    def __init__(self, run_dir: Path, fd: int, created: list[Path]) -> None:
+        self.run_dir, self._fd, self.created = run_dir, fd, created  # created: the folders acquire made
 
     @property
     def held(self) -> bool:
         return self._fd >= 0
 
     def release(self, *, remove_empty: bool = False) -> None:
-        """Let go of the directory. With ``remove_empty``, a directory this lock created and nothing else
-        wrote into is removed again, so a run that stopped before it started leaves no folder behind."""
+        """Let go of the directory. With ``remove_empty``, the folders `acquire` created are removed again
+        if nothing else was written into them, so a run that stopped before it started leaves none behind."""
         if self._fd < 0:
             return
         try:
@@ -49,7 +49,8 @@ class RunLock:
                 with contextlib.suppress(OSError):
                     if [p.name for p in self.run_dir.iterdir()] == [LOCK_FILE]:
                         (self.run_dir / LOCK_FILE).unlink()  # still locked: nobody can own the old inode
-                        self.run_dir.rmdir()
+                        for folder in self.created:  # deepest first; stops at one that is not empty
+                            folder.rmdir()
         finally:
             os.close(self._fd)  # closing the last descriptor drops the flock
             self._fd = -1
@@ -74,7 +75,7 @@ def acquire(run_dir: str | Path) -> RunLock:
     import fcntl
 
     run_dir = Path(run_dir)
-    created = not run_dir.exists()
+    created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
