@@ -74,12 +74,34 @@ def test_a_run_directory_in_use_is_refused_and_free_again_when_its_owner_dies(da
         assert "hint: wait for that run to end (or stop it)" in busy.output
         assert sorted(p.name for p in run_dir.iterdir()) == [".owner.lock"]  # nothing of a run was written
         assert not db.exists()
+        (run_dir / "theirs.txt").write_text("written by the owner")
+        again = cli(*TRAIN, "-r", data_root, "--run-dir", run_dir, "--db", db, "--overwrite")
+        assert again.exit_code == 2 and len(errors(again.output)) == 1 and "is in use by" in again.output
+        assert (run_dir / "theirs.txt").read_text() == "written by the owner"  # --overwrite deleted nothing
+        (run_dir / "theirs.txt").unlink()
     finally:
         holder.send_signal(signal.SIGKILL)  # the lock dies with its holder: no clean-up needed
         holder.wait(30)
     done = cli(*TRAIN, "-r", data_root, "--run-dir", run_dir, "--db", db)
     assert done.exit_code == 0, done.output
     assert [r.status for r in db_rows(db)] == ["finished"]
+
+
+def test_a_lock_is_exclusive_and_a_refused_run_leaves_no_folders_it_made(tmp_path):
+    from restore.engine.ownership import RunBusy, acquire
+
+    run_dir = tmp_path / "out" / "b2n" / "dtd" / "coop" / "run"
+    lock = acquire(run_dir)
+    with pytest.raises(RunBusy, match=f"run directory {run_dir} is in use by process {os.getpid()} on "):
+        acquire(run_dir)  # a second open file of the same process is a second owner too
+    lock.release(remove_empty=True)
+    assert not (tmp_path / "out").exists()  # every folder it created, nothing else in them: all gone
+    (tmp_path / "kept").mkdir()
+    with acquire(tmp_path / "kept" / "run") as held:
+        (tmp_path / "kept" / "run" / "config.yaml").write_text("seed: 1\n")
+        assert held.held
+    assert not held.held and (tmp_path / "kept" / "run" / "config.yaml").exists()
+    acquire(tmp_path / "kept" / "run").release()  # free again once released
 
 
 def _cells_grid(root: Path, seeds: list[int], **extra) -> dict:

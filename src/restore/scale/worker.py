@@ -89,7 +89,7 @@ def die_with_parent(parent: int) -> None:
 
         pr_set_pdeathsig = 1
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) == 0:
+        if libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) == 0:
             if os.getppid() != parent:  # the parent died before the request: nobody would send the signal
                 os.kill(os.getpid(), signal.SIGKILL)
             return
