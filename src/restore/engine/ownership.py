@@ -40,17 +40,18 @@ class RunLock:
         return self._fd >= 0
 
     def release(self, *, remove_empty: bool = False) -> None:
-        """Let go of the directory. With ``remove_empty``, the folders `acquire` created are removed again
-        if nothing else was written into them, so a run that stopped before it started leaves none behind."""
+        """Let go of the directory; its lock file goes with the lock (a killed holder leaves it, harmless).
+        With ``remove_empty``, the folders `acquire` created are removed again if nothing else was written
+        into them, so a run that stopped before it started leaves none behind."""
         if self._fd < 0:
             return
         try:
-            if remove_empty and self.created:
+            with contextlib.suppress(OSError):  # still locked: whoever opened this inode re-checks it (acquire)
+                (self.run_dir / LOCK_FILE).unlink()
+            if remove_empty:
                 with contextlib.suppress(OSError):
-                    if [p.name for p in self.run_dir.iterdir()] == [LOCK_FILE]:
-                        (self.run_dir / LOCK_FILE).unlink()  # still locked: nobody can own the old inode
-                        for folder in self.created:  # deepest first; stops at one that is not empty
-                            folder.rmdir()
+                    for folder in self.created:  # deepest first; stops at the first one that is not empty
+                        folder.rmdir()
         finally:
             os.close(self._fd)  # closing the last descriptor drops the flock
             self._fd = -1

@@ -11,7 +11,7 @@ behind. `execute` then writes the run directory::
         checkpoints/last.pt  the training checkpoint of the last finished epoch (resume)
         model.safetensors    the learnable state (restore.methods.checkpoint format)
         metrics.json         per evaluated split top-1/top-5/n (+ HM for base-to-novel), timings, history
-        .owner.lock          locked by the one live process working here (`restore.engine.ownership`)
+        .owner.lock          while a process works here: its lock (`restore.engine.ownership`)
 
 and one row in the results database.
 
