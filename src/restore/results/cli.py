@@ -99,7 +99,7 @@ def report(
         )
     filters = _filters(protocol=protocol, method=method, dataset=dataset, backbone=backbone, shots=shots, tag=tag)
     location = db or default_results_location()
-    with open_results(location, create=False) as store:
+    with open_results(location, readonly=True) as store:
         records = store.query(**filters)
 
     pub, missing = None, None
@@ -156,7 +156,7 @@ def runs(
     filters = _filters(
         status=status, protocol=protocol, method=method, dataset=dataset, backbone=backbone, shots=shots, tag=tag
     )
-    with open_results(db or default_results_location(), create=False) as store:
+    with open_results(db or default_results_location(), readonly=True) as store:
         records = store.query(**filters)
     if as_json:
         for r in records:
@@ -191,7 +191,7 @@ def show(
     run_id: str = typer.Argument(..., help="The run id (see `restore results runs`)."), db: str | None = DbOption
 ) -> None:
     """Print one run's full record as JSON."""
-    with open_results(db or default_results_location(), create=False) as store:
+    with open_results(db or default_results_location(), readonly=True) as store:
         record = store.get(run_id)
     typer.echo(json.dumps(record.to_dict(), indent=2, sort_keys=True))
 
