@@ -220,9 +220,7 @@ def select_runs(records: Iterable[RunRecord]) -> tuple[list[RunRecord], list[str
     return list(latest.values()), notes
 
 
-def _shift_curves(
-    runs: Sequence[RunRecord], labels: Mapping[str, str]
-) -> tuple[tuple[ShiftCurve, ...], list[str]]:
+def _shift_curves(runs: Sequence[RunRecord], labels: Mapping[str, str]) -> tuple[tuple[ShiftCurve, ...], list[str]]:
     by_label: dict[str, list[dict]] = defaultdict(list)
     for r in runs:
         shift = r.metrics.get("shift")
@@ -338,9 +336,7 @@ def target_table(
     )
 
 
-def fewshot_table(
-    runs: Sequence[RunRecord], backbone: str, labels: Mapping[str, str] | None = None
-) -> FewShotTable:
+def fewshot_table(runs: Sequence[RunRecord], backbone: str, labels: Mapping[str, str] | None = None) -> FewShotTable:
     labels = labels or row_labels(runs)
     datasets = sorted({dataset_label(r) for r in runs}, key=dataset_sort_key)
     notes: list[str] = []

@@ -64,7 +64,7 @@ def _defaults(method: str, protocol: str, schedule: str, dataset: str, shots: in
         data["model"] = {"backbone": backbone}
     try:
         return flatten(resolve(build_run_config(data)).identity())
-    except Exception:  # noqa: BLE001 - any failure only means: no defaults to compare with
+    except Exception:  # any failure only means: no defaults to compare with
         return None
 
 
