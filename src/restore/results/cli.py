@@ -196,6 +196,24 @@ def show(
     typer.echo(json.dumps(record.to_dict(), indent=2, sort_keys=True))
 
 
+@app.command("tag")
+def tag_runs(
+    tag: str = typer.Argument(..., help="The variant name reports show for these runs ('' removes the tag)."),
+    run_ids: list[str] = typer.Argument(..., help="The runs to tag (see `restore results runs`)."),
+    db: str | None = DbOption,
+) -> None:
+    """Name a variant after the fact: tagged runs form their own report row, labelled `method [TAG]`."""
+    if "\n" in tag or tag != tag.strip():
+        raise ConfigError(
+            f"tag {tag!r} has surrounding spaces or a line break", hint="use a short one-line name, e.g. lr-0.01"
+        )
+    with open_results(db or default_results_location(), create=False) as store:
+        for record in [store.get(run_id) for run_id in run_ids]:  # all exist before any changes
+            store.set_tag(record.run_id, tag)
+            before = f" (was {record.tag!r})" if record.tag and record.tag != tag else ""
+            typer.echo(f"tagged {record.run_id} {tag!r}{before}" if tag else f"untagged {record.run_id}{before}")
+
+
 @app.command("mark-interrupted")
 def mark_interrupted(
     run_ids: list[str] | None = typer.Argument(None, help="Mark these running runs (default: detect dead ones)."),

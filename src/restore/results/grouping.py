@@ -121,7 +121,7 @@ def row_labels(records: Sequence[RunRecord]) -> dict[str, str]:
     first: dict[tuple, str] = {}
     shown: dict[tuple, tuple[Item, ...]] = {}
     for key, r in by_key.items():
-        items = signature(r)[1]
+        items = () if r.tag else signature(r)[1]
         shown[key] = items
         if r.tag:
             first[key] = f"{_base_label(r)} [{r.tag}]"
@@ -168,8 +168,10 @@ def dataset_label(record: RunRecord) -> str:
         return record.dataset
     extra = record.metrics.get("extra") if isinstance(record.metrics, Mapping) else None
     classes = extra.get("classes") if isinstance(extra, Mapping) else None
+    if isinstance(classes, Mapping) and classes.get("subset") is False:
+        return record.dataset  # present mode, and every class was on disk
     if isinstance(classes, Mapping) and isinstance(classes.get("kept"), int):
         if isinstance(classes.get("of"), int):
             return f"{record.dataset} ({classes['kept']}/{classes['of']} classes)"
         return f"{record.dataset} ({classes['kept']} classes, subset)"
-    return f"{record.dataset} (class subset: {mode})"
+    return f"{record.dataset} (classes={mode})"
