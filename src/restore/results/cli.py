@@ -37,6 +37,7 @@ class Format(enum.StrEnum):
     table = "table"
     markdown = "markdown"
     html = "html"
+    latex = "latex"
 
 
 class Status(enum.StrEnum):
@@ -68,9 +69,12 @@ def report(
         None,
         "--format",
         "-f",
-        help="table (terminal), markdown, html; repeatable. Default: table, plus markdown and html with --out.",
+        help="table (terminal), markdown, html, latex (booktabs, best per column bold); repeatable. "
+        "Default: table, plus markdown and html with --out.",
     ),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Folder for report.md (+ plots/) and report.html."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Folder for report.md (+ plots/), report.html and report.tex."
+    ),
     method: list[str] | None = MethodOption,
     dataset: list[str] | None = DatasetOption,
     backbone: list[str] | None = BackboneOption,
@@ -89,13 +93,13 @@ def report(
     documents = [f for f in formats if f != "table"]
     if out is not None and not documents:
         raise ConfigError(
-            "--out writes Markdown or HTML files, but --format asks only for the terminal table",
-            hint="add --format markdown and/or --format html, or drop --out",
+            "--out writes Markdown, HTML or LaTeX files, but --format asks only for the terminal table",
+            hint="add --format markdown, html and/or latex, or drop --out",
         )
     if out is None and len(formats) > 1:
         raise ConfigError(
             f"--format {' and '.join(formats)} cannot all go to the terminal",
-            hint="give --out DIR to write Markdown and HTML files, or choose one format",
+            hint="give --out DIR to write Markdown, HTML and LaTeX files, or choose one format",
         )
     filters = _filters(protocol=protocol, method=method, dataset=dataset, backbone=backbone, shots=shots, tag=tag)
     location = db or default_results_location()
@@ -128,7 +132,10 @@ def report(
         for path in write_report(rep, out, documents):
             typer.echo(f"wrote {path}")
     elif documents:
-        sys.stdout.write(render_markdown(rep) if documents[0] == "markdown" else render_html(rep))
+        from restore.results.latex import render_latex
+
+        render = {"markdown": render_markdown, "html": render_html, "latex": render_latex}[documents[0]]
+        sys.stdout.write(render(rep))
 
 
 def _headline(r) -> str:

@@ -58,6 +58,24 @@ class Grid:
     first: str = "Method"
 
 
+def blocks(g: Grid) -> list[tuple[str, Grid]]:
+    """A grouped grid as one small grid per group (the Average, then each dataset with its Base/Novel/HM), as
+    the CoOp/MaPLe papers print base-to-novel results; rows with nothing in a group are left out of its block.
+    An ungrouped grid is one block named ''."""
+    if not g.groups:
+        return [("", g)]
+    out, start = [], 0
+    for label, span in g.groups:
+        rows = [
+            GridRow(r.label, r.cells[start : start + span], r.published)
+            for r in g.rows
+            if any(c not in ("", MISSING) for c in r.cells[start : start + span])
+        ]
+        out.append((label, Grid(g.columns[start : start + span], rows, first=g.first)))
+        start += span
+    return out
+
+
 @dataclass
 class Section:
     title: str
@@ -261,21 +279,16 @@ def render_markdown(report: Report, plot_dir: str | None = None) -> str:
         out.append("")
     for section in report.sections:
         out += [f"## {section.title}", ""]
-        g = section.grid
-        if g.groups:
-            header = [g.first]
-            i = 0
-            for label, span in g.groups:
-                header += [f"{label} {c}" for c in g.columns[i : i + span]]
-                i += span
-        else:
+        for name, g in blocks(section.grid):
+            if name:
+                out += [f"### {name}", ""]
             header = [g.first, *g.columns]
-        out.append("| " + " | ".join(_md_escape(h) for h in header) + " |")
-        out.append("|" + "---|" + "---:|" * (len(header) - 1))
-        for row in g.rows:
-            label = f"*{row.label}*" if row.published else f"**{row.label}**"
-            out.append("| " + " | ".join([_md_escape(label), *(_md_escape(c) for c in row.cells)]) + " |")
-        out.append("")
+            out.append("| " + " | ".join(_md_escape(h) for h in header) + " |")
+            out.append("|" + "---|" + "---:|" * (len(header) - 1))
+            for row in g.rows:
+                label = f"*{row.label}*" if row.published else f"**{row.label}**"
+                out.append("| " + " | ".join([_md_escape(label), *(_md_escape(c) for c in row.cells)]) + " |")
+            out.append("")
         for i, note in enumerate(section.footnotes, 1):
             out.append(f"{i}. {note}")
         out.append("")
@@ -308,6 +321,7 @@ td.avg, th.avg { background: #eaf4ec; }
 ol.footnotes { font-size: .82rem; color: #3b4252; max-width: 1100px; }
 figure { margin: 1.2rem 0; } figure img { max-width: 100%; border: 1px solid #e3e6ee; }
 figcaption { font-size: .85rem; color: #5a6275; }
+.blocks { display: flex; flex-wrap: wrap; gap: 0 1.6rem; } .block h3 { font-size: 1rem; margin: 1rem 0 0; }
 """
 
 
@@ -327,30 +341,24 @@ def render_html(report: Report) -> str:
     if report.notes:
         out.append('<div class="notes">' + "".join(f"<p>{e(n)}</p>" for n in report.notes) + "</div>")
     for section in report.sections:
-        g = section.grid
         out.append(f"<section><h2>{e(section.title)}</h2>")
-        out.append('<div class="scroll"><table>')
-        avg_cols = _average_columns(g)
-        if g.groups:
-            out.append(f'<thead><tr><th rowspan="2">{e(g.first)}</th>')
-            out += [
-                f'<th colspan="{span}"{" class=avg" if label == "Average" else ""}>{e(label)}</th>'
-                for label, span in g.groups
-            ]
-            out.append("</tr><tr>")
-            out += [f"<th{' class=avg' if i in avg_cols else ''}>{e(c)}</th>" for i, c in enumerate(g.columns)]
-            out.append("</tr></thead>")
-        else:
+        grouped = bool(section.grid.groups)
+        if grouped:
+            out.append('<div class="blocks">')
+        for name, g in blocks(section.grid):
+            avg_cols = set(range(len(g.columns))) if name == "Average" else _average_columns(g)
+            out.append('<div class="block">' + (f"<h3>{e(name)}</h3>" if name else "") + '<div class="scroll"><table>')
             out.append(f"<thead><tr><th>{e(g.first)}</th>")
             out += [f"<th{' class=avg' if i in avg_cols else ''}>{e(c)}</th>" for i, c in enumerate(g.columns)]
-            out.append("</tr></thead>")
-        out.append("<tbody>")
-        for row in g.rows:
-            out.append('<tr class="published">' if row.published else "<tr>")
-            out.append(f'<td class="label">{e(row.label)}</td>')
-            out += [f"<td{' class=avg' if i in avg_cols else ''}>{e(c)}</td>" for i, c in enumerate(row.cells)]
-            out.append("</tr>")
-        out.append("</tbody></table></div>")
+            out.append("</tr></thead><tbody>")
+            for row in g.rows:
+                out.append('<tr class="published">' if row.published else "<tr>")
+                out.append(f'<td class="label">{e(row.label)}</td>')
+                out += [f"<td{' class=avg' if i in avg_cols else ''}>{e(c)}</td>" for i, c in enumerate(row.cells)]
+                out.append("</tr>")
+            out.append("</tbody></table></div></div>")
+        if grouped:
+            out.append("</div>")
         out.append('<ol class="footnotes">' + "".join(f"<li>{e(n)}</li>" for n in section.footnotes) + "</ol>")
         for plot in section.plots:
             data = base64.b64encode(plot.png).decode("ascii")
@@ -455,7 +463,8 @@ def _long_table(section: Section, width: int):
 
 
 def write_report(report: Report, out_dir: str | Path, formats: Sequence[str] = ("markdown", "html")) -> list[Path]:
-    """Write `report.md` (with its PNGs under `plots/`) and/or `report.html` into `out_dir`; return the paths."""
+    """Write `report.md` (with its PNGs under `plots/`), `report.html` and/or `report.tex` into `out_dir`;
+    return the paths."""
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -473,6 +482,12 @@ def write_report(report: Report, out_dir: str | Path, formats: Sequence[str] = (
         if "html" in formats:
             path = out_dir / "report.html"
             path.write_text(render_html(report), encoding="utf-8")
+            written.append(path)
+        if "latex" in formats:
+            from restore.results.latex import render_latex  # latex imports this module
+
+            path = out_dir / "report.tex"
+            path.write_text(render_latex(report), encoding="utf-8")
             written.append(path)
     except OSError as err:
         raise ResultsError(
