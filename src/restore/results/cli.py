@@ -83,7 +83,7 @@ def report(
     published: Path | None = typer.Option(
         None,
         "--published",
-        help="Published base-to-novel numbers (default ../shared/data/published_base_to_novel.json).",
+        help="Published base-to-novel numbers (default: the ones shipped with restore, each with its source).",
     ),
     no_published: bool = typer.Option(False, "--no-published", help="Leave the published rows out."),
     title: str = typer.Option("restore results", "--title", help="Report title."),

@@ -137,7 +137,10 @@ def _b2n_section(table: B2NTable) -> tuple[Grid, list[str]]:
             cells += [MISSING] * 3 if c is None else [fmt_stat(c.base, full), fmt_stat(c.novel, full), _num(c.hm)]
         rows.append(GridRow(row.label, cells))
     for row in table.published:
-        cells = [_num(v) for v in row.average or (None, None, None)] + [""] * (3 * len(table.datasets))
+        cells = [_num(v) for v in row.average or (None, None, None)]
+        for d in table.datasets:
+            c = row.cells.get(d)
+            cells += ["", "", ""] if c is None else [_num(c.base.mean), _num(c.novel.mean), _num(c.hm)]
         rows.append(GridRow(f"{row.label} — {PUBLISHED_LABEL}", cells, published=True))
     notes = [
         f"Base and Novel: top-1 accuracy (%) on the base and the novel test classes, {seeds_text}",
@@ -233,7 +236,7 @@ def build_report(
     stems: set[str] = set()
     for table in agg.tables:
         if published is not None and applies_to(published, table):
-            rows, pnotes = published_rows(published)
+            rows, pnotes = published_rows(published, table.datasets)
             table = dataclasses.replace(table, published=rows, published_notes=pnotes)
         if isinstance(table, B2NTable):
             grid, footnotes = _b2n_section(table)
