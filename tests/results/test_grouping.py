@@ -51,6 +51,7 @@ def test_two_lrs_on_one_dataset_are_two_rows_named_by_the_change():
     cell = by_label["coop (own) [optim.lr=0.01]"].cells["dtd"]
     assert (cell.base.mean, cell.novel.mean, cell.base.std, cell.base.seeds) == (50.0, 40.0, None, (1,))
     assert by_label["coop (own)"].cells["dtd"].base.mean == 70.0
+    assert sum("[key=value] lists the settings its runs changed" in n for n in table.notes) == 1
 
 
 def test_seeds_of_one_configuration_share_a_row_across_datasets():
@@ -58,6 +59,7 @@ def test_seeds_of_one_configuration_share_a_row_across_datasets():
     (table,) = aggregate(runs).tables
     (row,) = table.rows
     assert row.label == "coop (own)" and row.cells["dtd"].base.seeds == (1, 2)
+    assert not any("[key=value]" in n for n in table.notes)  # no brackets, no explanation
     assert row.cells["eurosat"].base.mean == pytest.approx((61.0 + 62.0) / 2)
 
 
@@ -167,9 +169,9 @@ def test_cli_two_lrs_a_tag_after_the_fact_and_a_class_subset(tmp_path, capsys):
         report = invoke("report", "--db", db, "--no-published", "--format", "markdown")
         assert report.exit_code == 0, report.output
         assert not re.search(r"\d ± \d", report.output), report.output  # no cell averages the two
-        assert "note:" not in report.output, report.output
+        assert "\n> " not in report.output, report.output  # no report-level note: nothing set aside
         rows = re.findall(r"coop \(own\) \[[^\]]*\]", report.output)
-        assert sorted(rows) == [
+        assert sorted(set(rows)) == [
             "coop (own) [data.batch_size=4, optim.epochs=1, optim.lr=0.01]",
             "coop (own) [data.batch_size=4, optim.epochs=1]",
         ], report.output

@@ -390,8 +390,20 @@ def aggregate(records: Iterable[RunRecord]) -> Aggregation:
             table = fewshot_table(groups[key], backbone, labels)
         else:
             table = target_table(groups[key], protocol, backbone, shots, source, labels)
-        out.tables.append(replace(table, notes=(*table.notes, *schedule_notes(groups[key]))))
+        extra = (*schedule_notes(groups[key]), *config_notes(groups[key], labels))
+        out.tables.append(replace(table, notes=(*table.notes, *extra)))
     return out
+
+
+def config_notes(runs: Sequence[RunRecord], labels: Mapping[str, str]) -> tuple[str, ...]:
+    """What the brackets in the row labels mean, when a row has them."""
+    if not any(" [" in labels[r.run_id] for r in runs):
+        return ()
+    return (
+        "A row is one configuration: [key=value] lists the settings its runs changed from the method's defaults for "
+        "the protocol, dataset and schedule set (key=default: the default, named where two rows differ only there); "
+        "[name] is the runs' tag (`--tag`, or `restore results tag NAME RUN_ID...` afterwards).",
+    )
 
 
 def schedule_notes(runs: Sequence[RunRecord]) -> tuple[str, ...]:

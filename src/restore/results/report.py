@@ -408,7 +408,7 @@ def _wide_table(section: Section):
 
     g = section.grid
     t = RichTable(title=section.title, title_style="bold", header_style="bold", show_lines=False)
-    t.add_column(g.first, justify="left", max_width=28, overflow="fold")
+    t.add_column(g.first, justify="left", max_width=48, overflow="fold")
     if g.groups:
         i = 0
         for label, span in g.groups:
@@ -444,11 +444,11 @@ def _long_table(section: Section, width: int):
     if any(g.columns[i : i + span] != sub for i in range(0, len(g.columns), span)):
         return None
     cell_w = max(len(c) for row in g.rows for c in [*row.cells, *g.columns])
-    label_w = min(28, max(len(r.label) for r in g.rows))
+    label_w = min(48, max(len(r.label) for r in g.rows))
     if label_w + len(g.columns) * (cell_w + 3) + 4 <= width:
         return None
     t = RichTable(title=section.title, title_style="bold", header_style="bold")
-    t.add_column(g.first, justify="left", max_width=28, overflow="fold")
+    t.add_column(g.first, justify="left", max_width=48, overflow="fold")
     t.add_column("", justify="left")
     for c in sub:
         t.add_column(c, justify="right")
