@@ -83,6 +83,10 @@ def test_tsne_has_a_class_legend_and_readable_markers():
     assert [t.get_text() for t in legend.get_texts()] == ["image", "class text", *names]
     images, texts = fig.axes[0].collections
     assert images.get_sizes()[0] >= 20 and texts.get_sizes()[0] >= 200  # dots and stars big enough to read
+    from matplotlib.colors import to_rgba
+
+    for c, handle in enumerate(legend.legend_handles[2:]):  # a class's legend colour is its star's colour
+        assert to_rgba(handle.get_color()) == pytest.approx(tuple(texts.get_facecolors()[c]))
 
     many = TsnePanel("coop / novel", rng.normal(size=(50, 8)), np.arange(50) % 25, rng.normal(size=(25, 8)))
     labels = [t.get_text() for t in tsne_figure([many]).legends[0].get_texts()]

@@ -111,17 +111,19 @@ def tsne_figure(panels: Sequence[TsnePanel], title: str = "", seed: int = 0):
     cols = min(len(panels), 4)
     rows = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.4 * rows), squeeze=False, layout="constrained")
-    cmap = plt.get_cmap("tab20")
+    most = max((len(p.text_features) for p in panels), default=0)
+    k = 10 if most <= 10 else 20  # tab10's colours are the easier to tell apart; tab20 pairs light and dark
+    cmap = plt.get_cmap(f"tab{k}")
     n_classes = 0
     names: list[str] = []
     for ax, panel in zip(axes.flat, panels, strict=False):
         img, txt = tsne_embed(panel, seed)
         ax.scatter(
-            img[:, 0], img[:, 1], c=[cmap(int(c) % 20) for c in panel.image_labels], s=22, alpha=0.85,
+            img[:, 0], img[:, 1], c=[cmap(int(c) % k) for c in panel.image_labels], s=22, alpha=0.85,
             edgecolors="white", linewidths=0.4,
         )  # fmt: skip
         ax.scatter(
-            txt[:, 0], txt[:, 1], c=[cmap(c % 20) for c in range(len(txt))], marker="*", s=260,
+            txt[:, 0], txt[:, 1], c=[cmap(c % k) for c in range(len(txt))], marker="*", s=260,
             edgecolors="black", linewidths=0.9,
         )  # fmt: skip
         ax.set_title(panel.title, fontsize=9)
@@ -139,7 +141,7 @@ def tsne_figure(panels: Sequence[TsnePanel], title: str = "", seed: int = 0):
     ]  # fmt: skip
     shown = min(n_classes, TSNE_LEGEND_CLASSES)
     handles += [
-        Line2D([], [], marker="s", linestyle="", color=cmap(c % 20), markersize=8, label=names[c]) for c in range(shown)
+        Line2D([], [], marker="s", linestyle="", color=cmap(c % k), markersize=8, label=names[c]) for c in range(shown)
     ]
     if n_classes > shown:
         handles.append(Line2D([], [], linestyle="", label=f"+{n_classes - shown} more classes (colours repeat)"))
