@@ -572,6 +572,11 @@ def _evaluate_all(plan: RunPlan, log: RunLog, *, progress: bool | None) -> tuple
         metrics[label] = {"top1": r["top1"], "top5": r["top5"], "n": r["n"]}
     if c.protocol == "b2n":
         metrics["hm"] = harmonic_mean(metrics["base"]["top1"], metrics["novel"]["top1"])
+    if c.data.classes != "all":  # reports label a class-subset run "dtd (10/47 classes)"
+        from restore.results.grouping import class_subset_note
+
+        kept = class_subset_note([*plan.data.notes, *plan.data.train.notes])
+        metrics.setdefault("extra", {})["classes"] = kept or {"subset": False}
     plan.method.set_classes(plan.data.train.classnames, dataset=plan.dataset_title)
     if c.shift_images > 0 and plan.method.learnable_parameters() and distributed.is_main():
         metrics["shift"] = _shift_profile(plan, transform)

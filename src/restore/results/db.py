@@ -631,6 +631,13 @@ class SQLiteStore(ResultsStore):
                     marked.append(run_id)
         return marked
 
+    def set_tag(self, run_id: str, tag: str) -> RunRecord:
+        """Name (or with '' un-name) a run's variant after the fact; reports group and label rows by it."""
+        with self._write() as conn:
+            new = dataclasses.replace(self._fetch(conn, run_id), tag=tag)
+            self._update(conn, new, ["tag"])
+        return new
+
     # -- readers -------------------------------------------------------------------------------------------
 
     def get(self, run_id: str) -> RunRecord:
