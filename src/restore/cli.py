@@ -341,18 +341,14 @@ def analyze(
     ] = False,
 ) -> None:
     """Feature-shift diagnostics: per-layer shifts (JSON) and the paper's Fig. 3, 4a and 5 as PNG files."""
-    from restore.analysis.analyze import analyze_runs
+    from restore.analysis.analyze import analyze_runs, summary_lines
 
     result = analyze_runs(
         runs, out, root=root, split=split, device=device, tsne_images=tsne_images, tsne=not no_tsne,
         zero_shot=not no_zero_shot,
     )  # fmt: skip
-    for r in result["runs"]:
-        sh = r["shift"]
-        typer.echo(
-            f"{r['method']:<14} seed {r['seed']}: sum s^v {sh['total_vision']:.4g}  sum s^t {sh['total_text']:.4g}"
-            f"  discrepancy {sh['total_discrepancy']:.4g}  gain {r['gain_over_zero_shot']}"
-        )
+    for line in summary_lines(result):
+        typer.echo(line)
     typer.echo(f"wrote {Path(out) / 'analysis.json'}")
     for name, path in result["figures"].items():
         typer.echo(f"  {name}: {path}")

@@ -70,3 +70,45 @@ def test_figures_are_written(tmp_path, clip):
     c = plot_tsne([panel], tmp_path / "tsne.png")
     for path in (a, b, c):
         assert _is_png_with_content(path)
+
+
+def test_tsne_has_a_class_legend_and_readable_markers():
+    from restore.analysis.plots import TSNE_LEGEND_CLASSES, tsne_figure
+
+    rng = np.random.default_rng(0)
+    names = ["banded", "dotted", "striped"]
+    panel = TsnePanel("maple / base", rng.normal(size=(30, 8)), np.arange(30) % 3, rng.normal(size=(3, 8)), names)
+    fig = tsne_figure([panel])
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["image", "class text", *names]
+    images, texts = fig.axes[0].collections
+    assert images.get_sizes()[0] >= 20 and texts.get_sizes()[0] >= 200  # dots and stars big enough to read
+    from matplotlib.colors import to_rgba
+
+    for c, handle in enumerate(legend.legend_handles[2:]):  # a class's legend colour is its star's colour
+        assert to_rgba(handle.get_color()) == pytest.approx(tuple(texts.get_facecolors()[c]))
+
+    many = TsnePanel("coop / novel", rng.normal(size=(50, 8)), np.arange(50) % 25, rng.normal(size=(25, 8)))
+    labels = [t.get_text() for t in tsne_figure([many]).legends[0].get_texts()]
+    assert labels[2:4] == ["class 0", "class 1"] and len(labels) == 2 + TSNE_LEGEND_CLASSES + 1
+    assert labels[-1] == "+5 more classes (colours repeat)"
+
+
+def test_analyze_summary_prints_signed_rounded_gains_not_dicts():
+    from restore.analysis.analyze import summary_lines
+
+    shift = {"total_vision": 0.123456, "total_text": 0.05, "total_discrepancy": 0.0012345}
+    result = {
+        "runs": [
+            {"method": "maple", "seed": 1, "shift": shift, "gain_over_zero_shot": {"base": -1.6666666666666679,
+                                                                                  "novel": 2.5}},
+            {"method": "restore_m", "seed": 2, "shift": shift, "gain_over_zero_shot": {}},
+        ]
+    }  # fmt: skip
+    first, second = summary_lines(result)
+    assert first == (
+        "maple      seed 1:  Σ s_v 0.1235  Σ s_t 0.0500  discrepancy 0.0012  "
+        "gain over zero-shot (points): base -1.67, novel +2.50"
+    )
+    assert second.endswith("gain over zero-shot (points): n/a (no zero-shot accuracy)")
+    assert "{" not in first + second

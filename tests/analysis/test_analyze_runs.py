@@ -31,6 +31,7 @@ def test_analyze_writes_json_and_figures_matching_the_runs(runs, tmp_path, capsy
     assert code == 0
     printed = capsys.readouterr().out
     assert "analysis.json" in printed and "tsne" in printed
+    assert "gain over zero-shot (points): base " in printed and "{" not in printed  # formatted, not a dict
     result = json.loads((out / "analysis.json").read_text())
     for name in ("layer_shifts", "discrepancy_vs_gain", "tsne"):
         assert _is_png_with_content(out / f"{name}.png"), name

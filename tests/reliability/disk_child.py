@@ -69,7 +69,9 @@ def main(work: Path, data: Path) -> None:
     report["rows"] = [{"status": r.status, "error": r.error} for r in db_rows(db)]
     report["run_json"] = json.loads((run_dir / "run.json").read_text())
 
-    # 2. With the disk still full, a new run on it fails clearly (its database on the full disk too).
+    # 2. With the disk still full, a new run on it fails clearly (its database on the full disk too). The first
+    #    run gave back the room it kept to record its failure (restore.engine.reserve): fill that too.
+    fill(small)
     other = cli(*ARGS, "-r", data, "--run-dir", small / "other", "--db", small / "other.sqlite")
     report["full"] = {"exit": other.exit_code, "errors": errors(other.output), "output": other.output}
 

@@ -147,8 +147,8 @@ def test_a_run_on_a_disk_that_fills_up_fails_clearly_and_resumes(shared_root, tm
     assert "the previous version of the file is unchanged" in line
     assert report["checkpoint_epoch"] == 1 and report["leftovers"] == []
     assert report["rows"] == [{"status": "failed", "error": line.removeprefix("error: ")}]
-    # run.json lies on the full disk: it keeps its previous complete version; the database (elsewhere) knows.
-    assert report["run_json"]["status"] == "running"
+    # run.json lies on the full disk: the room the run kept aside (restore.engine.reserve) lets it say so.
+    assert report["run_json"]["status"] == "failed" and report["run_json"]["error"] == line.removeprefix("error: ")
 
     full = report["full"]
     assert full["exit"] == 2 and "Traceback" not in full["output"], full["output"]

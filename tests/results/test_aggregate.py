@@ -31,7 +31,12 @@ def run(
         seed=seed,
         backbone=backbone,
         shots=shots,
-        config={"m": method, "d": dataset, "s": seed, **({"schedule": schedule} if schedule else {})},
+        config={
+            "method": {"name": method},
+            "data": {"dataset": dataset},
+            "seed": seed,
+            **({"schedule": schedule} if schedule else {}),
+        },
         tag=tag,
     )
     error = "boom" if status == "failed" else None

@@ -56,15 +56,31 @@ def expected_table(numbers, backbone):
 
 
 def markdown_tables(text):
-    """{section title: [[cells...] per row]} from the report's Markdown."""
-    tables, title = {}, None
+    """{section title: [[cells...] per row]} from the report's Markdown. A section printed as per-dataset blocks
+    (`### Average`, `### dtd`, each with Base/Novel/HM) is joined back into one wide table, its header cells
+    named `<block> <column>`, so the numbers can be compared with one recomputation."""
+    sections: dict = {}
+    title = block = None
     for line in text.splitlines():
         if line.startswith("## "):
-            title = line[3:]
-            tables[title] = []
+            title, block = line[3:], ""
+            sections[title] = {}
+        elif line.startswith("### ") and title:
+            block = line[4:]
         elif line.startswith("| ") and title:
             cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
-            tables[title].append(cells)
+            sections[title].setdefault(block, []).append(cells)
+    tables = {}
+    for title, by_block in sections.items():
+        if list(by_block) == [""]:
+            tables[title] = by_block[""]
+            continue
+        header, rows = ["Method"], {}
+        for name, lines in by_block.items():
+            header += [f"{name} {c}" for c in lines[0][1:]]
+            for cells in lines[1:]:
+                rows.setdefault(cells[0], []).extend(cells[1:])
+        tables[title] = [header, *([label, *cells] for label, cells in rows.items())]
     return tables
 
 
@@ -156,7 +172,15 @@ def test_markdown_and_html_reports_equal_the_recomputation(filled_db, tmp_path):
     parser = _Tables()
     parser.feed(page)
     assert list(parser.sections) == [vit, tiny, xd]
-    body = lambda rows: [r[1:] for r in rows if r[0] in ("", "published")]  # noqa: E731
+
+    def body(rows):
+        """Each row's cells over the per-dataset blocks (Average, dtd, eurosat), joined in block order."""
+        joined: dict = {}
+        for r in rows:
+            if r[0] in ("", "published") and r[1] != "Method":
+                joined.setdefault(r[1], [r[0], r[1]]).extend(r[2:])
+        return [cells[1:] for cells in joined.values()]
+
     check_rows(body(parser.sections[vit]), expected_table(numbers, "ViT-B/16"), published)
     check_rows(body(parser.sections[tiny]), expected_table(numbers, "tiny"), None)
     assert page.count("HM is the harmonic mean of the mean Base and mean Novel") == 2
@@ -241,7 +265,7 @@ def test_errors_through_the_real_entry_point_are_one_clear_message(restore_main,
     assert "cannot all go to the terminal" in capsys.readouterr().err
 
     assert restore_main(["report", "--db", str(path), "-f", "table", "--out", str(tmp_path / "o")]) == 2
-    assert "--out writes Markdown or HTML files" in capsys.readouterr().err
+    assert "--out writes Markdown, HTML or LaTeX files" in capsys.readouterr().err
 
     assert restore_main(["report", "--db", str(path), "--protocol", "b2m"]) == 2
     err = re.sub(r"[\s│╭╮╰╯─]+", " ", capsys.readouterr().err)

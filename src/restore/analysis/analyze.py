@@ -129,7 +129,7 @@ def _features(method, plan, splits, limit: int) -> TsnePanel | None:
     method.set_classes(plan.data.train.classnames)
     if text is None:
         return None
-    return TsnePanel("", torch.cat(feats).numpy(), torch.cat(labels).numpy(), text.numpy())
+    return TsnePanel("", torch.cat(feats).numpy(), torch.cat(labels).numpy(), text.numpy(), list(splits.classnames))
 
 
 def _zero_shot_accuracy(plan) -> dict[str, float]:
@@ -228,6 +228,22 @@ def analyze_runs(
     }
     atomic_write_json(out / "analysis.json", result)
     return result
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """What `restore analyze` prints: one line per run with its shift totals and its gains over zero-shot CLIP
+    as signed points (`base -1.67, novel +2.50`), then where the files went."""
+    lines = []
+    width = max((len(r["method"]) for r in result["runs"]), default=0)
+    for r in result["runs"]:
+        sh = r["shift"]
+        gains = r.get("gain_over_zero_shot") or {}
+        gain = ", ".join(f"{k} {v:+.2f}" for k, v in gains.items()) if gains else "n/a (no zero-shot accuracy)"
+        lines.append(
+            f"{r['method']:<{width}}  seed {r['seed']}:  Σ s_v {sh['total_vision']:.4f}  Σ s_t {sh['total_text']:.4f}"
+            f"  discrepancy {sh['total_discrepancy']:.4f}  gain over zero-shot (points): {gain}"
+        )
+    return lines
 
 
 def _mean_profile(profiles: list[ShiftProfile]) -> ShiftProfile:

@@ -82,6 +82,7 @@ class TsnePanel:
     image_features: np.ndarray  # (N, D)
     image_labels: np.ndarray  # (N,)
     text_features: np.ndarray  # (C, D), row c is class c
+    classnames: Sequence[str] | None = None  # class c's name, for the legend; None: "class c"
 
 
 def tsne_embed(panel: TsnePanel, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -98,22 +99,57 @@ def tsne_embed(panel: TsnePanel, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     return emb[:n], emb[n:]
 
 
-def plot_tsne(panels: Sequence[TsnePanel], path: Path, title: str = "", seed: int = 0) -> Path:
-    """Fig. 5: images as dots and class texts as stars, coloured by class, one panel per (method, split)."""
+#: Classes named in the t-SNE legend; beyond this the colours repeat (tab20) and the legend says so.
+TSNE_LEGEND_CLASSES = 20
+
+
+def tsne_figure(panels: Sequence[TsnePanel], title: str = "", seed: int = 0):
+    """Fig. 5: images as dots and class texts as stars, coloured by class, one panel per (method, split); a
+    legend names the classes by colour and the two markers."""
+    from matplotlib.lines import Line2D
+
     cols = min(len(panels), 4)
     rows = (len(panels) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4 * rows), squeeze=False)
-    cmap = plt.get_cmap("tab20")
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.4 * rows), squeeze=False, layout="constrained")
+    most = max((len(p.text_features) for p in panels), default=0)
+    k = 10 if most <= 10 else 20  # tab10's colours are the easier to tell apart; tab20 pairs light and dark
+    cmap = plt.get_cmap(f"tab{k}")
+    n_classes = 0
+    names: list[str] = []
     for ax, panel in zip(axes.flat, panels, strict=False):
         img, txt = tsne_embed(panel, seed)
-        ax.scatter(img[:, 0], img[:, 1], c=[cmap(int(c) % 20) for c in panel.image_labels], s=8, alpha=0.7)
         ax.scatter(
-            txt[:, 0], txt[:, 1], c=[cmap(c % 20) for c in range(len(txt))], marker="*", s=160, edgecolors="black"
-        )
+            img[:, 0], img[:, 1], c=[cmap(int(c) % k) for c in panel.image_labels], s=22, alpha=0.85,
+            edgecolors="white", linewidths=0.4,
+        )  # fmt: skip
+        ax.scatter(
+            txt[:, 0], txt[:, 1], c=[cmap(c % k) for c in range(len(txt))], marker="*", s=260,
+            edgecolors="black", linewidths=0.9,
+        )  # fmt: skip
         ax.set_title(panel.title, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
+        if len(txt) > n_classes:
+            n_classes = len(txt)
+            names = list(panel.classnames or [f"class {c}" for c in range(len(txt))])
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
+    handles = [
+        Line2D([], [], marker="o", linestyle="", color="gray", markeredgecolor="white", label="image"),
+        Line2D([], [], marker="*", linestyle="", color="gray", markeredgecolor="black", markersize=12,
+               label="class text"),
+    ]  # fmt: skip
+    shown = min(n_classes, TSNE_LEGEND_CLASSES)
+    handles += [
+        Line2D([], [], marker="s", linestyle="", color=cmap(c % k), markersize=8, label=names[c]) for c in range(shown)
+    ]
+    if n_classes > shown:
+        handles.append(Line2D([], [], linestyle="", label=f"+{n_classes - shown} more classes (colours repeat)"))
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False, title="classes")
     fig.suptitle(title or "t-SNE of image (dots) and class-text (stars) features")
-    return _save(fig, path)
+    return fig
+
+
+def plot_tsne(panels: Sequence[TsnePanel], path: Path, title: str = "", seed: int = 0) -> Path:
+    """`tsne_figure` written as a PNG."""
+    return _save(tsne_figure(panels, title, seed), path)

@@ -33,11 +33,14 @@ TrackerName = Literal["tensorboard", "jsonl", "wandb", "mlflow"]
 
 # Keys that say where a run's outputs go or how it reports, not what it computes: they are left out of the
 # run's identity (its hash, the run directory name, the resume check).
-# (data.workers stays in: workers draw augmentations from other generators than the main process.)
+# (data.workers only decides who loads the images: each one's augmentation is seeded from (seed, epoch,
+#  index) whatever process draws it (restore.engine.seeding.SampleSeeded), so 0 or 8 workers give the same
+#  tensors; tests/reliability/test_failures.py compares them. A resume may use other workers.)
 # (data.strict_shots only decides whether a short class is an error: a run it lets through is the same run.)
 ADMIN_KEYS = (
     "out", "db", "quiet", "log_every", "shift_images", "tracking", "device", "data.root", "data.eval_batch_size",
-    "data.strict_shots", "model.text_packing", "model.text_chunk", "model.text_checkpointing", "model.compile",
+    "data.workers", "data.strict_shots", "model.text_packing", "model.text_chunk", "model.text_checkpointing",
+    "model.compile",
 )  # fmt: skip
 # (the model.* speed and memory switches change no result beyond float rounding)
 

@@ -11,6 +11,7 @@ behind. `execute` then writes the run directory::
         checkpoints/last.pt  the training checkpoint of the last finished epoch (resume)
         model.safetensors    the learnable state (restore.methods.checkpoint format)
         metrics.json         per evaluated split top-1/top-5/n (+ HM for base-to-novel), timings, history
+        .owner.lock          while a process works here: its lock (`restore.engine.ownership`)
 
 and one row in the results database.
 
@@ -35,6 +36,7 @@ import yaml
 
 from restore.clip import CLIP
 from restore.config import to_dict
+from restore.engine import ownership
 from restore.engine.backbone import apply_model_options, backbone_label, check_backbone, load_backbone
 from restore.engine.checkpointing import differences
 from restore.engine.config import RunConfig, build_run_config, default_root_for, resolve
@@ -42,6 +44,7 @@ from restore.engine.device import autocast, resolve_device
 from restore.engine.evaluate import dataset_title, evaluate
 from restore.engine.precision import cast_for_precision
 from restore.engine.progress import RunLog
+from restore.engine.reserve import SpaceReserve
 from restore.engine.seeding import derive_seed, seed_everything
 from restore.engine.tracking import check_trackers, open_trackers
 from restore.engine.trainer import Trainer, TrainResult, TrainSettings
@@ -192,7 +195,9 @@ def _prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> dict[st
     info = _read_json(run_dir / RUN_FILE)
     holds_run = any((run_dir / p).exists() for p in (CHECKPOINT_FILE, MODEL_FILE, METRICS_FILE))
     if overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
+        for child in run_dir.iterdir():  # everything but the lock this process holds on the folder
+            if child.name != ownership.LOCK_FILE:
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         return None
     if holds_run and not resume:
         state = (info or {}).get("status", "unfinished")
@@ -350,10 +355,23 @@ def _finished_result(plan: RunPlan, info: dict[str, Any]) -> RunResult | None:
 
 def execute(plan: RunPlan, *, resume: bool = False, overwrite: bool = False, progress: bool | None = None) -> RunResult:
     """Train and evaluate a planned run, writing its directory and its database row."""
-    c = plan.config
     world = distributed.current()
     if world is not None and not world.is_main:
         return _follow(plan, resume=resume)
+    try:  # the run directory is this process's until the run ends (or the process dies)
+        lock = ownership.acquire(plan.run_dir)
+    except BaseException as e:
+        distributed.share_outcome(error=e)  # the other ranks stop with the same message
+        raise
+    try:
+        return _execute_owned(plan, resume=resume, overwrite=overwrite, progress=progress)
+    finally:
+        lock.release(remove_empty=True)  # a run refused before it started leaves no folder it created
+
+
+def _execute_owned(plan: RunPlan, *, resume: bool, overwrite: bool, progress: bool | None) -> RunResult:
+    c = plan.config
+    reserve: SpaceReserve | None = None
     try:
         info = _prepare_run_dir(plan.run_dir, resume=resume, overwrite=overwrite)
         if info is not None and info.get("config_hash") not in (None, c.hash()):
@@ -366,8 +384,8 @@ def execute(plan: RunPlan, *, resume: bool = False, overwrite: bool = False, pro
             distributed.share_outcome({"run_id": done.run_id, "finished": done})
             return done
         run_id = (info or {}).get("run_id") or new_run_id(plan)
-        recorder = _Recorder(plan, run_id)  # opens the database before the run directory is created
-        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        recorder = _Recorder(plan, run_id)  # opens the database before anything is written in the folder
+        reserve = SpaceReserve(plan.run_dir)  # room to record a failure on a disk that fills up
         _write_config(plan.run_dir, c)
         started = (info or {}).get("started_at") or time.strftime("%Y-%m-%dT%H:%M:%S%z")
         run_info = {
@@ -389,6 +407,8 @@ def execute(plan: RunPlan, *, resume: bool = False, overwrite: bool = False, pro
         atomic_write_json(plan.run_dir / RUN_FILE, run_info)
         recorder.start()  # after run.json names the run id: a resume finds and reuses this row
     except BaseException as e:
+        if reserve is not None:
+            reserve.free()
         distributed.share_outcome(error=e)  # the other ranks stop with the same message
         raise
     distributed.share_outcome({"run_id": run_id, "finished": None})
@@ -423,6 +443,7 @@ def execute(plan: RunPlan, *, resume: bool = False, overwrite: bool = False, pro
         log.info(f"finished: {RunResult(plan.run_dir, run_id, 'finished', c, metrics).summary()}", echo=False)
         return RunResult(plan.run_dir, run_id, "finished", c, metrics, timings, result.history)
     except KeyboardInterrupt:
+        reserve.free()
         _record_end(log, "interrupted; continue with --resume", recorder.interrupt)
         run_info.update(status="interrupted")
         _record_end(log, None, lambda: atomic_write_json(plan.run_dir / RUN_FILE, run_info))
@@ -430,11 +451,13 @@ def execute(plan: RunPlan, *, resume: bool = False, overwrite: bool = False, pro
     except BaseException as e:
         message = e.message if isinstance(e, RestoreError) else f"{type(e).__name__}: {e}"
         timings["total_s"] = round(time.perf_counter() - t_start, 3)
+        reserve.free()  # a full disk: the room kept aside lets the failure be written down
         _record_end(log, f"failed: {message}", lambda: recorder.fail(message, {}, timings))
         run_info.update(status="failed", error=message)
         _record_end(log, None, lambda: atomic_write_json(plan.run_dir / RUN_FILE, run_info))
         raise
     finally:
+        reserve.free()
         log.close()
         recorder.close()
 
@@ -557,6 +580,11 @@ def _evaluate_all(plan: RunPlan, log: RunLog, *, progress: bool | None) -> tuple
         metrics[label] = {"top1": r["top1"], "top5": r["top5"], "n": r["n"]}
     if c.protocol == "b2n":
         metrics["hm"] = harmonic_mean(metrics["base"]["top1"], metrics["novel"]["top1"])
+    if c.data.classes != "all":  # reports label a class-subset run "dtd (10/47 classes)"
+        from restore.results.grouping import class_subset_note
+
+        kept = class_subset_note([*plan.data.notes, *plan.data.train.notes])
+        metrics.setdefault("extra", {})["classes"] = kept or {"subset": False}
     plan.method.set_classes(plan.data.train.classnames, dataset=plan.dataset_title)
     if c.shift_images > 0 and plan.method.learnable_parameters() and distributed.is_main():
         metrics["shift"] = _shift_profile(plan, transform)

@@ -6,8 +6,10 @@ Conventions (the literature's, stated in every report's footnotes):
   HMs; the Average over datasets is the mean of per-dataset means, and its HM is HM(average Base, average Novel).
 - Cross-dataset / domain generalisation: a run's metrics hold one split per target dataset; the split named
   like the run's own (source) dataset is shown but left out of the average over targets.
-- Only `finished` runs count. When one cell has several finished runs for the same seed, the latest counts
-  and a note says how many were set aside.
+- A row is one configuration (`grouping`): runs that differ in any setting but the seed are separate rows,
+  labelled by what they change from the method's defaults or by their tag; a class-subset run is its own column.
+- Only `finished` runs count. Only an exact repeat (same configuration and seed) replaces an earlier run: the
+  latest counts and a note names the runs it replaced.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from restore.results.grouping import dataset_label, row_key, row_labels
 from restore.results.records import RESERVED_METRIC_KEYS, RunRecord, harmonic_mean
 
 # Literature order of datasets and methods; anything unknown follows alphabetically.
@@ -48,11 +51,11 @@ def norm_name(name: str) -> str:
 
 
 def dataset_sort_key(name: str) -> tuple[int, str]:
-    n = norm_name(name)
+    n = norm_name(name.split(" (", 1)[0])
     for i, aliases in enumerate(_DATASET_ORDER):
         if n in aliases:
-            return (i, n)
-    return (len(_DATASET_ORDER), n)
+            return (i, norm_name(name))
+    return (len(_DATASET_ORDER), norm_name(name))
 
 
 def method_sort_key(label: str) -> tuple[int, str]:
@@ -183,38 +186,46 @@ class Aggregation:
 
 
 def select_runs(records: Iterable[RunRecord]) -> tuple[list[RunRecord], list[str]]:
-    """Finished runs, one per (method, schedule set, tag, dataset, protocol, backbone, shots, seed): the latest."""
+    """Finished runs, one per configuration (`grouping.row_key`), dataset, protocol, backbone, shots and seed.
+
+    Runs of different configurations all stay (they become separate rows); only an exact repeat of a
+    configuration and seed replaces the earlier run, and the note names both.
+    """
     latest: dict[tuple, RunRecord] = {}
-    duplicates = 0
+    replaced: list[tuple[str, str]] = []  # (older run, the run that counts)
     others: Counter[str] = Counter()
     for r in records:
         if r.status != "finished":
             others[r.status] += 1
             continue
-        key = (r.method, r.schedule, r.tag, r.dataset, r.protocol, r.backbone, r.shots, r.seed)
+        key = (row_key(r), dataset_label(r), r.protocol, r.backbone, r.shots, r.seed)
         if key in latest:
-            duplicates += 1
-            if (r.finished_at or "", r.run_id) < (latest[key].finished_at or "", latest[key].run_id):
+            old = latest[key]
+            if (r.finished_at or "", r.run_id) < (old.finished_at or "", old.run_id):
+                replaced.append((r.run_id, old.run_id))
                 continue
+            replaced.append((old.run_id, r.run_id))
         latest[key] = r
     notes = []
     if others:
         listed = ", ".join(f"{n} {status}" for status, n in sorted(others.items()))
         notes.append(f"Not included (not finished): {listed}.")
-    if duplicates:
+    if replaced:
+        pairs = "; ".join(f"{old} (repeated by {new})" for old, new in replaced[:5])
+        more = f"; and {len(replaced) - 5} more" if len(replaced) > 5 else ""
         notes.append(
-            f"{duplicates} finished run(s) repeat a method/dataset/seed cell already covered; the latest of each "
-            "cell counts and the older ones are set aside."
+            f"{len(replaced)} finished run(s) repeat the same configuration and seed as a later run, which counts "
+            f"instead: {pairs}{more}."
         )
     return list(latest.values()), notes
 
 
-def _shift_curves(runs: Sequence[RunRecord]) -> tuple[tuple[ShiftCurve, ...], list[str]]:
+def _shift_curves(runs: Sequence[RunRecord], labels: Mapping[str, str]) -> tuple[tuple[ShiftCurve, ...], list[str]]:
     by_label: dict[str, list[dict]] = defaultdict(list)
     for r in runs:
         shift = r.metrics.get("shift")
         if isinstance(shift, Mapping) and (shift.get("vision") or shift.get("text")):
-            by_label[r.label].append(shift)
+            by_label[labels[r.run_id]].append(shift)
     curves, notes = [], []
     for label in sorted(by_label, key=method_sort_key):
         shifts = by_label[label]
@@ -256,8 +267,12 @@ def _splits(r: RunRecord) -> list[str]:
     return [k for k in r.metrics if k not in RESERVED_METRIC_KEYS]
 
 
-def b2n_table(runs: Sequence[RunRecord], backbone: str, shots: int | None) -> B2NTable:
-    datasets = sorted({r.dataset for r in runs}, key=dataset_sort_key)
+def b2n_table(
+    runs: Sequence[RunRecord], backbone: str, shots: int | None, labels: Mapping[str, str] | None = None
+) -> B2NTable:
+    """`labels` (run_id → row label, `grouping.row_labels`) defaults to labels made from these runs alone."""
+    labels = labels or row_labels(runs)
+    datasets = sorted({dataset_label(r) for r in runs}, key=dataset_sort_key)
     notes: list[str] = []
     values: dict[tuple[str, str], dict[str, dict[int, float]]] = defaultdict(lambda: {"base": {}, "novel": {}})
     for r in runs:
@@ -265,8 +280,9 @@ def b2n_table(runs: Sequence[RunRecord], backbone: str, shots: int | None) -> B2
         if base is None or novel is None:
             notes.append(f"Run {r.run_id} has no base/novel top1 and is left out.")
             continue
-        values[(r.label, r.dataset)]["base"][r.seed] = base
-        values[(r.label, r.dataset)]["novel"][r.seed] = novel
+        cell = values[(labels[r.run_id], dataset_label(r))]
+        cell["base"][r.seed] = base
+        cell["novel"][r.seed] = novel
     rows = []
     for label in sorted({k[0] for k in values}, key=method_sort_key):
         cells = {
@@ -277,17 +293,23 @@ def b2n_table(runs: Sequence[RunRecord], backbone: str, shots: int | None) -> B2
         b = statistics.fmean(c.base.mean for c in cells.values())
         n = statistics.fmean(c.novel.mean for c in cells.values())
         rows.append(B2NRow(label, cells, (b, n, harmonic_mean(b, n)), len(cells)))
-    shift, shift_notes = _shift_curves(runs)
+    shift, shift_notes = _shift_curves(runs, labels)
     return B2NTable("b2n", backbone, shots, tuple(datasets), tuple(rows), shift, tuple(notes + shift_notes))
 
 
 def target_table(
-    runs: Sequence[RunRecord], protocol: str, backbone: str, shots: int | None, source: str
+    runs: Sequence[RunRecord],
+    protocol: str,
+    backbone: str,
+    shots: int | None,
+    source: str,
+    labels: Mapping[str, str] | None = None,
 ) -> TargetTable:
+    labels = labels or row_labels(runs)
     split_names: list[str] = []
     for r in runs:
         split_names.extend(s for s in _splits(r) if s not in split_names)
-    is_source = {s: norm_name(s) == norm_name(source) for s in split_names}
+    is_source = {s: norm_name(s) == norm_name(source.split(" (", 1)[0]) for s in split_names}
     if protocol == "train":
         splits = split_names  # the order they were evaluated in
         averaged: list[str] = []
@@ -301,21 +323,22 @@ def target_table(
         for s in _splits(r):
             acc = _top1(r, s)
             if acc is not None:
-                values[(r.label, s)][r.seed] = acc
+                values[(labels[r.run_id], s)][r.seed] = acc
     rows = []
     for label in sorted({k[0] for k in values}, key=method_sort_key):
         cells = {s: Stat.of(values[(label, s)]) for s in splits if (label, s) in values}
         targets = [cells[s].mean for s in averaged if s in cells]
         avg = statistics.fmean(targets) if targets and averaged else None
         rows.append(TargetRow(label, cells, avg, len(targets)))
-    shift, notes = _shift_curves(runs)
+    shift, notes = _shift_curves(runs, labels)
     return TargetTable(
         protocol, backbone, shots, source, tuple(splits), tuple(averaged), tuple(rows), shift, tuple(notes)
     )
 
 
-def fewshot_table(runs: Sequence[RunRecord], backbone: str) -> FewShotTable:
-    datasets = sorted({r.dataset for r in runs}, key=dataset_sort_key)
+def fewshot_table(runs: Sequence[RunRecord], backbone: str, labels: Mapping[str, str] | None = None) -> FewShotTable:
+    labels = labels or row_labels(runs)
+    datasets = sorted({dataset_label(r) for r in runs}, key=dataset_sort_key)
     notes: list[str] = []
     values: dict[tuple[str, int, str], dict[int, float]] = defaultdict(dict)
     for r in runs:
@@ -325,14 +348,14 @@ def fewshot_table(runs: Sequence[RunRecord], backbone: str) -> FewShotTable:
         if acc is None:
             notes.append(f"Run {r.run_id}: no 'test' split (or single split) with top1; left out.")
             continue
-        values[(r.label, int(r.shots or 0), r.dataset)][r.seed] = acc
+        values[(labels[r.run_id], int(r.shots or 0), dataset_label(r))][r.seed] = acc
     rows = []
     keys = sorted({(k[0], k[1]) for k in values}, key=lambda k: (method_sort_key(k[0]), k[1]))
     for label, shots in keys:
         cells = {d: Stat.of(values[(label, shots, d)]) for d in datasets if (label, shots, d) in values}
         avg = statistics.fmean(c.mean for c in cells.values())
         rows.append(FewShotRow(label, shots, cells, avg, len(cells)))
-    shift, shift_notes = _shift_curves(runs)
+    shift, shift_notes = _shift_curves(runs, labels)
     return FewShotTable("fewshot", backbone, tuple(datasets), tuple(rows), shift, tuple(notes + shift_notes))
 
 
@@ -342,6 +365,7 @@ _PROTOCOL_ORDER = ("b2n", "xd", "dg", "fewshot", "train")
 def aggregate(records: Iterable[RunRecord]) -> Aggregation:
     """All tables for these records: one per protocol × backbone × shots (× source dataset for xd/dg/train)."""
     runs, notes = select_runs(records)
+    labels = row_labels(runs)
     groups: dict[tuple, list[RunRecord]] = defaultdict(list)
     for r in runs:
         if r.protocol == "b2n":
@@ -349,7 +373,7 @@ def aggregate(records: Iterable[RunRecord]) -> Aggregation:
         elif r.protocol == "fewshot":
             key = (r.protocol, r.backbone, None, "")
         else:
-            key = (r.protocol, r.backbone, r.shots, r.dataset)
+            key = (r.protocol, r.backbone, r.shots, dataset_label(r))
         groups[key].append(r)
 
     def order(key: tuple) -> tuple:
@@ -361,13 +385,25 @@ def aggregate(records: Iterable[RunRecord]) -> Aggregation:
         protocol, backbone, shots, source = key
         table: Table
         if protocol == "b2n":
-            table = b2n_table(groups[key], backbone, shots)
+            table = b2n_table(groups[key], backbone, shots, labels)
         elif protocol == "fewshot":
-            table = fewshot_table(groups[key], backbone)
+            table = fewshot_table(groups[key], backbone, labels)
         else:
-            table = target_table(groups[key], protocol, backbone, shots, source)
-        out.tables.append(replace(table, notes=(*table.notes, *schedule_notes(groups[key]))))
+            table = target_table(groups[key], protocol, backbone, shots, source, labels)
+        extra = (*schedule_notes(groups[key]), *config_notes(groups[key], labels))
+        out.tables.append(replace(table, notes=(*table.notes, *extra)))
     return out
+
+
+def config_notes(runs: Sequence[RunRecord], labels: Mapping[str, str]) -> tuple[str, ...]:
+    """What the brackets in the row labels mean, when a row has them."""
+    if not any(" [" in labels[r.run_id] for r in runs):
+        return ()
+    return (
+        "A row is one configuration: [key=value] lists the settings its runs changed from the method's defaults for "
+        "the protocol, dataset and schedule set (key=default: the default, named where two rows differ only there); "
+        "[name] is the runs' tag (`--tag`, or `restore results tag NAME RUN_ID...` afterwards).",
+    )
 
 
 def schedule_notes(runs: Sequence[RunRecord]) -> tuple[str, ...]:

@@ -37,6 +37,7 @@ class Format(enum.StrEnum):
     table = "table"
     markdown = "markdown"
     html = "html"
+    latex = "latex"
 
 
 class Status(enum.StrEnum):
@@ -68,9 +69,12 @@ def report(
         None,
         "--format",
         "-f",
-        help="table (terminal), markdown, html; repeatable. Default: table, plus markdown and html with --out.",
+        help="table (terminal), markdown, html, latex (booktabs, best per column bold); repeatable. "
+        "Default: table, plus markdown and html with --out.",
     ),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Folder for report.md (+ plots/) and report.html."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Folder for report.md (+ plots/), report.html and report.tex."
+    ),
     method: list[str] | None = MethodOption,
     dataset: list[str] | None = DatasetOption,
     backbone: list[str] | None = BackboneOption,
@@ -79,7 +83,7 @@ def report(
     published: Path | None = typer.Option(
         None,
         "--published",
-        help="Published base-to-novel numbers (default ../shared/data/published_base_to_novel.json).",
+        help="Published base-to-novel numbers (default: the ones shipped with restore, each with its source).",
     ),
     no_published: bool = typer.Option(False, "--no-published", help="Leave the published rows out."),
     title: str = typer.Option("restore results", "--title", help="Report title."),
@@ -89,17 +93,17 @@ def report(
     documents = [f for f in formats if f != "table"]
     if out is not None and not documents:
         raise ConfigError(
-            "--out writes Markdown or HTML files, but --format asks only for the terminal table",
-            hint="add --format markdown and/or --format html, or drop --out",
+            "--out writes Markdown, HTML or LaTeX files, but --format asks only for the terminal table",
+            hint="add --format markdown, html and/or latex, or drop --out",
         )
     if out is None and len(formats) > 1:
         raise ConfigError(
             f"--format {' and '.join(formats)} cannot all go to the terminal",
-            hint="give --out DIR to write Markdown and HTML files, or choose one format",
+            hint="give --out DIR to write Markdown, HTML and LaTeX files, or choose one format",
         )
     filters = _filters(protocol=protocol, method=method, dataset=dataset, backbone=backbone, shots=shots, tag=tag)
     location = db or default_results_location()
-    with open_results(location, create=False) as store:
+    with open_results(location, readonly=True) as store:
         records = store.query(**filters)
 
     pub, missing = None, None
@@ -128,7 +132,10 @@ def report(
         for path in write_report(rep, out, documents):
             typer.echo(f"wrote {path}")
     elif documents:
-        sys.stdout.write(render_markdown(rep) if documents[0] == "markdown" else render_html(rep))
+        from restore.results.latex import render_latex
+
+        render = {"markdown": render_markdown, "html": render_html, "latex": render_latex}[documents[0]]
+        sys.stdout.write(render(rep))
 
 
 def _headline(r) -> str:
@@ -156,7 +163,7 @@ def runs(
     filters = _filters(
         status=status, protocol=protocol, method=method, dataset=dataset, backbone=backbone, shots=shots, tag=tag
     )
-    with open_results(db or default_results_location(), create=False) as store:
+    with open_results(db or default_results_location(), readonly=True) as store:
         records = store.query(**filters)
     if as_json:
         for r in records:
@@ -191,9 +198,27 @@ def show(
     run_id: str = typer.Argument(..., help="The run id (see `restore results runs`)."), db: str | None = DbOption
 ) -> None:
     """Print one run's full record as JSON."""
-    with open_results(db or default_results_location(), create=False) as store:
+    with open_results(db or default_results_location(), readonly=True) as store:
         record = store.get(run_id)
     typer.echo(json.dumps(record.to_dict(), indent=2, sort_keys=True))
+
+
+@app.command("tag")
+def tag_runs(
+    tag: str = typer.Argument(..., help="The variant name reports show for these runs ('' removes the tag)."),
+    run_ids: list[str] = typer.Argument(..., help="The runs to tag (see `restore results runs`)."),
+    db: str | None = DbOption,
+) -> None:
+    """Name a variant after the fact: tagged runs form their own report row, labelled `method [TAG]`."""
+    if "\n" in tag or tag != tag.strip():
+        raise ConfigError(
+            f"tag {tag!r} has surrounding spaces or a line break", hint="use a short one-line name, e.g. lr-0.01"
+        )
+    with open_results(db or default_results_location(), create=False) as store:
+        for record in [store.get(run_id) for run_id in run_ids]:  # all exist before any changes
+            store.set_tag(record.run_id, tag)
+            before = f" (was {record.tag!r})" if record.tag and record.tag != tag else ""
+            typer.echo(f"tagged {record.run_id} {tag!r}{before}" if tag else f"untagged {record.run_id}{before}")
 
 
 @app.command("mark-interrupted")

@@ -200,12 +200,18 @@ _BACKENDS: dict[str, Callable[..., ResultsStore]] = {
 
 
 def open_results(
-    location: str | Path | None = None, *, create: bool = True, timeout_s: float = DEFAULT_TIMEOUT_S
+    location: str | Path | None = None,
+    *,
+    create: bool = True,
+    readonly: bool = False,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> ResultsStore:
     """Open (and with `create`, make) the results store at `location` (default `default_results_location()`).
 
     A file path or `sqlite://PATH` is SQLite. `create=False` makes a missing database an error, which is what
-    readers (reports) want: a typo in the path should not silently produce an empty report.
+    readers (reports) want: a typo in the path should not silently produce an empty report. `readonly`
+    (implies `create=False`) opens it for reading only: it works on a read-only file, folder or file system,
+    and any write fails.
     """
     loc = str(location if location is not None else default_results_location())
     scheme = loc.split("://", 1)[0].lower() if "://" in loc else ""
@@ -215,7 +221,7 @@ def open_results(
             f"unsupported results location {loc!r}: scheme {scheme!r} has no backend",
             hint=f"supported: {supported} (a shared server database is not built yet)",
         )
-    return _BACKENDS[scheme](loc, create=create, timeout_s=timeout_s)
+    return _BACKENDS[scheme](loc, create=create and not readonly, readonly=readonly, timeout_s=timeout_s)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -244,8 +250,11 @@ def _as_list(value: Filter) -> list[Any] | None:
 class SQLiteStore(ResultsStore):
     """SQLite file backend. One connection per store; a lock makes one store usable from several threads."""
 
-    def __init__(self, path: Path, *, create: bool = True, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self, path: Path, *, create: bool = True, readonly: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> None:
         self.path = path
+        self.readonly = readonly
         self.location = str(path)
         self.timeout_s = timeout_s
         self._lock = threading.RLock()
@@ -292,17 +301,38 @@ class SQLiteStore(ResultsStore):
 
     def _connect(self) -> None:
         try:
-            self._conn = sqlite3.connect(
+            self._conn = self._open_readonly() if self.readonly else sqlite3.connect(
                 self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False
-            )
+            )  # fmt: skip
         except sqlite3.Error as e:
             raise ResultsError(f"cannot open results database {self.path}: {e}") from None
         self._pid = os.getpid()
+        if self.readonly:
+            return
         try:
             self._configure()
         except BaseException:
             self._conn.close()
             raise
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        """A connection that never writes: ``mode=ro``; where SQLite cannot even make the WAL index beside a
+        WAL database (a read-only folder or file system, so nobody can be writing it), ``immutable=1``."""
+        from urllib.parse import quote
+
+        base = f"file:{quote(str(self.path.resolve()))}"
+        for flags in ("mode=ro", "immutable=1"):
+            conn = sqlite3.connect(f"{base}?{flags}", uri=True, timeout=self.timeout_s, isolation_level=None,
+                                   check_same_thread=False)  # fmt: skip
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                return conn
+            except sqlite3.OperationalError as e:
+                conn.close()
+                if flags == "immutable=1" or not any(w in str(e) for w in ("unable to open", "readonly")):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _ensure_own_connection(self) -> None:
         """An SQLite connection must not cross a fork: a forked worker opens its own. The inherited one is kept
@@ -343,7 +373,7 @@ class SQLiteStore(ResultsStore):
     def _check_schema(self) -> None:
         try:
             tables = self._tables()
-            if not tables:
+            if not tables and not self.readonly:
                 with self._write() as conn:
                     if not self._tables():  # another process may have created it while we waited
                         # executescript() would COMMIT our transaction; run the statements one by one.
@@ -600,6 +630,13 @@ class SQLiteStore(ResultsStore):
                     )
                     marked.append(run_id)
         return marked
+
+    def set_tag(self, run_id: str, tag: str) -> RunRecord:
+        """Name (or with '' un-name) a run's variant after the fact; reports group and label rows by it."""
+        with self._write() as conn:
+            new = dataclasses.replace(self._fetch(conn, run_id), tag=tag)
+            self._update(conn, new, ["tag"])
+        return new
 
     # -- readers -------------------------------------------------------------------------------------------
 

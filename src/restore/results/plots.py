@@ -39,33 +39,60 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def _bars(ax, groups: Sequence[str], series: dict[str, list[float | None]], errors: dict[str, list[float | None]]):
-    """Grouped bars: one group per x label, one bar per series; missing values leave a gap; std as error bars."""
+def tight_limits(values: Sequence[float], errors: Sequence[float | None] = ()) -> tuple[float, float]:
+    """y limits that hug the data (and its ± std), so a 1-2 point gap between methods is visible: the spread
+    plus 8% (at least half a point) either side, clipped to [0, 100]."""
+    errs = list(errors) + [None] * (len(values) - len(errors))
+    lo = min(v - (e or 0.0) for v, e in zip(values, errs, strict=True))
+    hi = max(v + (e or 0.0) for v, e in zip(values, errs, strict=True))
+    pad = max(0.5, 0.08 * (hi - lo))
+    return max(0.0, lo - pad), min(100.0, hi + pad)
+
+
+def _dots(ax, groups: Sequence[str], series: dict[str, list[float | None]], errors: dict[str, list[float | None]]):
+    """A dot per method and group, side by side within the group, ± std as an interval; missing values leave a
+    gap. The y axis is tight around the values (`tight_limits`), not from 0: bars from 0 hide small gaps."""
     labels = list(series)
-    width = 0.8 / max(1, len(labels))
+    step = 0.8 / max(1, len(labels))
     colors = _colors(labels)
+    all_v: list[float] = []
+    all_e: list[float | None] = []
     for i, label in enumerate(labels):
-        xs, ys, ex, ey, es = [], [], [], [], []
+        xs, ys, es = [], [], []
         for g in range(len(groups)):
             v = series[label][g]
             if v is None:
                 continue
-            x = g - 0.4 + width * (i + 0.5)
-            xs.append(x)
-            ys.append(v)
             e = errors.get(label, [None] * len(groups))[g]
-            if e is not None:
-                ex.append(x)
-                ey.append(v)
-                es.append(e)
-        ax.bar(xs, ys, width=width * 0.95, color=colors[label], label=label, linewidth=0)
-        if es:
-            ax.errorbar(ex, ey, yerr=es, fmt="none", ecolor="black", elinewidth=1, capsize=2)
+            xs.append(g - 0.4 + step * (i + 0.5))
+            ys.append(v)
+            es.append(0.0 if e is None else e)
+            all_v.append(v)
+            all_e.append(e)
+        if xs:
+            ax.errorbar(
+                xs, ys, yerr=es, fmt="o", color=colors[label], label=label, markersize=6, elinewidth=1.2, capsize=3
+            )
+    if all_v:
+        ax.set_ylim(*tight_limits(all_v, all_e))
+    for g in range(1, len(groups)):
+        ax.axvline(g - 0.5, color="#d8dde8", linewidth=0.8)
     rotate = len(groups) > 6
     ax.set_xticks(range(len(groups)), groups, rotation=20 if rotate else 0, ha="right" if rotate else "center")
+    ax.set_xlim(-0.5, len(groups) - 0.5)
     ax.set_ylabel("top-1 accuracy (%)")
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
+
+
+def datasets_title(names: Sequence[str]) -> str:
+    """The datasets a figure shows, for its title: all of them up to four, else how many."""
+    names = list(names)
+    return ", ".join(names) if len(names) <= 4 else f"{len(names)} datasets"
+
+
+def _setting(backbone: str, shots: int | None) -> str:
+    return f"backbone {backbone}" + (f", {shots} shots" if shots else "")
 
 
 def _legend(fig: Figure, ax, n: int) -> None:
@@ -75,10 +102,11 @@ def _legend(fig: Figure, ax, n: int) -> None:
 
 
 def b2n_bars(table: B2NTable) -> Figure:
-    """Base, Novel and HM per dataset (and the Average), one bar per method; error bars: std over seeds."""
+    """Base, Novel and HM per dataset (and the Average), one dot per method with ± std over seeds; each panel's
+    y axis is tight around its values."""
     groups = ["Average", *table.datasets]
     fig = Figure(figsize=(_width(len(groups), len(table.rows)), 9), layout="constrained")
-    axes = fig.subplots(3, 1, sharex=True)
+    axes = fig.subplots(3, 1, sharex=True)  # not sharey: each panel is tight around its own values
     for ax, metric in zip(axes, ("Base", "Novel", "HM"), strict=True):
         series: dict[str, list[float | None]] = {}
         errors: dict[str, list[float | None]] = {}
@@ -101,10 +129,10 @@ def b2n_bars(table: B2NTable) -> Figure:
                     errs.append(stat.std)
             series[row.label] = vals
             errors[row.label] = errs
-        _bars(ax, groups, series, errors)
+        _dots(ax, groups, series, errors)
         ax.set_title(metric if metric != "HM" else "HM (of the mean Base and Novel)", fontsize=10)
     _legend(fig, axes[0], len(table.rows))
-    fig.suptitle(f"Base-to-novel, {table.backbone}" + (f", {table.shots} shots" if table.shots else ""))
+    fig.suptitle(f"Base-to-novel on {datasets_title(table.datasets)} ({_setting(table.backbone, table.shots)})")
     return fig
 
 
@@ -120,9 +148,12 @@ def target_bars(table: TargetTable) -> Figure:
     errors = {
         row.label: [row.cells[s].std if s in row.cells else None for s in table.splits] + [None] for row in table.rows
     }
-    _bars(ax, groups, series, errors)
+    _dots(ax, groups, series, errors)
     _legend(fig, ax, len(table.rows))
-    fig.suptitle(f"{table.source} → each evaluated dataset, {table.backbone}")
+    fig.suptitle(
+        f"Trained on {table.source}, evaluated on {datasets_title(table.splits)} "
+        f"({_setting(table.backbone, table.shots)})"
+    )
     return fig
 
 
@@ -162,7 +193,7 @@ def fewshot_lines(table: FewShotTable) -> Figure:
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
     _legend(fig, axes[0], len(labels))
-    fig.suptitle(f"Few-shot, {table.backbone}")
+    fig.suptitle(f"Few-shot on {datasets_title(table.datasets)} ({_setting(table.backbone, None)})")
     return fig
 
 
@@ -191,9 +222,11 @@ def shift_curves(curves: Sequence[ShiftCurve], title: str, colors: dict[str, str
 def table_plots(table: B2NTable | TargetTable | FewShotTable, stem: str) -> list[Plot]:
     """The figures that go with one table."""
     if isinstance(table, B2NTable):
-        plots = [Plot(f"{stem}-bars", "Base / Novel / HM per dataset", _png(b2n_bars(table)))]
+        plots = [Plot(f"{stem}-bars", f"Base / Novel / HM on {datasets_title(table.datasets)}", _png(b2n_bars(table)))]
     elif isinstance(table, TargetTable):
-        plots = [Plot(f"{stem}-bars", "Accuracy per target", _png(target_bars(table)))]
+        plots = [
+            Plot(f"{stem}-bars", f"Accuracy per evaluated dataset, trained on {table.source}", _png(target_bars(table)))
+        ]
     else:
         plots = [Plot(f"{stem}-shots", "Accuracy against shots", _png(fewshot_lines(table)))]
     if table.shift:

@@ -58,6 +58,24 @@ class Grid:
     first: str = "Method"
 
 
+def blocks(g: Grid) -> list[tuple[str, Grid]]:
+    """A grouped grid as one small grid per group (the Average, then each dataset with its Base/Novel/HM), as
+    the CoOp/MaPLe papers print base-to-novel results; rows with nothing in a group are left out of its block.
+    An ungrouped grid is one block named ''."""
+    if not g.groups:
+        return [("", g)]
+    out, start = [], 0
+    for label, span in g.groups:
+        rows = [
+            GridRow(r.label, r.cells[start : start + span], r.published)
+            for r in g.rows
+            if any(c not in ("", MISSING) for c in r.cells[start : start + span])
+        ]
+        out.append((label, Grid(g.columns[start : start + span], rows, first=g.first)))
+        start += span
+    return out
+
+
 @dataclass
 class Section:
     title: str
@@ -119,7 +137,10 @@ def _b2n_section(table: B2NTable) -> tuple[Grid, list[str]]:
             cells += [MISSING] * 3 if c is None else [fmt_stat(c.base, full), fmt_stat(c.novel, full), _num(c.hm)]
         rows.append(GridRow(row.label, cells))
     for row in table.published:
-        cells = [_num(v) for v in row.average or (None, None, None)] + [""] * (3 * len(table.datasets))
+        cells = [_num(v) for v in row.average or (None, None, None)]
+        for d in table.datasets:
+            c = row.cells.get(d)
+            cells += ["", "", ""] if c is None else [_num(c.base.mean), _num(c.novel.mean), _num(c.hm)]
         rows.append(GridRow(f"{row.label} — {PUBLISHED_LABEL}", cells, published=True))
     notes = [
         f"Base and Novel: top-1 accuracy (%) on the base and the novel test classes, {seeds_text}",
@@ -215,7 +236,7 @@ def build_report(
     stems: set[str] = set()
     for table in agg.tables:
         if published is not None and applies_to(published, table):
-            rows, pnotes = published_rows(published)
+            rows, pnotes = published_rows(published, table.datasets)
             table = dataclasses.replace(table, published=rows, published_notes=pnotes)
         if isinstance(table, B2NTable):
             grid, footnotes = _b2n_section(table)
@@ -261,21 +282,16 @@ def render_markdown(report: Report, plot_dir: str | None = None) -> str:
         out.append("")
     for section in report.sections:
         out += [f"## {section.title}", ""]
-        g = section.grid
-        if g.groups:
-            header = [g.first]
-            i = 0
-            for label, span in g.groups:
-                header += [f"{label} {c}" for c in g.columns[i : i + span]]
-                i += span
-        else:
+        for name, g in blocks(section.grid):
+            if name:
+                out += [f"### {name}", ""]
             header = [g.first, *g.columns]
-        out.append("| " + " | ".join(_md_escape(h) for h in header) + " |")
-        out.append("|" + "---|" + "---:|" * (len(header) - 1))
-        for row in g.rows:
-            label = f"*{row.label}*" if row.published else f"**{row.label}**"
-            out.append("| " + " | ".join([_md_escape(label), *(_md_escape(c) for c in row.cells)]) + " |")
-        out.append("")
+            out.append("| " + " | ".join(_md_escape(h) for h in header) + " |")
+            out.append("|" + "---|" + "---:|" * (len(header) - 1))
+            for row in g.rows:
+                label = f"*{row.label}*" if row.published else f"**{row.label}**"
+                out.append("| " + " | ".join([_md_escape(label), *(_md_escape(c) for c in row.cells)]) + " |")
+            out.append("")
         for i, note in enumerate(section.footnotes, 1):
             out.append(f"{i}. {note}")
         out.append("")
@@ -308,6 +324,7 @@ td.avg, th.avg { background: #eaf4ec; }
 ol.footnotes { font-size: .82rem; color: #3b4252; max-width: 1100px; }
 figure { margin: 1.2rem 0; } figure img { max-width: 100%; border: 1px solid #e3e6ee; }
 figcaption { font-size: .85rem; color: #5a6275; }
+.blocks { display: flex; flex-wrap: wrap; gap: 0 1.6rem; } .block h3 { font-size: 1rem; margin: 1rem 0 0; }
 """
 
 
@@ -327,30 +344,24 @@ def render_html(report: Report) -> str:
     if report.notes:
         out.append('<div class="notes">' + "".join(f"<p>{e(n)}</p>" for n in report.notes) + "</div>")
     for section in report.sections:
-        g = section.grid
         out.append(f"<section><h2>{e(section.title)}</h2>")
-        out.append('<div class="scroll"><table>')
-        avg_cols = _average_columns(g)
-        if g.groups:
-            out.append(f'<thead><tr><th rowspan="2">{e(g.first)}</th>')
-            out += [
-                f'<th colspan="{span}"{" class=avg" if label == "Average" else ""}>{e(label)}</th>'
-                for label, span in g.groups
-            ]
-            out.append("</tr><tr>")
-            out += [f"<th{' class=avg' if i in avg_cols else ''}>{e(c)}</th>" for i, c in enumerate(g.columns)]
-            out.append("</tr></thead>")
-        else:
+        grouped = bool(section.grid.groups)
+        if grouped:
+            out.append('<div class="blocks">')
+        for name, g in blocks(section.grid):
+            avg_cols = set(range(len(g.columns))) if name == "Average" else _average_columns(g)
+            out.append('<div class="block">' + (f"<h3>{e(name)}</h3>" if name else "") + '<div class="scroll"><table>')
             out.append(f"<thead><tr><th>{e(g.first)}</th>")
             out += [f"<th{' class=avg' if i in avg_cols else ''}>{e(c)}</th>" for i, c in enumerate(g.columns)]
-            out.append("</tr></thead>")
-        out.append("<tbody>")
-        for row in g.rows:
-            out.append('<tr class="published">' if row.published else "<tr>")
-            out.append(f'<td class="label">{e(row.label)}</td>')
-            out += [f"<td{' class=avg' if i in avg_cols else ''}>{e(c)}</td>" for i, c in enumerate(row.cells)]
-            out.append("</tr>")
-        out.append("</tbody></table></div>")
+            out.append("</tr></thead><tbody>")
+            for row in g.rows:
+                out.append('<tr class="published">' if row.published else "<tr>")
+                out.append(f'<td class="label">{e(row.label)}</td>')
+                out += [f"<td{' class=avg' if i in avg_cols else ''}>{e(c)}</td>" for i, c in enumerate(row.cells)]
+                out.append("</tr>")
+            out.append("</tbody></table></div></div>")
+        if grouped:
+            out.append("</div>")
         out.append('<ol class="footnotes">' + "".join(f"<li>{e(n)}</li>" for n in section.footnotes) + "</ol>")
         for plot in section.plots:
             data = base64.b64encode(plot.png).decode("ascii")
@@ -397,7 +408,7 @@ def _wide_table(section: Section):
 
     g = section.grid
     t = RichTable(title=section.title, title_style="bold", header_style="bold", show_lines=False)
-    t.add_column(g.first, justify="left", max_width=28, overflow="fold")
+    t.add_column(g.first, justify="left", max_width=48, overflow="fold")
     if g.groups:
         i = 0
         for label, span in g.groups:
@@ -433,11 +444,11 @@ def _long_table(section: Section, width: int):
     if any(g.columns[i : i + span] != sub for i in range(0, len(g.columns), span)):
         return None
     cell_w = max(len(c) for row in g.rows for c in [*row.cells, *g.columns])
-    label_w = min(28, max(len(r.label) for r in g.rows))
+    label_w = min(48, max(len(r.label) for r in g.rows))
     if label_w + len(g.columns) * (cell_w + 3) + 4 <= width:
         return None
     t = RichTable(title=section.title, title_style="bold", header_style="bold")
-    t.add_column(g.first, justify="left", max_width=28, overflow="fold")
+    t.add_column(g.first, justify="left", max_width=48, overflow="fold")
     t.add_column("", justify="left")
     for c in sub:
         t.add_column(c, justify="right")
@@ -455,7 +466,8 @@ def _long_table(section: Section, width: int):
 
 
 def write_report(report: Report, out_dir: str | Path, formats: Sequence[str] = ("markdown", "html")) -> list[Path]:
-    """Write `report.md` (with its PNGs under `plots/`) and/or `report.html` into `out_dir`; return the paths."""
+    """Write `report.md` (with its PNGs under `plots/`), `report.html` and/or `report.tex` into `out_dir`;
+    return the paths."""
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -473,6 +485,12 @@ def write_report(report: Report, out_dir: str | Path, formats: Sequence[str] = (
         if "html" in formats:
             path = out_dir / "report.html"
             path.write_text(render_html(report), encoding="utf-8")
+            written.append(path)
+        if "latex" in formats:
+            from restore.results.latex import render_latex  # latex imports this module
+
+            path = out_dir / "report.tex"
+            path.write_text(render_latex(report), encoding="utf-8")
             written.append(path)
     except OSError as err:
         raise ResultsError(

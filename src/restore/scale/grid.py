@@ -28,6 +28,10 @@ axis needs one value at least. Overrides apply in this order, later ones winning
 not overrides and cannot be set any other way. A grid point's values become the run's ``tag`` (after any
 tag set elsewhere) so that reports keep the variants apart instead of averaging them as seeds.
 
+A grid is counted before it is expanded (`count_cells`: the product of its axes): more than
+``$RESTORE_MAX_CELLS`` cells (default 10,000) is refused with the count; cells are built one at a time
+(`iter_cells`), so nothing grows with the grid before that check.
+
 Every cell is checked before any run starts: the config keys and values, the method, the dataset name
 (and that the protocol can train on it), the backbone setting. A `ConfigError` names the cell. Whether a
 dataset's folder and images are there is checked by the run itself, on the machine that runs it (a Ray
@@ -39,7 +43,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,23 +289,73 @@ def _entries(value: Any, what: str, where: str) -> list[dict[str, Any]]:
 
 
 # --- expansion ------------------------------------------------------------------------------------------
-def expand(grid: Grid) -> list[Cell]:
-    """Every cell of the grid, checked (`ConfigError` naming the first bad cell), duplicates merged."""
-    cells: list[Cell] = []
+MAX_CELLS_ENV = "RESTORE_MAX_CELLS"
+DEFAULT_MAX_CELLS = 10_000  # a sweep of more runs is most likely a typo; checking each cell takes ~1 ms
+
+
+def count_cells(grid: Grid) -> int:
+    """How many cells the grid asks for, from the axis lengths alone (nothing expanded): the product of
+    the axes and the override matrix, plus the includes — before excludes and merged duplicates, so an
+    upper bound of what `expand` returns."""
+    n = len(grid.protocols) * len(grid.methods) * len(grid.datasets) * len(grid.shots) * len(grid.seeds)
+    for values in grid.grid.values():
+        n *= len(values)
+    return n + len(grid.include)
+
+
+def max_cells() -> int:
+    """The most cells a grid may have: ``$RESTORE_MAX_CELLS``, else `DEFAULT_MAX_CELLS`."""
+    text = os.environ.get(MAX_CELLS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_CELLS
+    if not text.isdigit() or len(text) > 18 or int(text) < 1:
+        raise ConfigError(
+            f"${MAX_CELLS_ENV} must be a whole number of cells (1 or more), got {text[:40]!r}",
+            hint=f"e.g. {MAX_CELLS_ENV}=100000, or unset it for the default {DEFAULT_MAX_CELLS:,}",
+        )
+    return int(text)
+
+
+def check_size(grid: Grid, limit: int | None = None) -> int:
+    """The grid's cell count (`count_cells`); `ConfigError` with the count when it is over ``limit``
+    (default `max_cells`). Called before any cell is built, so an absurd grid costs nothing."""
+    limit = max_cells() if limit is None else limit
+    n = count_cells(grid)
+    if n > limit:
+        sizes = [("protocols", len(grid.protocols)), ("methods", len(grid.methods)),
+                 ("datasets", len(grid.datasets)), ("shot counts", len(grid.shots)), ("seeds", len(grid.seeds)),
+                 *((f"values of {k}", len(v)) for k, v in grid.grid.items())]  # fmt: skip
+        product = " x ".join(f"{size:,} {what}" for what, size in sizes if size > 1) or "1"
+        extra = f" + {len(grid.include):,} includes" if grid.include else ""
+        raise ConfigError(
+            f"the grid has {n:,} cells ({product}{extra}), more than the limit of {limit:,}",
+            hint=f"split it into smaller sweeps, or raise the limit: {MAX_CELLS_ENV}={n} restore sweep ...",
+        )
+    return n
+
+
+def expand(grid: Grid, *, limit: int | None = None) -> list[Cell]:
+    """Every cell of the grid, checked (`ConfigError` naming the first bad cell), duplicates merged.
+    A grid of more than ``limit`` cells (default `max_cells`) is refused before any is built."""
+    check_size(grid, limit)
+    return list(iter_cells(grid))
+
+
+def iter_cells(grid: Grid) -> Iterator[Cell]:
+    """The cells of `expand`, one at a time (a generator: each is built and checked when it is asked for)."""
     seen: set[str] = set()
     keys = list(grid.grid)
-    points = [tuple(zip(keys, values, strict=True)) for values in itertools.product(*grid.grid.values())]
     for protocol, method, dataset, shots, seed in itertools.product(
         grid.protocols, grid.methods, grid.datasets, grid.shots, grid.seeds
     ):
         axes = {"protocol": protocol, "method": method, "dataset": dataset, "shots": shots, "seed": seed}
         if any(_matches(rule, axes) for rule in grid.exclude):
             continue
-        for point in points:
-            cell = _cell(grid, axes, point, {})
+        for values in itertools.product(*grid.grid.values()):
+            cell = _cell(grid, axes, tuple(zip(keys, values, strict=True)), {})
             if _key(cell) not in seen:
                 seen.add(_key(cell))
-                cells.append(cell)
+                yield cell
     for i, entry in enumerate(grid.include):
         axes = {}
         for axis, options in (
@@ -322,8 +377,7 @@ def expand(grid: Grid) -> list[Cell]:
         cell = _cell(grid, axes, point, {})
         if _key(cell) not in seen:
             seen.add(_key(cell))
-            cells.append(cell)
-    return cells
+            yield cell
 
 
 def _axis_value(value: Any, axis: str, where: str) -> Any:

@@ -34,7 +34,8 @@ class Executor(Protocol):
     def submit(self, job: Job) -> None: ...
 
     def wait(self, timeout: float) -> list[tuple[Job, dict[str, Any]]]:
-        """Jobs that ended since the last call (waiting up to ``timeout`` seconds for one), with outcomes."""
+        """Jobs that ended since the last call (waiting up to ``timeout`` seconds for one), with outcomes:
+        ``status`` finished, failed, or busy (another live process owns the run directory; nothing ran)."""
         ...
 
     def close(self) -> None:

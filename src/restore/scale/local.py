@@ -1,5 +1,6 @@
 """The local executor: each run in a child process of its own, so that a crash (a segfault, the OOM
-killer) ends that run only.
+killer) ends that run only. A child dies with the driver (``prctl(PR_SET_PDEATHSIG)``): a sweep killed with
+``kill -9`` leaves no run behind that still writes its run directory.
 
 With GPUs, one run per GPU at a time: each child sees only its own (``CUDA_VISIBLE_DEVICES``) and gets an
 equal share of the CPU cores for its torch threads. On the CPU, ``workers`` runs at a time (default 1),
@@ -22,6 +23,7 @@ from typing import Any
 import restore
 from restore.errors import ConfigError
 from restore.scale.jobs import Job, failed
+from restore.scale.worker import PARENT_ENV
 
 
 def available_cores() -> int:
@@ -99,6 +101,7 @@ class LocalExecutor:
             "PYTHONPATH": os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])]),
             "OMP_NUM_THREADS": str(self.threads),
             "MKL_NUM_THREADS": str(self.threads),
+            PARENT_ENV: str(os.getpid()),  # the child dies with this process (restore.scale.worker)
         }
         if self.device_type == "cuda":
             env["CUDA_VISIBLE_DEVICES"] = slot

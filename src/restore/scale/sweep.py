@@ -10,6 +10,11 @@ executor (local child processes or Ray tasks), retry failures, record every outc
   returns (`restore.scale.worker`): finished with its metrics, or failed with its error message. A failed
   run is tried again up to ``retries`` more times (the same row, resumed run directory); it never stops
   the other runs.
+- A run directory has one live owner (`restore.engine.ownership`): a cell whose directory another process
+  works in (a second sweep of the same grid, a `restore run`) is not run twice — the sweep looks at it
+  again every ``BUSY_WAIT_S`` seconds and counts it done once that process finished it, without a row of
+  its own. A cell found finished in the database just before it would start (by another sweep) is skipped.
+  The local executor's runs die with the driver, so a killed driver leaves no run still writing.
 - Progress (done, failed, running, remaining, ETA) is a live bar on a terminal and one line per finished
   run otherwise; at the end the report of the sweep's finished runs (`restore.results`) and the failures.
 """
@@ -30,6 +35,8 @@ from rich.markup import escape  # run labels carry tags such as [method.n_ctx=2]
 from restore.errors import ConfigError, ResultsError
 from restore.scale.grid import Cell, Grid, describe_cells, expand, load_grid, record_hash, resolved_configs
 from restore.scale.jobs import Executor, Job
+
+BUSY_WAIT_S = 2.0  # how often a sweep looks again at a cell whose run directory another process owns
 
 
 @dataclass
@@ -104,17 +111,19 @@ def run_sweep(
     console: Console | None = None,
     live: bool | None = None,
     report: bool = True,
+    max_cells: int | None = None,
 ) -> SweepResult:
     """Run every cell of ``grid`` (a grid file or a parsed `Grid`) that the database does not hold finished.
 
     ``executor`` overrides the choice made from ``ray_address`` (Ray) or its absence (local processes);
-    ``live`` forces the progress bar on or off (default: on a terminal).
+    ``live`` forces the progress bar on or off (default: on a terminal); ``max_cells`` raises the limit on
+    the grid's size (default ``$RESTORE_MAX_CELLS`` or 10,000, `restore.scale.grid.check_size`).
     """
     if retries < 0:
         raise ConfigError(f"--retries must be 0 or more, got {retries}")
     console = console or Console(stderr=True)
     g = grid if isinstance(grid, Grid) else load_grid(grid)
-    cells = expand(g)  # every cell checked before anything else happens
+    cells = expand(g, limit=max_cells)  # counted first, then every cell checked before anything else happens
     out_path, location = sweep_locations(g, out, db)
     if dry_run:
         return _dry_run(g, cells, out_path, location, ray_address, console)
@@ -184,22 +193,38 @@ class _Driver:
 
     def run(self, todo: list[tuple[int, Cell]]) -> list[CellResult]:
         queue = collections.deque(Job(cell, 1, self._spec(cell), key) for key, cell in todo)
+        waiting: list[tuple[float, Job]] = []  # cells another live process works on: (when to look again, job)
         started: dict[int, float] = {}
         results: list[CellResult] = []
         running = 0
         self.progress.start(len(todo), self.executor.capacity)
         try:
-            while queue or running:
+            while queue or running or waiting:
+                now = time.monotonic()
+                queue.extend(job for ready, job in waiting if ready <= now)
+                waiting = [(ready, job) for ready, job in waiting if ready > now]
                 while queue and running < self.executor.capacity:
                     job = queue.popleft()
+                    if (done := self._finished_elsewhere(job.cell)) is not None:
+                        results.append(CellResult(job.cell, "skipped", attempts=0, config_hash=done))
+                        self.progress.elsewhere(job)
+                        continue
                     self.executor.submit(job)
                     started[id(job)] = time.monotonic()
                     running += 1
                 self.progress.update(running=running)
+                if not running:
+                    time.sleep(min(BUSY_WAIT_S, max(0.0, min(r for r, _ in waiting) - time.monotonic()))
+                                if waiting else 0.0)  # fmt: skip
+                    continue
                 for job, outcome in self.executor.wait(timeout=0.5):
                     running -= 1
                     self.progress.running = running
                     seconds = time.monotonic() - started.pop(id(job), time.monotonic())
+                    if outcome.get("status") == "busy":  # owned by another live process: wait, record nothing
+                        waiting.append((time.monotonic() + BUSY_WAIT_S, job))
+                        self.progress.waiting(job, outcome)
+                        continue
                     run_id, config_hash = self._record(job, outcome)
                     outcome = {**outcome, "config_hash": config_hash}
                     if outcome.get("status") == "finished":
@@ -224,6 +249,12 @@ class _Driver:
         finally:
             self.progress.stop()
         return results
+
+    def _finished_elsewhere(self, cell: Cell) -> str | None:
+        """The hash of the cell's finished row if another process (a second sweep on the same database)
+        finished it since this sweep started, else None."""
+        return next((h for h in sorted({record_hash(c) for c in self.configs[id(cell)]}) if self.store.is_finished(h)),
+                    None)  # fmt: skip
 
     def _spec(self, cell: Cell) -> dict[str, Any]:
         return {"config": {**cell.data, "out": str(self.out)}, "label": cell.label}
@@ -275,15 +306,29 @@ class _Driver:
         try:
             self.store.start_run(record)
         except ResultsError:
-            if self.store.get(run_id).status == "finished":  # reported again by a finished run directory
+            # Re-reported by a finished run folder: fine. No such row: the write itself failed (a full disk),
+            # and that first error is what the sweep stops with, not a follow-up lookup.
+            if self._row_status(run_id) == "finished":
                 return run_id, record.config_hash
             raise
         timings = outcome.get("timings") or {"total_s": outcome.get("seconds", 0.0)}
-        if outcome.get("status") == "finished":
-            self.store.finish_run(run_id, outcome.get("metrics") or {}, timings)
-        else:
-            self.store.fail_run(run_id, outcome.get("error") or "failed", {}, timings)
+        try:
+            if outcome.get("status") == "finished":
+                self.store.finish_run(run_id, outcome.get("metrics") or {}, timings)
+            else:
+                self.store.fail_run(run_id, outcome.get("error") or "failed", {}, timings)
+        except ResultsError:
+            if self._row_status(run_id) == "finished":  # another sweep recorded the same finished run first
+                return run_id, record.config_hash
+            raise
         return run_id, record.config_hash
+
+    def _row_status(self, run_id: str) -> str | None:
+        """The status of the row ``run_id``, or None when there is none (or it cannot be read)."""
+        try:
+            return self.store.get(run_id).status
+        except ResultsError:
+            return None
 
 
 # --- progress -------------------------------------------------------------------------------------------
@@ -351,6 +396,14 @@ class SweepProgress:
         )
         self._status()
 
+    def elsewhere(self, job: Job) -> None:
+        self.n_done += 1
+        self._line(f"[green]done[/]   {escape(job.cell.label)}: finished by another process")
+        self._status()
+
+    def waiting(self, job: Job, outcome: dict[str, Any]) -> None:
+        self._line(f"[yellow]wait[/]   {escape(job.cell.label)}: {escape(str(outcome.get('error')))}")
+
     def retrying(self, job: Job, outcome: dict[str, Any], attempts: int) -> None:
         self._line(
             f"[yellow]failed[/] {escape(job.cell.label)} (attempt {job.attempt}/{attempts}), trying again: "
@@ -382,7 +435,7 @@ def sweep_records(result: SweepResult) -> list:
         return []
     from restore.results import open_results
 
-    with open_results(result.db, create=False) as store:
+    with open_results(result.db, readonly=True) as store:
         records = store.query(config_hash=hashes, status="finished")
     return list({r.config_hash: r for r in records}.values())
 
@@ -424,7 +477,7 @@ def _dry_run(
     if Path(location.removeprefix("sqlite://")).expanduser().exists():
         from restore.results import open_results
 
-        with open_results(location, create=False) as store:
+        with open_results(location, readonly=True) as store:  # a dry run writes nothing, anywhere
             done = store.finished_hashes()
     results = []
     t = Table(title=f"sweep {g.name}: {describe_cells(cells)}")

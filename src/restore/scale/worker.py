@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
+from restore.engine.ownership import RunBusy
 from restore.errors import RestoreError
+
+PARENT_ENV = "RESTORE_SWEEP_DRIVER"  # the driver's pid: the local executor's children die with it
 
 
 def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
@@ -47,6 +52,9 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         )  # fmt: skip
         result = execute(plan, resume=True, progress=False)
         outcome.update(status="finished", run_id=result.run_id, metrics=result.metrics, timings=result.timings)
+    except RunBusy as e:  # another live process works in this run directory: the driver waits for it
+        outcome.update(status="busy", error=e.message)
+        plan = None
     except RestoreError as e:
         outcome.update(error=e.message + (f" (hint: {e.hint})" if e.hint else ""))
     except Exception as e:  # a bug, or the machine (out of memory): keep the traceback in the cell's log
@@ -71,8 +79,34 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+def die_with_parent(parent: int) -> None:
+    """End this process (SIGKILL) when the process ``parent`` is gone, however it went (kill -9 included):
+    a sweep's runs must not outlive their driver and write run directories that a new sweep resumes.
+
+    On Linux the kernel does it (``prctl(PR_SET_PDEATHSIG)``); elsewhere a thread checks every second."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) == 0:
+            if os.getppid() != parent:  # the parent died before the request: nobody would send the signal
+                os.kill(os.getpid(), signal.SIGKILL)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="restore-parent-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     spec_path, outcome_path = argv if argv is not None else sys.argv[1:]
+    parent = os.environ.get(PARENT_ENV)
+    if parent:
+        die_with_parent(int(parent))
     spec = json.loads(Path(spec_path).read_text())
     outcome = run_cell(spec)
     tmp = Path(f"{outcome_path}.tmp")
