@@ -227,6 +227,29 @@ def test_a_run_asking_for_a_missing_library_writes_nothing(data_root, tmp_path, 
     assert not (tmp_path / "runs").exists()
 
 
+class FullDisk:
+    def write(self, data):
+        raise OSError(28, "No space left on device")
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("kind", [JsonlTracker, TensorBoardTracker])
+def test_a_full_disk_stops_the_file_with_one_warning_not_the_run(tmp_path, capsys, kind):
+    tracker = kind(tmp_path / "scalars")
+    tracker.begin(0)
+    tracker.log(1, {"loss": 1.0})
+    tracker._file.close()
+    tracker._file = FullDisk()
+    for step in (2, 3):
+        tracker.log(step, {"loss": 0.5})  # no error: training goes on
+    tracker.close()
+    assert capsys.readouterr().err == (
+        f"warning: tracking stopped writing {tmp_path / 'scalars'}: No space left on device\n"
+    )
+
+
 def test_only_rank_0_writes(tmp_path, monkeypatch):
     from restore.scale import distributed
 

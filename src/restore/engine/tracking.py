@@ -17,6 +17,7 @@ killed rather than finished.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -115,6 +116,22 @@ class Trackers:
             t.close()
 
 
+def _write_or_give_up(tracker: Any, data: str | bytes) -> None:
+    """Write and flush ``data`` to ``tracker._file``; on a full disk say so once and go on without that file,
+    as the run's log does: the scalars are the run's diary, not its result (the next checkpoint save stops
+    the run with a clear error if the disk stays full)."""
+    if tracker._file is None:
+        return
+    try:
+        tracker._file.write(data)
+        tracker._file.flush()
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tracker._file.close()
+        tracker._file = None
+        print(f"warning: tracking stopped writing {tracker.path}: {e.strerror or e}", file=sys.stderr)
+
+
 # --- JSONL ----------------------------------------------------------------------------------------------
 class JsonlTracker:
     """One line per step: ``{"step": 7, "time": <unix seconds>, "loss": ..., "ce": ..., "lr": ..., ...}``.
@@ -123,8 +140,10 @@ class JsonlTracker:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._file: Any = None
+        self._begun = False
 
     def begin(self, step: int) -> None:
+        self._begun = True
         kept = [line for line in read_jsonl_lines(self.path) if json.loads(line)["step"] <= step]
         if self.path.exists():
             atomic_write(self.path, lambda f: f.write("".join(line + "\n" for line in kept).encode()))
@@ -132,10 +151,9 @@ class JsonlTracker:
         self._file = self.path.open("a", encoding="utf-8")
 
     def log(self, step: int, scalars: Mapping[str, float]) -> None:
-        if self._file is None:
+        if not self._begun:
             self.begin(0)
-        self._file.write(json.dumps({"step": step, "time": round(time.time(), 3), **scalars}) + "\n")
-        self._file.flush()
+        _write_or_give_up(self, json.dumps({"step": step, "time": round(time.time(), 3), **scalars}) + "\n")
 
     def flush(self) -> None:
         pass  # every line is flushed as written
@@ -172,9 +190,12 @@ class TensorBoardTracker:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.path = folder  # named in the warning of a full disk
         self._file: Any = None
+        self._begun = False
 
     def begin(self, step: int) -> None:
+        self._begun = True
         self.folder.mkdir(parents=True, exist_ok=True)
         existing = sorted(self.folder.glob("events.out.tfevents.*"))
         if existing:
@@ -190,14 +211,13 @@ class TensorBoardTracker:
             self._write(_event(time.time(), 0, file_version="brain.Event:2"))
 
     def log(self, step: int, scalars: Mapping[str, float]) -> None:
-        if self._file is None:
+        if not self._begun:
             self.begin(0)
         values = b"".join(_field(1, _scalar_value(f"train/{k}", float(v))) for k, v in scalars.items())
         self._write(_event(time.time(), step, summary=values))
 
     def _write(self, event: bytes) -> None:
-        self._file.write(tf_record(event))
-        self._file.flush()
+        _write_or_give_up(self, tf_record(event))
 
     def flush(self) -> None:
         pass  # every event is flushed as written
