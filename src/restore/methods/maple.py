@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from restore.clip.model import CLIP
 from restore.config import option
-from restore.methods.base import MethodConfig, PromptedCLIP, register
+from restore.methods.base import MAX_TEXT_PROMPT_TOKENS, MethodConfig, PromptedCLIP, register
 from restore.methods.parts import ContextText, CoupledVisionPrompts
 
 
@@ -18,7 +18,7 @@ class MaPLeConfig(MethodConfig):
     # MaPLe configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml: SGD lr 0.0035, batch 4, 5 epochs.
     train_defaults = {"lr": 0.0035, "epochs": 5, "batch_size": 4}
 
-    n_ctx: int = option(2, help="prompt tokens per layer (MaPLe N_CTX 2)", min=1)
+    n_ctx: int = option(2, help="prompt tokens per layer (MaPLe N_CTX 2)", min=1, max=MAX_TEXT_PROMPT_TOKENS)
     depth: int = option(9, help="prompted layers 0..depth-1 (MaPLe PROMPT_DEPTH 9)", min=1)
     ctx_init: str | None = option("a photo of a", help="MaPLe CTX_INIT; its first n_ctx tokens are learnable")
 

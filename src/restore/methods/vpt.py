@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from restore.clip.model import CLIP
 from restore.config import option
-from restore.methods.base import MethodConfig, PromptedCLIP, register
+from restore.methods.base import MAX_TEXT_PROMPT_TOKENS, MAX_VISION_PROMPT_TOKENS, MethodConfig, PromptedCLIP, register
 from restore.methods.parts import ContextText, DeepVisionPrompts, HandcraftedText
 
 
@@ -19,7 +19,7 @@ class VPTConfig(MethodConfig):
     # MaPLe repo configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml: SGD lr 0.0025, batch 4, 5 epochs.
     train_defaults = {"lr": 0.0025, "epochs": 5, "batch_size": 4}
 
-    n_ctx: int = option(8, help="vision tokens per layer (N_CTX_VISION 8)", min=1)
+    n_ctx: int = option(8, help="vision tokens per layer (N_CTX_VISION 8)", min=1, max=MAX_VISION_PROMPT_TOKENS)
     depth: int = option(12, help="PROMPT_DEPTH_VISION 12", min=1)
     template: str = option("a photo of a {}.", help="the fixed text (CTX_INIT 'a photo of a')")
 
@@ -36,7 +36,7 @@ class DeepTextConfig(MethodConfig):
     # MaPLe repo configs/trainers/IVLP/vit_b16_c2_ep5_batch4_4ctx_language_only.yaml: lr 0.0025, batch 4, 5 ep.
     train_defaults = {"lr": 0.0025, "epochs": 5, "batch_size": 4}
 
-    n_ctx: int = option(4, help="text tokens per layer (N_CTX_TEXT 4)", min=1)
+    n_ctx: int = option(4, help="text tokens per layer (N_CTX_TEXT 4)", min=1, max=MAX_TEXT_PROMPT_TOKENS)
     depth: int = option(12, help="PROMPT_DEPTH_TEXT 12", min=1)
     ctx_init: str | None = option("a photo of a", help="CTX_INIT")
 
