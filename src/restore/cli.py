@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from restore.errors import RestoreError
+from restore.errors import ConfigError, RestoreError, RestoreWarning
 
 app = typer.Typer(
     name="restore",
@@ -25,10 +27,42 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+MAX_LINE = 300  # characters of an error or hint line: a message that echoes a huge value stays readable
+
+
+def _clip_lines(text: str) -> str:
+    from restore.config import clip_text
+
+    return "\n".join(clip_text(line, MAX_LINE) for line in str(text).splitlines())
+
+
+GENERIC_HINT = "`restore COMMAND --help` lists the options; `restore methods NAME` a method's options and ranges"
+
+
 def report_error(e: RestoreError) -> None:
-    typer.secho(f"error: {e.message}", fg=typer.colors.RED, err=True)
-    if e.hint:
-        typer.echo(f"  hint: {e.hint}", err=True)
+    typer.secho(f"error: {_clip_lines(e.message)}", fg=typer.colors.RED, err=True)
+    hint = e.hint or (GENERIC_HINT if isinstance(e, ConfigError) else None)
+    if hint:
+        typer.echo(f"  hint: {_clip_lines(hint)}", err=True)
+
+
+@contextlib.contextmanager
+def _warning_lines() -> Iterator[None]:
+    """While a command runs, restore's own warnings (data that loads but looks wrong) print as they happen, as
+    one `warning:` line each, every time (not once per process); other warnings as Python prints them."""
+    with warnings.catch_warnings():
+        python_show = warnings.showwarning
+
+        def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+            if issubclass(category, RestoreWarning):
+                typer.secho(f"warning: {_clip_lines(str(message))}", fg=typer.colors.YELLOW, err=True)
+            else:
+                python_show(message, category, *args, **kwargs)
+
+        warnings.simplefilter("always", RestoreWarning)
+        warnings.showwarning = show
+        yield
+
 
 
 def clean_errors(fn: F) -> F:
@@ -38,7 +72,8 @@ def clean_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with _warning_lines():
+                return fn(*args, **kwargs)
         except RestoreError as e:
             report_error(e)
             raise typer.Exit(e.exit_code) from None
@@ -142,7 +177,9 @@ def train(
     ] = None,
     dataset: DatasetOpt = None,
     root: RootOpt = None,
-    shots: Annotated[int | None, typer.Option("--shots", help="Training images per class (-1: all).")] = None,
+    shots: Annotated[
+        int | None, typer.Option("--shots", help="Training images per class (-1 or 0: all of them).")
+    ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Run seed.")] = None,
     backbone: BackboneOpt = None,
     config: ConfigOpt = None,
@@ -187,7 +224,9 @@ def run_protocol(
     ] = None,
     dataset: DatasetOpt = None,
     root: RootOpt = None,
-    shots: Annotated[list[int] | None, typer.Option("--shots", help="Shots per class (repeatable).")] = None,
+    shots: Annotated[
+        list[int] | None, typer.Option("--shots", help="Shots per class (repeatable; -1 or 0: all images).")
+    ] = None,
     seed: Annotated[list[int] | None, typer.Option("--seed", help="Seed(s) (repeatable; papers: 1 2 3).")] = None,
     backbone: BackboneOpt = None,
     config: ConfigOpt = None,
@@ -511,15 +550,28 @@ def _has(module: str) -> bool:
         return False
 
 
+def _clean(sub: typer.Typer) -> typer.Typer:
+    """Every command of a sub-app prints a RestoreError as `error:`/`hint:` lines also in-process (the sub-apps
+    leave that to the root command)."""
+    for info in sub.registered_commands:
+        if info.callback is not None and not getattr(info.callback, "_clean_errors", False):
+            info.callback = clean_errors(info.callback)
+            info.callback._clean_errors = True  # type: ignore[attr-defined]
+    for group in sub.registered_groups:
+        if group.typer_instance is not None:
+            _clean(group.typer_instance)
+    return sub
+
+
 def _mount() -> None:
     if _has("restore.data.cli"):
-        app.add_typer(importlib.import_module("restore.data.cli").app, name="data")
+        app.add_typer(_clean(importlib.import_module("restore.data.cli").app), name="data")
     if _has("restore.results.cli"):
         results = importlib.import_module("restore.results.cli")
-        app.add_typer(results.app, name="results")
-        app.command("report")(results.report)
+        app.add_typer(_clean(results.app), name="results")
+        app.command("report")(clean_errors(results.report))
     if _has("restore.world.cli"):
-        app.add_typer(importlib.import_module("restore.world.cli").app, name="world")
+        app.add_typer(_clean(importlib.import_module("restore.world.cli").app), name="world")
 
 
 _mount()

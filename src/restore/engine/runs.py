@@ -154,6 +154,7 @@ def plan_run(config: RunConfig | dict[str, Any], *, run_dir: str | Path | None =
         seed_everything(derive_seed(resolved.seed, "init"))
         method = build_method(resolved.method, clip, data.train.classnames, title).to(device)
     _check_eval_classes(method, data, title)
+    data.check(training=resolved.epochs > 0 and bool(method.learnable_parameters()))  # before anything is written
     return RunPlan(
         config=resolved,
         device=device,
