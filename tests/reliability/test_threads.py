@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import warnings
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,16 @@ def test_training_leaves_the_deterministic_setting_as_it_found_it(world_clip, tm
     assert not torch.are_deterministic_algorithms_enabled()
     _trainer(world_clip, tmp_path / "run", epochs=1).fit()
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_a_resume_at_another_thread_count_is_warned_about(world_clip, tmp_path):
+    from restore.errors import RestoreWarning
+
+    with torch_threads(THREADS):
+        _trainer(world_clip, tmp_path / "run", epochs=1).fit()
+    more = _trainer(world_clip, tmp_path / "run", epochs=1)
+    with torch_threads(1), pytest.warns(RestoreWarning, match=r"resuming at 1 torch threads a run saved at 2"):
+        more.fit(resume=True)
+    with torch_threads(THREADS), warnings.catch_warnings():
+        warnings.simplefilter("error", RestoreWarning)
+        _trainer(world_clip, tmp_path / "run", epochs=1).fit(resume=True)  # the same count: no warning

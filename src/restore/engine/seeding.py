@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from restore.errors import RestoreWarning
 
 
 def derive_seed(seed: int, *keys: object) -> int:
@@ -111,7 +114,8 @@ class SampleSeeded(Dataset):
 
 
 def rng_state() -> dict[str, Any]:
-    """Every generator's state as plain tensors, lists and numbers (loadable with ``weights_only=True``)."""
+    """Every generator's state as plain tensors, lists and numbers (loadable with ``weights_only=True``), and
+    the torch thread count, which decides the rounding of CPU kernels (see `set_rng_state`)."""
     version, internal, gauss = random.getstate()
     np_state = np.random.get_state()
     state: dict[str, Any] = {
@@ -124,6 +128,7 @@ def rng_state() -> dict[str, Any]:
             "cached_gaussian": float(np_state[4]),
         },
         "torch": torch.get_rng_state(),
+        "threads": torch.get_num_threads(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -131,7 +136,17 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of `rng_state`."""
+    """Inverse of `rng_state`. A resume at another torch thread count than the checkpoint's is warned about:
+    CPU kernels split their sums by the thread count, so the rest of the run rounds differently (results
+    agree to about 1e-7, not bit for bit)."""
+    saved = state.get("threads")
+    if isinstance(saved, int) and saved != torch.get_num_threads():
+        warnings.warn(
+            f"resuming at {torch.get_num_threads()} torch threads a run saved at {saved}: the result will not be "
+            f"bit-identical to an uninterrupted run (set OMP_NUM_THREADS={saved} for that)",
+            RestoreWarning,
+            stacklevel=2,
+        )
     py = state["python"]
     random.setstate((int(py["version"]), tuple(int(x) for x in py["state"]), py["gauss"]))
     npst = state["numpy"]
