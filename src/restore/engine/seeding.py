@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+import signal
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -71,7 +73,13 @@ def loader_generator(seed: int, epoch: int) -> torch.Generator:
 
 def worker_init(worker_id: int) -> None:
     """Seed a loader worker's Python and NumPy generators from its torch seed (which the loader derives from
-    its generator), so augmentations drawn with any of the three are reproducible."""
+    its generator), so augmentations drawn with any of the three are reproducible.
+
+    The worker also ignores SIGINT: Ctrl-C in a terminal reaches the whole process group, and a forked worker
+    would otherwise run the trainer's handler too (printing "saving" once per worker) or die mid-call with
+    `Exception ignored ... KeyboardInterrupt`. The main process stops its workers itself."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     base = torch.initial_seed() % 2**32
     random.seed(base)
     np.random.seed(base)
