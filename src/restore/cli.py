@@ -14,26 +14,47 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from restore.errors import ConfigError, RestoreError, RestoreWarning
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _CleanGroup(TyperGroup):
+    """The root command: whatever sub-command runs (the data, results and world sub-apps raise their errors
+    and leave the printing to the root), a RestoreError becomes `error:`/`hint:` lines and its exit code,
+    and restore's warnings print as `warning:` lines — also in-process (tests, CliRunner), not only in `main`.
+    """
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            with _warning_lines():
+                return super().invoke(ctx)
+        except RestoreError as e:
+            report_error(e)
+            raise typer.Exit(e.exit_code) from None
+
 
 app = typer.Typer(
     name="restore",
     help="Prompt learning for CLIP: RESTORE and the methods it is compared with.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=_CleanGroup,
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
 
-
-MAX_LINE = 300  # characters of an error or hint line: a message that echoes a huge value stays readable
+MAX_LINE = 1000  # characters of an error or hint line: a message that echoes a huge value stays readable
 
 
 def _clip_lines(text: str) -> str:
-    from restore.config import clip_text
-
-    return "\n".join(clip_text(line, MAX_LINE) for line in str(text).splitlines())
+    """Each line at most `MAX_LINE` characters, keeping its start and its end (where paths and causes are)."""
+    half = MAX_LINE // 2 - 20
+    return "\n".join(
+        line if len(line) <= MAX_LINE else f"{line[:half]} ... ({len(line) - 2 * half} characters) ... {line[-half:]}"
+        for line in str(text).splitlines()
+    )
 
 
 GENERIC_HINT = "`restore COMMAND --help` lists the options; `restore methods NAME` a method's options and ranges"
@@ -550,28 +571,15 @@ def _has(module: str) -> bool:
         return False
 
 
-def _clean(sub: typer.Typer) -> typer.Typer:
-    """Every command of a sub-app prints a RestoreError as `error:`/`hint:` lines also in-process (the sub-apps
-    leave that to the root command)."""
-    for info in sub.registered_commands:
-        if info.callback is not None and not getattr(info.callback, "_clean_errors", False):
-            info.callback = clean_errors(info.callback)
-            info.callback._clean_errors = True  # type: ignore[attr-defined]
-    for group in sub.registered_groups:
-        if group.typer_instance is not None:
-            _clean(group.typer_instance)
-    return sub
-
-
 def _mount() -> None:
     if _has("restore.data.cli"):
-        app.add_typer(_clean(importlib.import_module("restore.data.cli").app), name="data")
+        app.add_typer(importlib.import_module("restore.data.cli").app, name="data")
     if _has("restore.results.cli"):
         results = importlib.import_module("restore.results.cli")
-        app.add_typer(_clean(results.app), name="results")
-        app.command("report")(clean_errors(results.report))
+        app.add_typer(results.app, name="results")
+        app.command("report")(results.report)
     if _has("restore.world.cli"):
-        app.add_typer(_clean(importlib.import_module("restore.world.cli").app), name="world")
+        app.add_typer(importlib.import_module("restore.world.cli").app, name="world")
 
 
 _mount()

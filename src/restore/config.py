@@ -162,6 +162,12 @@ def _check_constraints(value: Any, meta: typing.Mapping[str, Any], where: str) -
         raise ConfigError(f"{where}: {short(value)} is above the maximum {meta['max']}", hint=_range_hint(meta))
 
 
+def _past_64_bits(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and (
+        abs(value) > INT_LIMIT
+    )
+
+
 def _range_hint(meta: typing.Mapping[str, Any]) -> str:
     low, high = meta.get("min"), meta.get("max")
     if low is not None and high is not None:
@@ -191,8 +197,8 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     kwargs = {}
     for name, value in data.items():
         key = f"{where}.{name}" if where else name
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-            _check_constraints(value, fields[name].metadata, key)  # the field's own range says more than 64 bits
+        if _past_64_bits(value):  # the field's own range says more than "does not fit 64 bits"
+            _check_constraints(value, fields[name].metadata, key)
         coerced = _coerce(value, hints[name], key)
         _check_constraints(coerced, fields[name].metadata, key)
         kwargs[name] = coerced

@@ -56,6 +56,7 @@ def _nothing_written(out, db):
         (["--set", "method.ctx_init=1.0e+30"], "method (coop).ctx_init: 1e+30 is not a str"),
         (["--set", "method.class_specific=" + HUGE], "a value cannot be read"),
         (["--set", "log_every=-1.0e+30"], "log_every: -1e+30 is below the minimum 1"),
+        (["--set", "log_every=-1"], "log_every: -1 is below the minimum 1"),
         (["--set", "data.crop_min_scale=1.0e+300"], "data.crop_min_scale: 1e+300 is above the maximum 1.0"),
         (["--set", "method.n_ctx=1000000000"], "method (coop).n_ctx: 1000000000 is above the maximum 75"),
         (["--set", "method.n_ctx=100000"], "is above the maximum 75"),
@@ -290,3 +291,17 @@ def test_a_clean_split_file_has_no_warning(shared_root):
 def test_shots_help_names_zero(command):
     result = cli(*command, "--help")
     assert "-1 or 0: all" in " ".join(result.output.split()), result.output
+
+
+def test_an_error_that_echoes_a_huge_class_name_stays_short(data_root, tmp_path):
+    def rename(d):
+        for split in ("train", "val", "test"):
+            for e in d[split]:
+                if e[1] == 0:
+                    e[2] = "very " * 20_000 + "long"
+
+    edit_split(data_root, rename)
+    result, out, db = _run(data_root, tmp_path)
+    line = _one_error(result, "tokens long", max_len=1000)
+    assert "characters) ..." in line  # the middle is left out, the start and the end are kept
+    _nothing_written(out, db)
