@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import typer.main
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from restore.errors import RestoreError
@@ -107,6 +107,7 @@ SPLIT_ENTRY = st.tuples(
     st.one_of(st.sampled_from(["red plain", "", " ", "blue checks"]), st.text(max_size=6)),
 ).map(list)
 SPLIT = st.one_of(
+    st.none(),  # the generated dataset's own, valid split file
     st.fixed_dictionaries(
         {}, optional={k: st.lists(SPLIT_ENTRY, max_size=6) for k in ("train", "val", "test")}
     ).map(json.dumps),
@@ -202,12 +203,14 @@ def template_root(tmp_path_factory):
     return make_tree(tmp_path_factory.mktemp("fuzzdata"))
 
 
-def _workspace(base: Path, template_root: Path, split: str, yaml_text: str, json_text: str) -> None:
+def _workspace(base: Path, template_root: Path, split: str | None, yaml_text: str, json_text: str) -> None:
     import shutil
 
     shutil.copytree(template_root, base / "data")
-    (base / "data" / "dtd" / "split_zhou_DescribableTextures.json").write_text(split, errors="surrogateescape")
-    (base / "split.json").write_text(split, errors="surrogateescape")
+    own = base / "data" / "dtd" / "split_zhou_DescribableTextures.json"
+    if split is not None:
+        own.write_text(split, errors="surrogateescape")
+    (base / "split.json").write_text(own.read_text(), errors="surrogateescape")
     (base / "file.yaml").write_text(yaml_text, errors="surrogateescape")
     (base / "file.json").write_text(json_text, errors="surrogateescape")
     (base / "empty").write_bytes(b"")
@@ -251,8 +254,25 @@ def _check(invocation, split, yaml_text, json_text, template_root):
 _SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
+def _example(*words: str, split: str | None = None, yaml_text: str = "{}") -> Any:
+    """An invocation that once ended in a traceback (issue 18), always tried before the random ones."""
+    return example(invocation=(tuple(words[:1]), list(words)), split=split, yaml_text=yaml_text, json_text="{}")
+
+
+RUN = ["run", "b2n", "-m", "coop", "-d", "dtd", "--root", "data", "--backbone", "random:tiny", "--workers", "0",
+       "--epochs", "1", "--quiet"]  # fmt: skip
+ZEROSHOT = ["zeroshot", "-b", "random:tiny", "-d", "dtd", "--root", "data", "--quiet"]
+
+
 @settings(max_examples=40, **_SETTINGS)
 @given(invocation=invocations(), split=SPLIT, yaml_text=YAML, json_text=JSON.map(json.dumps))
+@_example(*RUN, "--seed", "99999999999999999999999")
+@_example(*RUN, "--set", "optim.epochs=" + HUGE)
+@_example(*RUN, "-c", "file.yaml", yaml_text=f"optim:\n  epochs: {HUGE}\n")
+@_example(*RUN, "--set", "method.n_ctx=1000000000")
+@_example(*ZEROSHOT, "--batch-size", "0")
+@_example(*ZEROSHOT, "--templates", "a {} photo of {}")
+@_example("data", "info", "dtd", "--root", "data", split='{"train": [["a.jpg", ' + HUGE + ', "a"]]}')
 def test_every_command_survives_hostile_input(template_root, invocation, split, yaml_text, json_text):
     _check(invocation, split, yaml_text, json_text, template_root)
 

@@ -124,7 +124,12 @@ def samples(
     for i, img in enumerate(batch.images):
         r, c = divmod(i, cols)
         grid[r * s : (r + 1) * s, c * s : (c + 1) * s] = img
-    Image.fromarray(grid).resize((cols * s * scale, rows * s * scale), Image.NEAREST).save(out)
+    try:  # always a PNG, whatever the name ends with (PIL guesses the format from the suffix otherwise)
+        Image.fromarray(grid).resize((cols * s * scale, rows * s * scale), Image.NEAREST).save(out, format="PNG")
+    except OSError as e:
+        from restore.errors import ConfigError
+
+        raise ConfigError(f"cannot write {out}: {e.strerror or e}", hint="pass --out a writable PNG path") from None
     for i, caption in enumerate(batch.captions):
         _echo(f"{i:>3}  {caption}")
     _echo(f"wrote {out}")
