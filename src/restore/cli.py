@@ -390,14 +390,19 @@ def analyze(
 ) -> None:
     """Feature-shift diagnostics: per-layer shifts (JSON) and the paper's Fig. 3, 4a and 5 as PNG files."""
     from restore.analysis.analyze import analyze_runs
-    from restore.errors import ConfigError
+    from restore.errors import ConfigError, DataError
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file", hint="pass a folder for the analysis JSON and the figures")
-    result = analyze_runs(
-        runs, out, root=root, split=split, device=device, tsne_images=tsne_images, tsne=not no_tsne,
-        zero_shot=not no_zero_shot,
-    )  # fmt: skip
+    try:
+        result = analyze_runs(
+            runs, out, root=root, split=split, device=device, tsne_images=tsne_images, tsne=not no_tsne,
+            zero_shot=not no_zero_shot,
+        )  # fmt: skip
+    except OSError as e:  # an --out that cannot be created or written (a read-only place), a run file unreadable
+        raise DataError(
+            f"{e.filename or out}: {e.strerror or e}", hint="pass --out a folder you can write to, and readable runs"
+        ) from None
     for r in result["runs"]:
         sh = r["shift"]
         typer.echo(

@@ -255,7 +255,7 @@ _SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scop
 
 
 def _example(*words: str, split: str | None = None, yaml_text: str = "{}") -> Any:
-    """An invocation that once ended in a traceback (issue 18), always tried before the random ones."""
+    """An invocation that once ended in a traceback (issue 18, or found here), always tried first."""
     return example(invocation=(tuple(words[:1]), list(words)), split=split, yaml_text=yaml_text, json_text="{}")
 
 
@@ -273,6 +273,9 @@ ZEROSHOT = ["zeroshot", "-b", "random:tiny", "-d", "dtd", "--root", "data", "--q
 @_example(*ZEROSHOT, "--batch-size", "0")
 @_example(*ZEROSHOT, "--templates", "a {} photo of {}")
 @_example("data", "info", "dtd", "--root", "data", split='{"train": [["a.jpg", ' + HUGE + ', "a"]]}')
+@_example("world", "samples", "--out", "missing.yaml")  # found by this test: PIL's "unknown file extension"
+@_example("analyze", "missing.yaml", "--out", "file.yaml")  # found by this test: FileExistsError
+@_example("analyze", "missing.yaml", "--out", "/proc/nope")  # found by this test: FileNotFoundError
 def test_every_command_survives_hostile_input(template_root, invocation, split, yaml_text, json_text):
     _check(invocation, split, yaml_text, json_text, template_root)
 
