@@ -276,6 +276,7 @@ ZEROSHOT = ["zeroshot", "-b", "random:tiny", "-d", "dtd", "--root", "data", "--q
 @_example("world", "samples", "--out", "missing.yaml")  # found by this test: PIL's "unknown file extension"
 @_example("analyze", "missing.yaml", "--out", "file.yaml")  # found by this test: FileExistsError
 @_example("analyze", "missing.yaml", "--out", "/proc/nope")  # found by this test: FileNotFoundError
+@_example("world", "evaluate", "--threads", "0")  # found by this test: torch's set_num_threads RuntimeError
 def test_every_command_survives_hostile_input(template_root, invocation, split, yaml_text, json_text):
     _check(invocation, split, yaml_text, json_text, template_root)
 
