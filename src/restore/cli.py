@@ -2,33 +2,88 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
-from restore.errors import RestoreError
+from restore.errors import ConfigError, RestoreError, RestoreWarning
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _CleanGroup(TyperGroup):
+    """The root command: whatever sub-command runs (the data, results and world sub-apps raise their errors
+    and leave the printing to the root), a RestoreError becomes `error:`/`hint:` lines and its exit code,
+    and restore's warnings print as `warning:` lines — also in-process (tests, CliRunner), not only in `main`.
+    """
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            with _warning_lines():
+                return super().invoke(ctx)
+        except RestoreError as e:
+            report_error(e)
+            raise typer.Exit(e.exit_code) from None
+
 
 app = typer.Typer(
     name="restore",
     help="Prompt learning for CLIP: RESTORE and the methods it is compared with.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=_CleanGroup,
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
+
+MAX_LINE = 1000  # characters of an error or hint line: a message that echoes a huge value stays readable
+
+
+def _clip_lines(text: str) -> str:
+    """Each line at most `MAX_LINE` characters, keeping its start and its end (where paths and causes are)."""
+    half = MAX_LINE // 2 - 20
+    return "\n".join(
+        line if len(line) <= MAX_LINE else f"{line[:half]} ... ({len(line) - 2 * half} characters) ... {line[-half:]}"
+        for line in str(text).splitlines()
+    )
+
+
+GENERIC_HINT = "`restore COMMAND --help` lists the options; `restore methods NAME` a method's options and ranges"
 
 
 def report_error(e: RestoreError) -> None:
-    typer.secho(f"error: {e.message}", fg=typer.colors.RED, err=True)
-    if e.hint:
-        typer.echo(f"  hint: {e.hint}", err=True)
+    typer.secho(f"error: {_clip_lines(e.message)}", fg=typer.colors.RED, err=True)
+    hint = e.hint or (GENERIC_HINT if isinstance(e, ConfigError) else None)
+    if hint:
+        typer.echo(f"  hint: {_clip_lines(hint)}", err=True)
+
+
+@contextlib.contextmanager
+def _warning_lines() -> Iterator[None]:
+    """While a command runs, restore's own warnings (data that loads but looks wrong) print as they happen, as
+    one `warning:` line each, every time (not once per process); other warnings as Python prints them."""
+    with warnings.catch_warnings():
+        python_show = warnings.showwarning
+
+        def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+            if issubclass(category, RestoreWarning):
+                typer.secho(f"warning: {_clip_lines(str(message))}", fg=typer.colors.YELLOW, err=True)
+            else:
+                python_show(message, category, *args, **kwargs)
+
+        warnings.simplefilter("always", RestoreWarning)
+        warnings.showwarning = show
+        yield
+
 
 
 def clean_errors(fn: F) -> F:
@@ -38,7 +93,8 @@ def clean_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with _warning_lines():
+                return fn(*args, **kwargs)
         except RestoreError as e:
             report_error(e)
             raise typer.Exit(e.exit_code) from None
@@ -152,7 +208,9 @@ def train(
     ] = None,
     dataset: DatasetOpt = None,
     root: RootOpt = None,
-    shots: Annotated[int | None, typer.Option("--shots", help="Training images per class (-1: all).")] = None,
+    shots: Annotated[
+        int | None, typer.Option("--shots", help="Training images per class (-1 or 0: all of them).")
+    ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Run seed.")] = None,
     backbone: BackboneOpt = None,
     config: ConfigOpt = None,
@@ -198,7 +256,9 @@ def run_protocol(
     ] = None,
     dataset: DatasetOpt = None,
     root: RootOpt = None,
-    shots: Annotated[list[int] | None, typer.Option("--shots", help="Shots per class (repeatable).")] = None,
+    shots: Annotated[
+        list[int] | None, typer.Option("--shots", help="Shots per class (repeatable; -1 or 0: all images).")
+    ] = None,
     seed: Annotated[list[int] | None, typer.Option("--seed", help="Seed(s) (repeatable; papers: 1 2 3).")] = None,
     backbone: BackboneOpt = None,
     config: ConfigOpt = None,
@@ -342,11 +402,19 @@ def analyze(
 ) -> None:
     """Feature-shift diagnostics: per-layer shifts (JSON) and the paper's Fig. 3, 4a and 5 as PNG files."""
     from restore.analysis.analyze import analyze_runs, summary_lines
+    from restore.errors import ConfigError, DataError
 
-    result = analyze_runs(
-        runs, out, root=root, split=split, device=device, tsne_images=tsne_images, tsne=not no_tsne,
-        zero_shot=not no_zero_shot,
-    )  # fmt: skip
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file", hint="pass a folder for the analysis JSON and the figures")
+    try:
+        result = analyze_runs(
+            runs, out, root=root, split=split, device=device, tsne_images=tsne_images, tsne=not no_tsne,
+            zero_shot=not no_zero_shot,
+        )  # fmt: skip
+    except OSError as e:  # an --out that cannot be created or written (a read-only place), a run file unreadable
+        raise DataError(
+            f"{e.filename or out}: {e.strerror or e}", hint="pass --out a folder you can write to, and readable runs"
+        ) from None
     for line in summary_lines(result):
         typer.echo(line)
     typer.echo(f"wrote {Path(out) / 'analysis.json'}")

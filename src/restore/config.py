@@ -37,6 +37,25 @@ class _BadValue(ConfigError):
     """A value of the right type that is still invalid (e.g. NaN for a number)."""
 
 
+# Every integer setting must fit a signed 64-bit integer (what SQLite, NumPy and torch store); fields with a
+# smaller sane range say so with ``max=``. Checked when the config is read, before anything is written.
+INT_LIMIT = 2**63 - 1
+SHOW_CHARS = 60  # how much of a rejected value an error message echoes
+
+
+def short(value: Any, limit: int = SHOW_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error line stays one readable line whatever was given.
+    Integers too long for ``repr`` (Python refuses past 4300 digits) are described by their size."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 4000:
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    return clip_text(repr(value), limit)
+
+
+def clip_text(text: str, limit: int = SHOW_CHARS) -> str:
+    """``text`` cut to about ``limit`` characters, saying how long it was."""
+    return text if len(text) <= limit else f"{text[: max(limit - 15, 10)]}... ({len(text)} chars)"
+
+
 def _type_name(tp: Any) -> str:
     if get_origin(tp) is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
@@ -61,12 +80,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 raise  # the type fits, the value does not: that message is the useful one
             except ConfigError:
                 pass
-        raise ConfigError(f"{where}: {value!r} is not a {' or '.join(_type_name(a) for a in args)}")
+        raise ConfigError(f"{where}: {short(value)} is not a {' or '.join(_type_name(a) for a in args)}")
     if origin is Literal:
         choices = get_args(tp)
         if value in choices:
             return value
-        raise ConfigError(f"{where}: {value!r} is not one of {list(choices)}", hint=f"valid choices: {list(choices)}")
+        raise ConfigError(
+            f"{where}: {short(value)} is not one of {list(choices)}", hint=f"valid choices: {list(choices)}"
+        )
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
@@ -75,7 +96,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return from_dict(tp, value, where)
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {short(value)}")
         args = get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
@@ -86,19 +107,24 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {short(value)}")
         kt, vt = get_args(tp) or (Any, Any)
         return {_coerce(k, kt, where): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        raise ConfigError(f"{where}: expected true or false, got {short(value)}")
     if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > INT_LIMIT:
+                raise _BadValue(
+                    f"{where}: {short(value)} does not fit a 64-bit integer",
+                    hint=f"give a value between {-INT_LIMIT} and {INT_LIMIT}",
+                )
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {short(value)}")
     if tp is float:
         number = None
         if isinstance(value, int | float) and not isinstance(value, bool):
@@ -107,7 +133,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             with contextlib.suppress(ValueError):
                 number = float(value)
         if number is None:
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {short(value)}")
         if not math.isfinite(number):
             # A NaN learning rate would only surface epochs later as a NaN loss; refuse it here.
             raise _BadValue(f"{where}: {number} is not a finite number", hint="give a finite value")
@@ -115,48 +141,64 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
+        raise ConfigError(f"{where}: expected a string, got {short(value)}")
     if tp is Path:
         if isinstance(value, str | Path):
             return Path(value).expanduser()
-        raise ConfigError(f"{where}: expected a path, got {value!r}")
+        raise ConfigError(f"{where}: expected a path, got {short(value)}")
     if isinstance(tp, type) and isinstance(value, tp):
         return value
-    raise ConfigError(f"{where}: cannot read {value!r} as {_type_name(tp)}")
+    raise ConfigError(f"{where}: cannot read {short(value)} as {_type_name(tp)}")
 
 
 def _check_constraints(value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
     if value is None:
         return
     if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(f"{where}: {value!r} is not one of {list(meta['choices'])}")
+        raise ConfigError(f"{where}: {short(value)} is not one of {list(meta['choices'])}")
     if "min" in meta and value < meta["min"]:
-        raise ConfigError(f"{where}: {value!r} is below the minimum {meta['min']}")
+        raise ConfigError(f"{where}: {short(value)} is below the minimum {meta['min']}", hint=_range_hint(meta))
     if "max" in meta and value > meta["max"]:
-        raise ConfigError(f"{where}: {value!r} is above the maximum {meta['max']}")
+        raise ConfigError(f"{where}: {short(value)} is above the maximum {meta['max']}", hint=_range_hint(meta))
+
+
+def _past_64_bits(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and (
+        abs(value) > INT_LIMIT
+    )
+
+
+def _range_hint(meta: typing.Mapping[str, Any]) -> str:
+    low, high = meta.get("min"), meta.get("max")
+    if low is not None and high is not None:
+        return f"give a value from {low} to {high}"
+    return f"give a value of at least {low}" if low is not None else f"give a value of at most {high}"
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     """Build dataclass ``cls`` from a mapping; every key must be a field, every value must fit its type."""
     if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {short(data)}")
     data = dict(data or {})
     named = f"{where}: " if where else ""
     for k in data:
         if not isinstance(k, str):
-            raise ConfigError(f"{named}config key {k!r} is {_a(type(k).__name__)}, not a name")
+            raise ConfigError(f"{named}config key {short(k)} is {_a(type(k).__name__)}, not a name")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
     if unknown:
         prefix = f"{where}." if where else ""
         raise ConfigError(
-            f"unknown config key{'s' if len(unknown) > 1 else ''} {', '.join(prefix + k for k in unknown)}",
+            f"unknown config key{'s' if len(unknown) > 1 else ''} "
+            f"{clip_text(', '.join(prefix + k for k in unknown), 200)}",
             hint=f"valid keys{' of ' + where if where else ''}: {', '.join(sorted(fields))}",
         )
     kwargs = {}
     for name, value in data.items():
         key = f"{where}.{name}" if where else name
+        if _past_64_bits(value):  # the field's own range says more than "does not fit 64 bits"
+            _check_constraints(value, fields[name].metadata, key)
         coerced = _coerce(value, hints[name], key)
         _check_constraints(coerced, fields[name].metadata, key)
         kwargs[name] = coerced
@@ -165,7 +207,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     except ConfigError:
         raise
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where or cls.__name__}: {e}") from None
+        raise ConfigError(f"{where or cls.__name__}: {clip_text(str(e), 200)}") from None
 
 
 def to_dict(obj: Any) -> Any:
@@ -201,8 +243,8 @@ def check_plain(data: Any, where: str) -> None:
             for k, v in value.items():
                 if not isinstance(k, str):
                     raise ConfigError(
-                        f"{where}: config key {k!r}{f' under {key}' if key else ''} is {_a(type(k).__name__)}, "
-                        "not a name",
+                        f"{where}: config key {short(k)}{f' under {clip_text(key)}' if key else ''} is "
+                        f"{_a(type(k).__name__)}, not a name",
                         hint="config keys are names such as optim or lr (quote them in YAML if they look like numbers)",
                     )
                 stack.append((v, f"{key}.{k}" if key else k))
@@ -215,28 +257,35 @@ def _a(noun: str) -> str:
 
 
 def _safe_load(text: str) -> Any:
-    """yaml.safe_load, with nesting deeper than the parser's recursion as a YAMLError-like ConfigError."""
+    """yaml.safe_load, with nesting deeper than the parser's recursion, and scalars YAML reads but Python cannot
+    build (an integer of more than 4300 digits, the date 2001-02-30), as ConfigErrors."""
     try:
         return yaml.safe_load(text)
     except RecursionError:
         raise ConfigError("the YAML is nested too deeply to be a config") from None
+    except yaml.YAMLError:
+        raise
+    except (ValueError, OverflowError) as e:  # raised by YAML's int/float/timestamp constructors
+        raise ConfigError(
+            f"a value cannot be read: {clip_text(str(e), 120)}", hint="numbers have at most 19 digits"
+        ) from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``optim.lr=0.002`` -> (["optim", "lr"], 0.002); the value is read as YAML (numbers, lists, null)."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r} is not of the form key.path=value", hint="e.g. --set optim.lr=0.002")
+        raise ConfigError(f"override {short(text)} is not of the form key.path=value", hint="e.g. --set optim.lr=0.002")
     key, raw = text.split("=", 1)
     path = [p for p in key.strip().split(".")]
     if not all(path):
-        raise ConfigError(f"override {text!r} has an empty key")
+        raise ConfigError(f"override {short(text)} has an empty key")
     try:
         value = _safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     except ConfigError as e:
-        raise ConfigError(f"override {text!r}: {e.message}") from None
-    check_plain(value, f"override {key.strip()!r}")
+        raise ConfigError(f"override {short(text)}: {e.message}", hint=e.hint) from None
+    check_plain(value, f"override {short(key.strip())}")
     return path, value
 
 
@@ -252,7 +301,7 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> di
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {part!r} is a value, not a section")
+                raise ConfigError(f"override {short(text)}: {short(part)} is a value, not a section")
             node = child
         node[path[-1]] = value
     return out
@@ -270,7 +319,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError(f"{p} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
     except ConfigError as e:
-        raise ConfigError(f"{p}: {e.message}") from None
+        raise ConfigError(f"{p}: {e.message}", hint=e.hint) from None
     except UnicodeDecodeError:
         raise ConfigError(f"{p} is not a text file") from None
     except OSError as e:

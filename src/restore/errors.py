@@ -50,3 +50,11 @@ class TrainingError(RestoreError):
 
 class ResultsError(RestoreError):
     """A results database that cannot be opened or written."""
+
+
+class RestoreWarning(UserWarning):
+    """Something a user should see that does not stop the command (the CLI prints it as a `warning:` line)."""
+
+
+class DataWarning(RestoreWarning):
+    """Data that loads but looks wrong: duplicate entries, two labels sharing a class name."""

@@ -113,6 +113,25 @@ def ensemble(dataset: str | None) -> tuple[str, ...]:
     return CLIP_ENSEMBLES.get(dataset or "", IMAGENET_80)
 
 
+def check_template(template: str) -> str:
+    """A literal template must hold exactly one ``{}`` (the class name) and no other braces: ``str.format``
+    would otherwise fail mid-run (IndexError, KeyError) or leave a field empty."""
+    import string
+
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError:
+        fields = None
+    if fields != [("", "", None)]:
+        from restore.config import short
+
+        raise ConfigError(
+            f"template {short(template)} must hold exactly one {{}} (the class name) and no other braces",
+            hint="e.g. --templates 'a photo of a {}.' (write a literal brace as {{ or }})",
+        )
+    return template
+
+
 def resolve(spec: str, dataset: str | None) -> tuple[str, ...]:
     """A template setting as configs write it: ``single``, ``ensemble``, ``imagenet80``, ``promptsrc60``,
     or a literal template containing ``{}``."""
@@ -125,7 +144,7 @@ def resolve(spec: str, dataset: str | None) -> tuple[str, ...]:
     if spec == "promptsrc60":
         return PROMPTSRC_60
     if "{}" in spec:
-        return (spec,)
+        return (check_template(spec),)
     raise ConfigError(
         f"unknown template setting {spec!r}",
         hint="use single, ensemble, imagenet80, promptsrc60, or a template with {} for the class name",

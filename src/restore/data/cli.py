@@ -189,7 +189,7 @@ def info(
 def fewshot(
     dataset: Annotated[str, typer.Argument(help="dataset name")],
     root: RootOpt,
-    shots: Annotated[int, typer.Option(help="images per class (-1: all)")] = 16,
+    shots: Annotated[int, typer.Option(help="images per class (-1 or 0: all)")] = 16,
     seed: Annotated[int, typer.Option(help="run seed (CoOp's seeds are 1, 2, 3)")] = 1,
     classes: ClassesOpt = "all",
     split_file: SplitOpt = None,
@@ -199,7 +199,12 @@ def fewshot(
     """Draw (and cache) the CoOp-compatible few-shot split; optionally write it as a split file."""
     from restore.data.fewshot import few_shot
     from restore.data.load import load_dataset
+    from restore.engine.config import MAX_COUNT, MAX_SEED
 
+    _in_range("--shots", shots, -1, MAX_COUNT)
+    _in_range("--seed", seed, 0, MAX_SEED)
+    if out_file is not None and out_file.is_dir():
+        raise ConfigError(f"--out {out_file} is a folder", hint="pass the path of the split file to write")
     splits = load_dataset(dataset, root, classes=_classes(classes), split_file=split_file)  # type: ignore[arg-type]
     fs = few_shot(splits, shots, seed, strict=strict)
     out = _console()
@@ -219,6 +224,28 @@ def fewshot(
                 for d in items
             ]
 
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        out_file.write_text(json.dumps({"train": rows(fs.train), "val": rows(fs.val), "test": rows(fs.test)}))
+        _write_split(out_file, {"train": rows(fs.train), "val": rows(fs.val), "test": rows(fs.test)})
         out.print(f"wrote {out_file}")
+
+
+def _in_range(flag: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        from restore.config import short
+
+        raise ConfigError(f"{flag} {short(value)} is not from {low} to {high}", hint="see --help")
+
+
+def _write_split(path: Path, data: dict) -> None:
+    """The split file written whole (temporary file, then rename) or not at all, with one clear error."""
+    from restore.errors import DataError, RestoreError
+    from restore.fileio import atomic_write_text
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(data))
+    except (OSError, RestoreError) as e:
+        why = getattr(e, "strerror", None) or getattr(e.__cause__, "strerror", None) or str(e)
+        raise DataError(
+            f"cannot write the split file {path}: {why}",
+            hint="pass --out a file path in a folder you can write to",
+        ) from None

@@ -188,10 +188,14 @@ def _write_cache(
 
 
 def _read_cache(path: Path, splits: DatasetSplits) -> tuple[list[Datum], list[Datum] | None, list[str]] | None:
-    """The cached lists mapped back onto `splits`' own Datum objects, or None when the file does not match."""
+    """The cached lists mapped back onto `splits`' own Datum objects, or None when the file does not match or
+    is damaged (not an object, wrong shapes, nested past the parser): the set is then drawn again and the
+    file rewritten. A cache is never a reason for a run to fail."""
     try:
         data = json.loads(path.read_text())
-        if data.get("format") != CACHE_FORMAT:
+        if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
+            return None
+        if not isinstance(data.get("notes", []), list):
             return None
         out: list[list[Datum] | None] = []
         for part, pool in (("train", splits.train), ("val", splits.val)):
@@ -204,5 +208,5 @@ def _read_cache(path: Path, splits: DatasetSplits) -> tuple[list[Datum], list[Da
         if out[0] is None:
             return None
         return out[0], out[1], [str(n) for n in data.get("notes", [])]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None

@@ -19,7 +19,7 @@ from restore.data.fewshot import few_shot
 from restore.data.load import ClassesMode, load_dataset
 from restore.data.registry import get_dataset, normalise
 from restore.data.types import DatasetSplits
-from restore.errors import ConfigError
+from restore.errors import ConfigError, DataError
 
 FEWSHOT_SHOTS = (1, 2, 4, 8, 16)
 
@@ -43,6 +43,21 @@ class ProtocolData:
     train: DatasetSplits
     evaluate: dict[str, DatasetSplits]
     notes: list[str] = field(default_factory=list)
+
+    def check(self, *, training: bool = True) -> None:
+        """Every split the run will use has images: checked before the first step, so a split file without
+        its test list fails now, not after the whole training schedule (and leaves no run behind)."""
+        if training and not self.train.train:
+            raise DataError(
+                f"{self.train.name}: the training split has no images (protocol {self.protocol})",
+                hint="the split file's 'train' list must list images of the training classes",
+            )
+        for label, splits in self.evaluate.items():
+            if not splits.test:
+                raise DataError(
+                    f"{splits.name}: the {label} test split has no images (protocol {self.protocol})",
+                    hint="the split file's 'test' list must list images of every class the protocol tests",
+                )
 
 
 class Protocol(ABC):

@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
+from collections import Counter
 from functools import cache
 from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from restore.config import clip_text, short
 from restore.data.registry import DatasetSpec
 from restore.data.types import DatasetSplits, Datum
-from restore.errors import DataError
+from restore.errors import DataError, DataWarning
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
 SPLITS = ("train", "val", "test")
+MAX_LABEL = 10_000_000  # far more classes than any dataset: a larger label is a damaged split file
 
 
 # --------------------------------------------------------------------------------------------- split files
@@ -32,7 +36,14 @@ def read_split_json(path: Path) -> dict[str, list[tuple[str, int, str]]]:
             f"split file {path} is not valid JSON ({e})", hint="download it again or regenerate it"
         ) from None
     except RecursionError:  # brackets nested thousands deep: no split file, and no reason for a traceback
-        raise DataError(f"split file {path} is nested too deeply to be a split file") from None
+        raise DataError(
+            f"split file {path} is nested too deeply to be a split file", hint="it must be a CoOp split file"
+        ) from None
+    except ValueError as e:  # valid JSON Python will not read: an integer of more than 4300 digits
+        raise DataError(
+            f"split file {path} cannot be read: {clip_text(str(e), 120)}",
+            hint="labels are small non-negative integers; regenerate the split file",
+        ) from None
     if not isinstance(data, dict) or not any(k in data for k in SPLITS):
         raise DataError(f"split file {path} has no 'train'/'val'/'test' lists", hint="it must be a CoOp split file")
     out: dict[str, list[tuple[str, int, str]]] = {}
@@ -44,13 +55,18 @@ def read_split_json(path: Path) -> dict[str, list[tuple[str, int, str]]]:
         for i, e in enumerate(entries):
             if not _valid_entry(e):
                 raise DataError(
-                    f"split file {path}: {split}[{i}] = {e!r} is not [relative_path, label, classname]",
-                    hint="entries must be [str, non-negative int, str]",
+                    f"split file {path}: {split}[{i}] = {short(e)} is not [relative_path, label, classname]",
+                    hint=f"entries must be [str, int from 0 to {MAX_LABEL}, str]",
+                )
+            if not e[2].strip():
+                raise DataError(
+                    f"split file {path}: {split}[{i}] has an empty class name",
+                    hint="every entry names its class: prompts are built from the class names",
                 )
             rel = PurePosixPath(e[0])
             if rel.is_absolute() or ".." in rel.parts:
                 raise DataError(
-                    f"split file {path}: {split}[{i}] path {e[0]!r} escapes the image folder",
+                    f"split file {path}: {split}[{i}] path {short(e[0])} escapes the image folder",
                     hint="split-file paths must be relative to the dataset's image folder",
                 )
             rows.append((e[0], int(e[1]), e[2]))
@@ -66,9 +82,39 @@ def _valid_entry(e: Any) -> bool:
         and e[0] != ""
         and isinstance(e[1], int)
         and not isinstance(e[1], bool)
-        and e[1] >= 0
+        and 0 <= e[1] <= MAX_LABEL
         and isinstance(e[2], str)
     )
+
+
+def split_file_warnings(entries: dict[str, list[tuple[str, int, str]]], classnames: list[str]) -> list[str]:
+    """What loads but looks wrong: an image listed twice (in one split, or in training and test: a leak) and
+    two labels with one class name (their prompts, and so their predictions, are the same). Real datasets
+    have the second (ImageNet's two "crane"s), so these are warnings, not errors."""
+    out = []
+    for split in SPLITS:
+        paths = [rel for rel, _, _ in entries.get(split, [])]
+        twice = len(paths) - len(set(paths))
+        if twice:
+            first = next(p for p, n in Counter(paths).items() if n > 1)
+            out.append(f"{twice} duplicate entries in '{split}' (e.g. {short(first)}): they count more than once")
+    train = {rel for rel, _, _ in entries.get("train", [])}
+    leaked = sorted({rel for rel, _, _ in entries.get("test", []) if rel in train})
+    if leaked:
+        out.append(
+            f"{len(leaked)} test images are also training images (e.g. {short(leaked[0])}): test accuracy is inflated"
+        )
+    by_name: dict[str, list[int]] = {}
+    for label, name in enumerate(classnames):
+        by_name.setdefault(name.strip().lower(), []).append(label)
+    shared = [(name, labels) for name, labels in by_name.items() if len(labels) > 1]
+    if shared:
+        name, labels = shared[0]
+        out.append(
+            f"{len(shared)} class names are used by more than one label (e.g. {short(name)}: labels {labels[:5]}): "
+            "those classes get the same prompts and cannot be told apart"
+        )
+    return out
 
 
 def classnames_from_entries(entries: dict[str, list[tuple[str, int, str]]], source: Path) -> list[str]:
@@ -78,9 +124,12 @@ def classnames_from_entries(entries: dict[str, list[tuple[str, int, str]]], sour
         for _, label, cname in entries.get(split, []):
             prev = names.setdefault(label, cname)
             if prev != cname:
-                raise DataError(f"{source}: label {label} is called both {prev!r} and {cname!r}")
+                raise DataError(
+                    f"{source}: label {label} is called both {short(prev)} and {short(cname)}",
+                    hint="give each label one class name in every split",
+                )
     if not names:
-        raise DataError(f"{source} lists no images")
+        raise DataError(f"{source} lists no images", hint="its 'train', 'val' and 'test' lists are all empty")
     if max(names) >= len(names):  # some label in 0..max never appears (checked without building that range)
         missing = [y for y in range(min(max(names), len(names) + 10)) if y not in names]
         raise DataError(
@@ -97,7 +146,13 @@ def read_split_file_dataset(spec: DatasetSpec, dataset_dir: Path, split_file: Pa
     classnames = classnames_from_entries(entries, split_file)
     image_root = (dataset_dir / spec.image_dir) if spec.image_dir else dataset_dir
     lists = {split: [Datum(image_root / rel, label, cname) for rel, label, cname in entries[split]] for split in SPLITS}
-    return DatasetSplits(spec.name, classnames, lists["train"], lists["val"], lists["test"], image_root=image_root)
+    notes = []
+    for problem in split_file_warnings(entries, classnames):
+        warnings.warn(f"{split_file}: {problem}", DataWarning, stacklevel=2)
+        notes.append(f"warning: {problem}")
+    return DatasetSplits(
+        spec.name, classnames, lists["train"], lists["val"], lists["test"], notes=notes, image_root=image_root
+    )
 
 
 # ------------------------------------------------------------------------------------------- FGVC Aircraft

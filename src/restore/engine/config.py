@@ -44,6 +44,14 @@ ADMIN_KEYS = (
 )  # fmt: skip
 # (the model.* speed and memory switches change no result beyond float rounding)
 
+# Upper bounds of counts, far above any real run, checked when the config is read: an absurd value is one
+# clear error before anything is allocated or written, not a 512 GB allocation or an overflow in SQLite.
+MAX_SEED = 2**32 - 1  # NumPy's seed range
+MAX_COUNT = 1_000_000  # shots, epochs, chunk sizes, image counts
+MAX_BATCH = 65_536
+MAX_WORKERS = 256
+MAX_IMAGE_SIZE = 1024  # pixels a side: ViT-B/16 at 1024 is already 4,096 tokens an image
+
 
 @dataclass
 class ModelSection:
@@ -61,7 +69,7 @@ class ModelSection:
     text_packing: bool = option(True, help="encode each distinct class-prompt prefix once (exact; faster)")
     text_chunk: int = option(
         0, help="encode the class prompts this many at a time (0: all at once); with text_checkpointing, "
-        "ImageNet's 1,000 classes fit in ~2.3 GiB at ~25% more time", min=0
+        "ImageNet's 1,000 classes fit in ~2.3 GiB at ~25% more time", min=0, max=MAX_COUNT
     )
     text_checkpointing: bool = option(
         False, help="recompute the text tower in the backward pass (per chunk, or per block) to save memory"
@@ -73,14 +81,16 @@ class ModelSection:
 class DataSection:
     dataset: str = option("", help="dataset name from `restore data list` (e.g. dtd, DescribableTextures)")
     root: Path | None = option(None, help="folder holding the dataset folders (CoOp's DATA); default $RESTORE_DATA")  # noqa: RUF009
-    shots: int = option(16, help="training images per class; -1 or 0: all", min=-1)
-    batch_size: int | None = option(None, help="training batch size; null: the schedule set's value", min=1)
-    eval_batch_size: int = option(100, help="batch size at evaluation", min=1)
-    workers: int = option(4, help="data loader worker processes (0: load in the main process)", min=0)
+    shots: int = option(16, help="training images per class; -1 or 0: all", min=-1, max=MAX_COUNT)
+    batch_size: int | None = option(
+        None, help="training batch size; null: the schedule set's value", min=1, max=MAX_BATCH
+    )
+    eval_batch_size: int = option(100, help="batch size at evaluation", min=1, max=MAX_BATCH)
+    workers: int = option(4, help="data loader worker processes (0: load in the main process)", min=0, max=MAX_WORKERS)
     classes: Literal["all", "present"] = option(
         "all", help="present: keep only classes whose images are all on disk (a partial copy of a dataset)"
     )
-    image_size: int | None = option(None, help="input resolution; null: the backbone's", min=8)
+    image_size: int | None = option(None, help="input resolution; null: the backbone's", min=8, max=MAX_IMAGE_SIZE)
     crop_min_scale: float = option(
         0.08, help="smallest area of the training random-resized crop (CoOp's augmentation: 0.08)", min=0.01, max=1.0
     )
@@ -95,8 +105,10 @@ class DataSection:
 @dataclass
 class OptimSection:
     lr: float | None = option(None, help="base learning rate; null: the schedule set's value", min=0.0)
-    epochs: int | None = option(None, help="training epochs; null: the schedule set's value", min=0)
-    warmup_epochs: int = option(1, help="epochs at warmup_lr before the cosine (Dassl's constant warm-up)", min=0)
+    epochs: int | None = option(None, help="training epochs; null: the schedule set's value", min=0, max=MAX_COUNT)
+    warmup_epochs: int = option(
+        1, help="epochs at warmup_lr before the cosine (Dassl's constant warm-up)", min=0, max=MAX_COUNT
+    )
     warmup_lr: float = option(1e-5, help="learning rate of the warm-up epochs", min=0.0)
     momentum: float = option(0.9, help="SGD momentum", min=0.0)
     weight_decay: float = option(5e-4, help="SGD weight decay", min=0.0)
@@ -112,7 +124,9 @@ class RunConfig:
         DEFAULT_SET, help="schedule set filling lr/epochs/batch and the method settings it fixes: "
         + "; ".join(f"{k}: {v}" for k, v in SET_HELP.items())
     )
-    seed: int = option(1, help="run seed (few-shot sampling, initialisation, shuffling, augmentation)", min=0)
+    seed: int = option(
+        1, help="run seed (few-shot sampling, initialisation, shuffling, augmentation)", min=0, max=MAX_SEED
+    )
     device: str = option("auto", help="auto | cpu | cuda | cuda:N")
     tag: str = option("", help="names a variant of a method (an ablation) so reports keep it apart")
     model: ModelSection = field(default_factory=ModelSection)
@@ -121,9 +135,10 @@ class RunConfig:
     out: Path = option(Path("runs"), help="folder that holds the run directories")  # noqa: RUF009
     db: str | None = option(None, help="results database (a file path); null: <out>/results.sqlite; 'none': off")
     quiet: bool = option(False, help="no progress bars (the log file is still written)")
-    log_every: int = option(20, help="write a log line every this many training steps", min=1)
+    log_every: int = option(20, help="write a log line every this many training steps", min=1, max=MAX_COUNT)
     shift_images: int = option(
-        256, help="training images whose per-layer feature shift a run records in metrics.shift (0: none)", min=0
+        256, help="training images whose per-layer feature shift a run records in metrics.shift (0: none)", min=0,
+        max=MAX_COUNT,
     )
     tracking: list[TrackerName] = option(  # noqa: RUF009  (option() is dataclasses.field)
         ["tensorboard", "jsonl"],

@@ -18,6 +18,20 @@ from restore.errors import CheckpointError, ConfigError, DataError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
 
+def check_loader_options(batch_size: Any, workers: Any) -> None:
+    """The evaluation batch size and loader workers, checked before anything is loaded (the CLI passes them
+    straight from its flags; a run's config checks its own with the same bounds)."""
+    from restore.config import short
+    from restore.engine.config import MAX_BATCH, MAX_WORKERS
+
+    for flag, value, low, high, what in (
+        ("--batch-size", batch_size, 1, MAX_BATCH, "images per evaluation step (default 100)"),
+        ("--workers", workers, 0, MAX_WORKERS, "data-loader processes (0: load in the main process)"),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(f"{flag} {short(value)} is not from {low} to {high}", hint=f"{flag}: {what}")
+
+
 def test_splits(dataset: str, root: str | Path, protocol: str, classes: str = "all") -> tuple[str, dict[str, Any]]:
     """(dataset title, {label: DatasetSplits}) whose test lists a protocol evaluates; no few-shot sampling."""
     from restore.data import get_dataset, get_protocol, load_dataset
@@ -77,6 +91,7 @@ def evaluate_checkpoint(
     """Metrics of a trained method (a run directory or its model.safetensors) on ``dataset``'s test splits."""
     from restore.methods.checkpoint import load_method, read_method
 
+    check_loader_options(batch_size, workers)
     path = Path(checkpoint).expanduser()
     model_file = path / MODEL_FILE if path.is_dir() else path
     if not model_file.is_file():
@@ -150,10 +165,14 @@ def zeroshot_eval(
     """Zero-shot CLIP on a registered dataset's test split(s) or on an image folder (split ``images``)."""
     from types import SimpleNamespace
 
+    from restore.clip.templates import check_template
     from restore.methods import build_method, make_config
 
     if (images is None) == (dataset is None):
         raise ConfigError("give either a dataset (with --root) or an image folder (--images), not both or neither")
+    check_loader_options(batch_size, workers)
+    if "{" in templates or "}" in templates:
+        check_template(templates)
     config = make_config("zeroshot", {"templates": templates})
     check_backbone(backbone)
     dev = resolve_device(device)

@@ -161,6 +161,7 @@ def plan_run(config: RunConfig | dict[str, Any], *, run_dir: str | Path | None =
         method = build_method(resolved.method, clip, data.train.classnames, title).to(device)
     cast_for_precision(method, resolved.model.precision)  # fp16: half weights as the authors ran
     _check_eval_classes(method, data, title)
+    data.check(training=resolved.epochs > 0 and bool(method.learnable_parameters()))  # before anything is written
     return RunPlan(
         config=resolved,
         device=device,

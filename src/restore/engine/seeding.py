@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterator
+import signal
+import threading
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,11 +25,36 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from restore.errors import RestoreWarning
+
 
 def derive_seed(seed: int, *keys: object) -> int:
     """A 32-bit seed from the run seed and any keys (epoch, purpose); stable across processes and platforms."""
     text = "/".join([str(int(seed)), *(str(k) for k in keys)])
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+
+def deterministic_kernels(device: torch.device | str) -> Callable[[], None]:
+    """Training on the CPU uses torch's deterministic kernels; returns the call that puts the previous setting
+    back (the trainer calls it when training stops).
+
+    Why: at more than one thread, torch's CPU `index_put_(accumulate=True)` — the backward of advanced
+    indexing, which the packed text encoder runs on every step — adds floats with atomic operations in the
+    order the threads happen to run, so two identical runs at 2 threads differed (learned tensors by up to
+    1.3e-5 after 6 epochs). The deterministic mode sorts the indices and adds in a fixed order. Other CPU
+    kernels (GEMM, reductions) split work by the thread count only, so a run is bit-identical to a rerun or
+    a resume at the same thread count. CUDA is left as it is: its deterministic mode needs a cuBLAS workspace
+    setting and costs speed, and GPU runs are documented as identical only up to rounding.
+    """
+    if torch.device(device).type != "cpu":
+        return lambda: None
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)  # a kernel without a deterministic twin warns
+
+    def undo() -> None:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+    return undo
 
 
 def seed_everything(seed: int) -> None:
@@ -45,7 +73,13 @@ def loader_generator(seed: int, epoch: int) -> torch.Generator:
 
 def worker_init(worker_id: int) -> None:
     """Seed a loader worker's Python and NumPy generators from its torch seed (which the loader derives from
-    its generator), so augmentations drawn with any of the three are reproducible."""
+    its generator), so augmentations drawn with any of the three are reproducible.
+
+    The worker also ignores SIGINT: Ctrl-C in a terminal reaches the whole process group, and a forked worker
+    would otherwise run the trainer's handler too (printing "saving" once per worker) or die mid-call with
+    `Exception ignored ... KeyboardInterrupt`. The main process stops its workers itself."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     base = torch.initial_seed() % 2**32
     random.seed(base)
     np.random.seed(base)
@@ -88,7 +122,8 @@ class SampleSeeded(Dataset):
 
 
 def rng_state() -> dict[str, Any]:
-    """Every generator's state as plain tensors, lists and numbers (loadable with ``weights_only=True``)."""
+    """Every generator's state as plain tensors, lists and numbers (loadable with ``weights_only=True``), and
+    the torch thread count, which decides the rounding of CPU kernels (see `set_rng_state`)."""
     version, internal, gauss = random.getstate()
     np_state = np.random.get_state()
     state: dict[str, Any] = {
@@ -101,6 +136,7 @@ def rng_state() -> dict[str, Any]:
             "cached_gaussian": float(np_state[4]),
         },
         "torch": torch.get_rng_state(),
+        "threads": torch.get_num_threads(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -108,7 +144,17 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of `rng_state`."""
+    """Inverse of `rng_state`. A resume at another torch thread count than the checkpoint's is warned about:
+    CPU kernels split their sums by the thread count, so the rest of the run rounds differently (results
+    agree to about 1e-7, not bit for bit)."""
+    saved = state.get("threads")
+    if isinstance(saved, int) and saved != torch.get_num_threads():
+        warnings.warn(
+            f"resuming at {torch.get_num_threads()} torch threads a run saved at {saved}: the result will not be "
+            f"bit-identical to an uninterrupted run (set OMP_NUM_THREADS={saved} for that)",
+            RestoreWarning,
+            stacklevel=2,
+        )
     py = state["python"]
     random.setstate((int(py["version"]), tuple(int(x) for x in py["state"]), py["gauss"]))
     npst = state["numpy"]

@@ -40,6 +40,7 @@ from restore.engine.schedule import lr_at_epoch
 from restore.engine.seeding import (
     SampleSeeded,
     derive_seed,
+    deterministic_kernels,
     loader_generator,
     rng_state,
     seed_everything,
@@ -296,6 +297,7 @@ class Trainer:
             )
         self.progress.start(s.epochs * steps_per_epoch, self.epoch * steps_per_epoch + self.epoch_step)
         ctrl_c = self._ctrl_c = _CtrlC(self.log).install()
+        kernels_back = deterministic_kernels(self.device)  # bit-identical reruns with several threads (see seeding)
         try:
             while self.epoch < stop:
                 summary = self._run_epoch(self.epoch, steps_per_epoch)
@@ -311,6 +313,7 @@ class Trainer:
                 if self.on_epoch_end is not None:
                     self.on_epoch_end(self.epoch, summary)
         finally:
+            kernels_back()
             ctrl_c.uninstall()
             self._ctrl_c = None
             self.progress.stop()

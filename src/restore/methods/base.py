@@ -24,8 +24,13 @@ from restore.clip.zeroshot import clean_classname
 from restore.config import describe, from_dict
 from restore.errors import CheckpointError, ConfigError
 
-
 # --- configs and the registry ---------------------------------------------------------------------------
+# Prompt lengths checked when a method's config is read (before anything is allocated): a text prompt lives in
+# the text encoder's 77-token context beside its start and end tokens; vision prompts are extra image tokens.
+MAX_TEXT_PROMPT_TOKENS = 75
+MAX_VISION_PROMPT_TOKENS = 1024
+
+
 @dataclass
 class MethodConfig:
     """Base of every method's config. Subclasses add their fields, each with the source of its default."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from restore.clip.model import CLIP
 from restore.config import option
-from restore.methods.base import MethodConfig, PromptedCLIP, register
+from restore.methods.base import MAX_TEXT_PROMPT_TOKENS, MethodConfig, PromptedCLIP, register
 from restore.methods.parts import ContextText
 
 
@@ -18,7 +18,7 @@ class CoOpConfig(MethodConfig):
 
     # CoOp scripts/main.sh: NCTX=16, CSC=False, CTP=end; ctx_init "" (random N(0, 0.02^2)).
     # Set n_ctx=4, ctx_init="a photo of a" for CoOp's initialised variant.
-    n_ctx: int = option(16, help="number of learnable context tokens", min=1)
+    n_ctx: int = option(16, help="number of learnable context tokens", min=1, max=MAX_TEXT_PROMPT_TOKENS)
     ctx_init: str | None = option(None, help="words to initialise the context from (null: random)")
     class_specific: bool = option(False, help="one context per class (CSC); cannot transfer to new classes")
 

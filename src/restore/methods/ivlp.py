@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from restore.clip.model import CLIP
 from restore.config import option
-from restore.methods.base import MethodConfig, PromptedCLIP, register
+from restore.methods.base import MAX_TEXT_PROMPT_TOKENS, MAX_VISION_PROMPT_TOKENS, MethodConfig, PromptedCLIP, register
 from restore.methods.parts import ContextText, DeepVisionPrompts
 
 
@@ -17,8 +17,10 @@ class IVLPConfig(MethodConfig):
     name = "ivlp"
     summary = "IVLP: independent deep vision and language prompts (4+4 tokens, depth 9)"
 
-    n_ctx_text: int = option(4, help="text prompt tokens per layer (N_CTX_TEXT 4)", min=1)
-    n_ctx_vision: int = option(4, help="vision prompt tokens per layer (N_CTX_VISION 4)", min=1)
+    n_ctx_text: int = option(4, help="text prompt tokens per layer (N_CTX_TEXT 4)", min=1, max=MAX_TEXT_PROMPT_TOKENS)
+    n_ctx_vision: int = option(
+        4, help="vision prompt tokens per layer (N_CTX_VISION 4)", min=1, max=MAX_VISION_PROMPT_TOKENS
+    )
     depth_text: int = option(9, help="PROMPT_DEPTH_TEXT 9", min=1)
     depth_vision: int = option(9, help="PROMPT_DEPTH_VISION 9", min=1)
     ctx_init: str | None = option("a photo of a", help="CTX_INIT")

@@ -14,7 +14,15 @@ from torch import Tensor
 from restore.clip.model import CLIP
 from restore.clip.templates import resolve
 from restore.config import option
-from restore.methods.base import LossTerm, MethodConfig, Output, PromptedCLIP, register
+from restore.methods.base import (
+    MAX_TEXT_PROMPT_TOKENS,
+    MAX_VISION_PROMPT_TOKENS,
+    LossTerm,
+    MethodConfig,
+    Output,
+    PromptedCLIP,
+    register,
+)
 from restore.methods.parts import ContextText, DeepVisionPrompts, FrozenTeacher
 
 
@@ -109,8 +117,8 @@ class PromptSRCConfig(MethodConfig):
     name = "promptsrc"
     summary = "PromptSRC: IVLP 4+4 prompts, depth 9, + L1/KL agreement with frozen CLIP, Gaussian aggregation"
 
-    n_ctx_text: int = option(4, help="N_CTX_TEXT 4", min=1)
-    n_ctx_vision: int = option(4, help="N_CTX_VISION 4", min=1)
+    n_ctx_text: int = option(4, help="N_CTX_TEXT 4", min=1, max=MAX_TEXT_PROMPT_TOKENS)
+    n_ctx_vision: int = option(4, help="N_CTX_VISION 4", min=1, max=MAX_VISION_PROMPT_TOKENS)
     depth_text: int = option(9, help="PROMPT_DEPTH_TEXT 9", min=1)
     depth_vision: int = option(9, help="PROMPT_DEPTH_VISION 9", min=1)
     ctx_init: str | None = option("a photo of a", help="CTX_INIT")

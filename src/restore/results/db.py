@@ -224,6 +224,19 @@ def open_results(
     return _BACKENDS[scheme](loc, create=create and not readonly, readonly=readonly, timeout_s=timeout_s)
 
 
+def _checked_on_read(record: RunRecord) -> RunRecord:
+    """A row read back passes the same checks as one written (status, accuracies in [0, 100], ...): a row
+    edited by hand is one clear error naming the run, not a KeyError in a report or a Base of 1314.44."""
+    try:
+        record.validated()
+    except ResultsError as e:
+        raise ResultsError(
+            f"run {record.run_id!r} in the database: {e.message}",
+            hint="the row was edited by hand or by another program; fix or delete it",
+        ) from None
+    return record
+
+
 def _pid_alive(pid: int) -> bool:
     """True when a process with this pid runs (zombies count as gone); unknown (other user) counts as alive."""
     try:
@@ -488,7 +501,7 @@ class SQLiteStore(ResultsStore):
         for name in ("method", "dataset", "protocol", "backbone", "tag"):
             if not isinstance(data.get(name), str):
                 raise bad(name, f"holds {data.get(name)!r}, not text")
-        return RunRecord.from_dict(data)
+        return _checked_on_read(RunRecord.from_dict(data))
 
     def _find(self, conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
         cur = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE run_id = ?", (run_id,))

@@ -25,7 +25,7 @@ def pretrain(
     config: Path = typer.Option(None, help="pretraining config YAML (default: the one shipped with the weights)"),
     out: Path = typer.Option(Path("world_clip_run"), help="folder for the weights, config and training record"),
     steps: int = typer.Option(None, help="override the config's step count (a shorter run does not reproduce)"),
-    threads: int = typer.Option(None, help="override the config's torch thread count"),
+    threads: int = typer.Option(None, help="override the config's torch thread count", min=1),
     seed: int = typer.Option(None, help="override the config's seed"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
@@ -63,7 +63,7 @@ def tasks(
 @app.command()
 def evaluate(
     weights: Path = typer.Option(None, help="a world CLIP safetensors file (default: the shipped one)"),
-    threads: int = typer.Option(2, help="torch threads"),
+    threads: int = typer.Option(2, help="torch threads", min=1),
 ) -> None:
     """Zero-shot top-1 accuracy of a world CLIP on each task's full test split."""
     import torch
@@ -124,7 +124,12 @@ def samples(
     for i, img in enumerate(batch.images):
         r, c = divmod(i, cols)
         grid[r * s : (r + 1) * s, c * s : (c + 1) * s] = img
-    Image.fromarray(grid).resize((cols * s * scale, rows * s * scale), Image.NEAREST).save(out)
+    try:  # always a PNG, whatever the name ends with (PIL guesses the format from the suffix otherwise)
+        Image.fromarray(grid).resize((cols * s * scale, rows * s * scale), Image.NEAREST).save(out, format="PNG")
+    except OSError as e:
+        from restore.errors import ConfigError
+
+        raise ConfigError(f"cannot write {out}: {e.strerror or e}", hint="pass --out a writable PNG path") from None
     for i, caption in enumerate(batch.captions):
         _echo(f"{i:>3}  {caption}")
     _echo(f"wrote {out}")
