@@ -332,6 +332,19 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def flatten(data: typing.Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a nested config: ``{"optim": {"lr": 0.1}} -> {"optim.lr": 0.1}``. Lists and empty mappings
+    stay values (an empty section is still a setting two configs can differ in)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, typing.Mapping) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
 def config_hash(data: Any) -> str:
     """A short stable hash of a config: same settings, same hash, whatever the key order."""
     text = json.dumps(to_dict(data), sort_keys=True, separators=(",", ":"), default=str)

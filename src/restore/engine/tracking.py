@@ -31,6 +31,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from restore.config import flatten
 from restore.errors import ConfigError
 from restore.fileio import atomic_write, atomic_write_json
 
@@ -356,18 +357,6 @@ def _ids(run_dir: Path) -> dict[str, str]:
 def _save_id(run_dir: Path, key: str, value: str) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / IDS_FILE, {**_ids(run_dir), key: value})
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Dotted keys: {"optim": {"lr": 0.1}} -> {"optim.lr": 0.1}."""
-    out: dict[str, Any] = {}
-    for k, v in config.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten(v, f"{key}."))
-        else:
-            out[key] = v
-    return out
 
 
 def _ending() -> str:

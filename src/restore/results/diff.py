@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from restore.config import flatten
 from restore.errors import ConfigError
 
 CONFIG_FILE, METRICS_FILE, RUN_FILE = "config.yaml", "metrics.json", "run.json"
@@ -31,26 +32,29 @@ class ConfigChange:
     affects_result: bool
 
 
+class _Difference:
+    """B − A of a value both runs may lack (None)."""
+
+    a: float | None
+    b: float | None
+
+    @property
+    def diff(self) -> float | None:
+        return None if self.a is None or self.b is None else self.b - self.a
+
+
 @dataclass
-class MetricChange:
+class MetricChange(_Difference):
     name: str  # "base top1", "novel top1", "hm", ...
     a: float | None
     b: float | None
 
-    @property
-    def diff(self) -> float | None:
-        return None if self.a is None or self.b is None else self.b - self.a
-
 
 @dataclass
-class LayerShift:
+class LayerShift(_Difference):
     layer: int
     a: float | None
     b: float | None
-
-    @property
-    def diff(self) -> float | None:
-        return None if self.a is None or self.b is None else self.b - self.a
 
 
 @dataclass
@@ -111,18 +115,6 @@ def read_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None
 
 
 # --- the three comparisons ------------------------------------------------------------------------------
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"optim": {"lr": 0.1}} -> {"optim.lr": 0.1}; lists stay values."""
-    out: dict[str, Any] = {}
-    for k, v in data.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, f"{key}."))
-        else:
-            out[key] = v
-    return out
-
-
 def _affects_result(key: str) -> bool:
     from restore.engine.config import ADMIN_KEYS
 

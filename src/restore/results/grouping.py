@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from restore.config import flatten
 from restore.results.records import RunRecord
 
 #: Keys that are the table's own dimensions (columns, sections, the seed averaged over) or the row's name.
@@ -33,18 +34,6 @@ DESCRIPTIVE_KEYS = frozenset(
 SOFT_KEYS = frozenset({"model.precision", "data.workers", "data.image_size"})
 
 Item = tuple[str, str]  # (dotted key, canonical JSON value)
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`{"optim": {"lr": 0.01}}` → `{"optim.lr": 0.01}`; lists stay values."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
 
 
 def _value(v: Any) -> str:
