@@ -59,6 +59,8 @@ def clip_text(text: str, limit: int = SHOW_CHARS) -> str:
 def _type_name(tp: Any) -> str:
     if get_origin(tp) is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
+    if get_origin(tp) in (typing.Union, types.UnionType):  # Optional[Literal[...]] names its choices and None
+        return " | ".join("None" if a is type(None) else _type_name(a) for a in get_args(tp))
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -80,6 +82,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 raise  # the type fits, the value does not: that message is the useful one
             except ConfigError:
                 pass
+        choices = [c for a in args if get_origin(a) is Literal for c in get_args(a)]
+        if choices:  # an optional choice: list the choices, as for a plain Literal
+            raise ConfigError(
+                f"{where}: {short(value)} is not one of {choices} (or null)", hint=f"valid choices: {choices} or null"
+            )
         raise ConfigError(f"{where}: {short(value)} is not a {' or '.join(_type_name(a) for a in args)}")
     if origin is Literal:
         choices = get_args(tp)

@@ -185,3 +185,11 @@ def test_released_configs_resolve_to_the_released_run(protocol, dataset, epochs,
     assert (m.shift_measure, m.surgery, m.surgery_activation, m.preset) == ("parameter", "released", "quickgelu", row)
     assert (cfg.optim.lr, cfg.optim.epochs, cfg.data.batch_size) == (0.0035, epochs, 4)
     assert (cfg.optim.warmup_epochs, cfg.optim.warmup_lr) == (1, 1e-5)
+
+
+def test_a_wrong_recipe_option_lists_the_choices():
+    from restore.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        make_config("restore_m", {"surgery": "gided"})
+    assert "['guided', 'fixed', 'released', 'none'] (or null)" in e.value.message
