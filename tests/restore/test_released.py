@@ -193,3 +193,17 @@ def test_a_wrong_recipe_option_lists_the_choices():
     with pytest.raises(ConfigError) as e:
         make_config("restore_m", {"surgery": "gided"})
     assert "['guided', 'fixed', 'released', 'none'] (or null)" in e.value.message
+
+
+@pytest.mark.parametrize("variant", ["restore_p", "restore_ivlp"])
+def test_the_released_recipe_applies_to_the_variants_without_released_code(tiny_clip, variant):
+    """No released trainer exists for them: the released parts go on their base method (docs/fidelity.md)."""
+    torch.manual_seed(5)
+    method = build_method(make_config(variant, {"recipe": "released"}), tiny_clip, CLASSES, "OxfordPets").train()
+    assert isinstance(method.image_adapter.act, type(method.text_adapter.act))
+    assert not isinstance(method.image_adapter.act, torch.nn.ReLU)  # QuickGELU
+    assert method.shift_request is None and len(method.epoch_hooks) >= 1
+    out = method(Blobs(n=4).images)
+    vision, text = method.shift_measure(out)
+    assert sorted(vision) == sorted(text) == [1, 2]  # deep layers only
+    assert (float(method.image_adapter.alpha), float(method.text_adapter.alpha)) == pytest.approx((0.01, 0.1))
