@@ -349,3 +349,24 @@ def test_a_tagged_variant_keeps_its_tag_in_the_terminal_table(store, width):
     render_terminal(build_report(store.query(), with_plots=False), Console(file=out, width=width))
     text = re.sub(r"[│|\s]+", " ", out.getvalue())
     assert text.count("[method.n_ctx=2]") == 1  # rich would read it as markup and drop it
+
+
+def test_footnotes_that_name_settings_in_brackets_are_printed_as_written(store):
+    """The grouping footnote says '[key=value] lists the settings…': rich must not take it for markup."""
+    from rich.console import Console
+
+    from restore.results.report import build_report, render_terminal
+
+    from .conftest import record_run
+
+    for tag in ("", "fast"):
+        record_run(store, method="coop", dataset=DATASETS[0], seed=1, tag=tag,
+                   metrics={"base": {"top1": 70.0}, "novel": {"top1": 60.0}})  # fmt: skip
+    report = build_report(store.query(), with_plots=False)
+    out = io.StringIO()
+    render_terminal(report, Console(file=out, width=400))
+    notes = [n for s in report.sections for n in s.footnotes if "[" in n]
+    assert notes, "expected a footnote that names a setting in brackets"
+    text = out.getvalue()
+    for note in notes:
+        assert note in text

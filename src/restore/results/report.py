@@ -391,14 +391,15 @@ def _average_columns(g: Grid) -> set[int]:
 def render_terminal(report: Report, console=None) -> None:
     """Rich tables, one per section, footnotes under each."""
     from rich.console import Console
+    from rich.markup import escape
 
     console = console or Console()
-    for note in report.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    for note in report.notes:  # notes and footnotes are plain text: "[key=value]" is not rich markup
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     for section in report.sections:
         console.print(_long_table(section, console.width) or _wide_table(section))
         for i, note in enumerate(section.footnotes, 1):
-            console.print(f"  {i}. {note}", highlight=False, soft_wrap=False)
+            console.print(f"  {i}. {escape(note)}", highlight=False, soft_wrap=False)
         console.print()
 
 
