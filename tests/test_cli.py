@@ -191,3 +191,11 @@ def test_zeroshot_on_an_image_folder_and_on_a_dataset(data_root, tmp_path):
     assert on_dataset.exit_code == 0 and "base" in on_dataset.output and "novel" in on_dataset.output
     bad = invoke("zeroshot", "-b", "random:tiny", "--images", tmp_path / "empty-nothing")
     assert bad.exit_code == 2 and "does not exist" in _errors(bad.output)[0]
+
+
+def test_version_prints_the_installed_version(capsys):
+    import restore
+    from restore.cli import main
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"restore {restore.__version__}"

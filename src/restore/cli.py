@@ -619,8 +619,21 @@ def diff(
         Console().print(*render(result))
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from restore import __version__
+
+        typer.echo(f"restore {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root_callback() -> None:
+def _root_callback(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the installed version and exit.", callback=_print_version, is_eager=True),
+    ] = False,
+) -> None:
     """Prompt learning for CLIP: RESTORE and the methods it is compared with."""
 
 

@@ -133,3 +133,15 @@ def test_the_sub_app_mounts_under_a_root_app(tmp_path):
     make_dataset_tree(tmp_path, "eurosat", num_classes=2, per_class=(1, 1, 1))
     result = runner.invoke(root_app, ["data", "verify", "EuroSAT", "--root", str(tmp_path)])
     assert result.exit_code == 0 and "eurosat: 6 images listed, 6 exist and decode: OK" in result.output
+
+
+def test_data_commands_read_restore_data_when_no_root_is_given(tmp_path, monkeypatch):
+    make_dataset_tree(tmp_path, "dtd", num_classes=5, per_class=(4, 2, 1))
+    monkeypatch.setenv("RESTORE_DATA", str(tmp_path))
+    info = runner.invoke(app, ["info", "dtd"])
+    assert info.exit_code == 0 and "5 classes, train/val/test (20, 10, 5)" in info.output
+    verify = runner.invoke(app, ["verify", "dtd", "--no-decode"])
+    assert verify.exit_code == 0, verify.output
+    monkeypatch.delenv("RESTORE_DATA")
+    missing = runner.invoke(app, ["info", "dtd"])
+    assert missing.exit_code == 2 and "--root" in missing.output  # neither given: click names the option

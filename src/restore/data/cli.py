@@ -21,7 +21,16 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-RootOpt = Annotated[Path, typer.Option("--root", "-r", help="folder holding the dataset folders (CoOp's $DATA)")]
+# Like `restore run`, the data commands read $RESTORE_DATA when --root is not given.
+RootOpt = Annotated[
+    Path,
+    typer.Option(
+        "--root",
+        "-r",
+        envvar="RESTORE_DATA",
+        help="folder holding the dataset folders (CoOp's $DATA; default $RESTORE_DATA)",
+    ),
+]
 ClassesOpt = Annotated[
     str, typer.Option("--classes", help="'all', or 'present' to keep only the classes with images on disk")
 ]
