@@ -183,3 +183,15 @@ def test_restore_data_is_the_data_root_of_a_run_that_names_none(data_root, tmp_p
     monkeypatch.setenv("RESTORE_DATA", str(data_root))
     plan = plan_run(config)
     assert plan.config.data.root == data_root and len(plan.data.train.train) == 3 * 8  # 3 base classes
+
+
+@pytest.mark.parametrize(("protocol", "command"), [("b2n", "restore run b2n"), ("train", "restore train")])
+def test_config_yaml_names_the_command_that_repeats_the_run(tmp_path, protocol, command):
+    from restore.engine.config import load_run_config
+    from restore.engine.runs import _write_config, read_run_config
+
+    cfg = load_run_config(flags={"method": "coop", "protocol": protocol, "data.dataset": "dtd"})
+    _write_config(tmp_path, cfg)
+    first = (tmp_path / "config.yaml").read_text().splitlines()[0]
+    assert first == f"# resolved run config: `{command} --config config.yaml` repeats this run"
+    assert read_run_config(tmp_path).hash() == cfg.hash()

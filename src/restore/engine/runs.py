@@ -222,7 +222,8 @@ def _describe_changes(previous: dict[str, Any], config: RunConfig) -> str:
 
 
 def _write_config(run_dir: Path, config: RunConfig) -> None:
-    header = "# resolved run config: `restore train --config config.yaml` repeats this run\n"
+    command = "restore train" if config.protocol == "train" else f"restore run {config.protocol}"
+    header = f"# resolved run config: `{command} --config config.yaml` repeats this run\n"
     atomic_write_text(run_dir / CONFIG_FILE, header + yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 

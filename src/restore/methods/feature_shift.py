@@ -1,4 +1,4 @@
-"""Feature shift and RESTORE's feature-shift consistency loss (paper Eq. 6-10, SPEC.md).
+"""Feature shift and RESTORE's feature-shift consistency loss (paper Eq. 6-10; docs/fidelity.md).
 
 Two measures of the per-layer shift magnitude ``s_l`` of each modality:
 - ``activation`` (the paper): from the in-block shift Ω_l = Φ_l([X_l, P_l])[X] − Φ_l(X_l) that the backbone

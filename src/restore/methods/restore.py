@@ -29,7 +29,7 @@ from restore.methods.maple import MaPLeConfig
 from restore.methods.promptsrc import PromptSRCConfig
 from restore.methods.surgery import RELEASED_COEF, Activation, Mode, SurgeryAdapter, released_update_epoch
 
-# The authors' run script: (vis_r, text_r, fs_loss weight) per dataset; SPEC.md "Per-dataset values".
+# The authors' run script: (vis_r, text_r, fs_loss weight) per dataset (run_maple_fsa.sh; docs/fidelity.md).
 PRESETS: dict[str, tuple[float, float, float]] = {
     "FGVCAircraft": (0.1, 0.1, 1.0),
     "Caltech101": (0.1, 0.1, 1.0),

@@ -1,11 +1,11 @@
-"""RESTORE's "surgery" adapters on the final image and text features (paper Eq. 11, SPEC.md).
+"""RESTORE's "surgery" adapters on the final image and text features (paper Eq. 11; docs/fidelity.md).
 
     x ← x + α · W_down · act(W_up · LN(x))        (512 → 2048 → 512 in the released code)
 
 α follows one of four rules: the three rows of the paper's Table 5 and the released code's.
 - ``none``: no adapter at all;
 - ``fixed``: α is the configured ratio (the released run script's ``vis_r`` / ``text_r``);
-- ``guided`` (the paper, SPEC's reading): α_v = γ Σ_l s_l^v (α_t = β Σ_l s_l^t), computed from the current
+- ``guided`` (our reading of the paper): α_v = γ Σ_l s_l^v (α_t = β Σ_l s_l^t), computed from the current
   shifts without gradient and smoothed by an exponential moving average during training; evaluation uses the
   final α, so inference runs no prompt-free pass. When γ (β) is not given it is calibrated at the first step
   so that α starts at the configured ratio — the released code initialises the ratio from those values;
