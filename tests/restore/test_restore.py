@@ -29,7 +29,7 @@ def batch(n=3, seed=1):
 
 
 def independent_fs(method, images):
-    """L_fs from prompts removed and blocks re-run (tests/reference_shift.py), per the rms formula of docs/fidelity.md."""
+    """L_fs from prompts removed and blocks re-run (tests/reference_shift.py), with the per-token rms magnitude."""
     text = method.text.layer_prompts()
     vision = method.vision.layer_prompts(text)
     _, v_ms = reference_vision(method.clip, images, vision)

@@ -3,8 +3,8 @@
 Parameter names are exactly those of OpenAI's released state dicts (``visual.transformer.resblocks.0.attn.
 in_proj_weight``, ``token_embedding.weight``, ...), so OpenAI and open_clip checkpoints load without renaming.
 
-Prompt placement (as the MaPLe/IVLP releases do it): vision prompts are appended after ``[CLS, patches]``; text prompts are written over
-the positions right after the start token. A block given prompts replaces whatever occupied those positions,
+Prompt placement (as the MaPLe/IVLP releases do it): vision prompts are appended after ``[CLS, patches]``;
+text prompts are written over the positions right after the start token. A block given prompts replaces whatever occupied those positions,
 so deep prompts are "fresh learnable tokens at each prompted layer"; after the last prompted layer the tokens
 simply flow on, as in MaPLe and IVLP.
 """
