@@ -4,9 +4,9 @@ Parameter names are exactly those of OpenAI's released state dicts (``visual.tra
 in_proj_weight``, ``token_embedding.weight``, ...), so OpenAI and open_clip checkpoints load without renaming.
 
 Prompt placement (as the MaPLe/IVLP releases do it): vision prompts are appended after ``[CLS, patches]``;
-text prompts are written over the positions right after the start token. A block given prompts replaces whatever occupied those positions,
-so deep prompts are "fresh learnable tokens at each prompted layer"; after the last prompted layer the tokens
-simply flow on, as in MaPLe and IVLP.
+text prompts are written over the positions right after the start token. A block given prompts replaces
+whatever occupied those positions, so deep prompts are "fresh learnable tokens at each prompted layer"; after
+the last prompted layer the tokens simply flow on, as in MaPLe and IVLP.
 """
 
 from __future__ import annotations
