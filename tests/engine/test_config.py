@@ -99,3 +99,17 @@ def test_speed_and_memory_switches_reach_the_backbone_and_not_the_identity(tmp_p
     assert (clip.text_packing, clip.text_chunk, clip.transformer.grad_checkpointing) == (False, 100, True)
     with pytest.raises(ConfigError, match="text_chunk"):
         load_run_config(None, {"method": "coop", "data.dataset": "dtd"}, ["model.text_chunk=-1"])
+
+
+def test_default_loader_workers_fit_the_machine(monkeypatch):
+    """Never more workers than usable cores (torch warns that such a loader may freeze), at most 4."""
+    import os
+
+    from restore.engine import config as engine_config
+
+    cores = len(os.sched_getaffinity(0))
+    assert engine_config.DataSection().workers == max(1, min(4, cores))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert engine_config.default_workers() == 4
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert engine_config.default_workers() == 1

@@ -53,6 +53,16 @@ MAX_WORKERS = 256
 MAX_IMAGE_SIZE = 1024  # pixels a side: ViT-B/16 at 1024 is already 4,096 tokens an image
 
 
+def default_workers() -> int:
+    """Loader workers by default: the CPU cores this process may use, at most 4. More workers than cores only
+    makes torch warn that the loader "may freeze" (and buys nothing); the count never changes a result."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
 @dataclass
 class ModelSection:
     backbone: str = option(
@@ -86,7 +96,13 @@ class DataSection:
         None, help="training batch size; null: the schedule set's value", min=1, max=MAX_BATCH
     )
     eval_batch_size: int = option(100, help="batch size at evaluation", min=1, max=MAX_BATCH)
-    workers: int = option(4, help="data loader worker processes (0: load in the main process)", min=0, max=MAX_WORKERS)
+    workers: int = option(
+        default_workers(),
+        help="data loader worker processes (0: load in the main process); default: this machine's usable CPU "
+        "cores, at most 4",
+        min=0,
+        max=MAX_WORKERS,
+    )
     classes: Literal["all", "present"] = option(
         "all", help="present: keep only classes whose images are all on disk (a partial copy of a dataset)"
     )
