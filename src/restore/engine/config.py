@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from restore.config import apply_overrides, config_hash, from_dict, load_yaml, option, to_dict
+from restore.engine.evaluate import dataset_title
 from restore.errors import ConfigError
 from restore.methods import MethodConfig, make_config, method_class
 from restore.methods.schedules import DEFAULT_SET, SET_HELP, check_set, schedule_settings
@@ -306,18 +307,8 @@ def resolve(cfg: RunConfig, *, image_size: int | None = None, device_type: str =
         root=cfg.data.root if cfg.data.root is not None else default_root_for(cfg.data.dataset),
     )
     model = dataclasses.replace(cfg.model, precision=resolve_precision(cfg.model.precision, device_type))
-    method = cfg.method.for_run(cfg.protocol, _dataset_title(cfg.data.dataset))
+    method = cfg.method.for_run(cfg.protocol, dataset_title(cfg.data.dataset or None))
     return dataclasses.replace(cfg, method=method, optim=optim, data=data, model=model)
-
-
-def _dataset_title(name: str) -> str | None:
-    """The CoOp name of a registered dataset (per-dataset method values are keyed by it), None if unknown."""
-    from restore.data import get_dataset  # as in default_root_for: the data registry loads lazily
-
-    try:
-        return get_dataset(name).title if name else None
-    except ConfigError:
-        return None
 
 
 def resolve_precision(precision: str, device_type: str) -> str:
