@@ -28,12 +28,8 @@ class _CleanGroup(TyperGroup):
     """
 
     def invoke(self, ctx: Any) -> Any:
-        try:
-            with _warning_lines():
-                return super().invoke(ctx)
-        except RestoreError as e:
-            report_error(e)
-            raise typer.Exit(e.exit_code) from None
+        with _user_errors():
+            return super().invoke(ctx)
 
 
 app = typer.Typer(
@@ -86,6 +82,18 @@ def _warning_lines() -> Iterator[None]:
 
 
 
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """The one way a command ends on a user's mistake: restore's warnings as `warning:` lines while it runs, a
+    RestoreError as `error:`/`hint:` lines and its exit code (used by the root group and by `clean_errors`)."""
+    try:
+        with _warning_lines():
+            yield
+    except RestoreError as e:
+        report_error(e)
+        raise typer.Exit(e.exit_code) from None
+
+
 def clean_errors(fn: F) -> F:
     """A user's mistake (a RestoreError) becomes one message and a non-zero exit, never a traceback —
     also when the command runs inside another program (tests, CliRunner) rather than through `main`."""
@@ -93,11 +101,8 @@ def clean_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            with _warning_lines():
+            with _user_errors():
                 return fn(*args, **kwargs)
-        except RestoreError as e:
-            report_error(e)
-            raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             typer.secho("interrupted; continue the run with --resume", fg=typer.colors.YELLOW, err=True)
             raise typer.Exit(130) from None
