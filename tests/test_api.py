@@ -11,7 +11,6 @@ import restore
 from restore.errors import ConfigError
 from tests.engine.fakes import make_tree
 
-pytest.importorskip("restore.data", reason="datasets are not in this build")
 TINY = {"backbone": "random:tiny", "workers": 0, "quiet": True, "overrides": ["data.eval_batch_size=16"]}
 
 

@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 from restore.cli import app
 from tests.engine.fakes import make_tree
 
-pytest.importorskip("restore.data", reason="datasets are not in this build")
 RUNNER = CliRunner()
 ENV = {"COLUMNS": "250", "OMP_NUM_THREADS": "1"}
 TINY = ["--backbone", "random:tiny", "--workers", "0", "--quiet", "--set", "data.eval_batch_size=16"]

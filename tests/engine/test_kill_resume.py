@@ -18,7 +18,6 @@ from safetensors.torch import load_file
 
 from tests.engine.fakes import make_tree
 
-pytest.importorskip("restore.results", reason="the results database is not in this build")
 SRC = Path(__file__).resolve().parents[2] / "src"
 EPOCHS, BATCH, CLASSES, PER_CLASS = 3, 2, 6, 12
 STEPS = CLASSES * PER_CLASS // BATCH

@@ -15,8 +15,6 @@ from restore.engine.runs import run
 from restore.errors import ConfigError, DataError, TrainingError
 from tests.engine.fakes import TINY
 
-pytest.importorskip("restore.results", reason="the results database is not in this build")
-
 
 def _cfg(data_root, out, protocol="b2n", method="coop", overrides=(), **flags):
     values = {**TINY, "method": method, "protocol": protocol, "data.dataset": "dtd", "data.root": data_root,

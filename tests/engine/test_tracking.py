@@ -194,7 +194,6 @@ def _run_config(data_root, out, *overrides):
 
 
 def test_a_run_folder_holds_the_scalars_its_log_reports(data_root, tmp_path):
-    pytest.importorskip("restore.results", reason="the results database is not in this build")
     from restore.engine.runs import run
 
     result = run(_run_config(data_root, tmp_path / "runs", "log_every=1"))

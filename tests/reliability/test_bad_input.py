@@ -11,8 +11,6 @@ import pytest
 
 from tests.reliability.helpers import TINY, cli, db_rows, edit_split, errors, truncate
 
-pytest.importorskip("restore.results", reason="the results database is not in this build")
-
 
 def _run(root, tmp_path, *args, protocol="b2n", method="coop", shots=2):
     out, db = tmp_path / "runs", tmp_path / "results.sqlite"

@@ -28,8 +28,6 @@ from hypothesis import strategies as st
 from restore.errors import RestoreError
 from tests.reliability.helpers import RUNNER, make_tree
 
-pytest.importorskip("restore.results", reason="the results database is not in this build")
-
 EXIT_CODES = {0, 1, 2, 3, 130}  # ok, a finished job reporting failures, a wrong input, a training error, Ctrl-C
 BUSY_S = 3.0
 # Commands whose accepted input does work no test should: train CLIP for an hour, download datasets, write

@@ -7,15 +7,14 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from restore.errors import RestoreError
+from restore.scale import grid as grid_module
 from tests.reliability.test_fuzz import METHODS, yaml_values
 
-grid_module = pytest.importorskip("restore.scale.grid", reason="the sweep grid is not in this build")
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 40), st.floats(-1, 1), st.text(max_size=6))

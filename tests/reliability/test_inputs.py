@@ -12,8 +12,6 @@ import pytest
 
 from tests.reliability.helpers import TINY, cli, db_rows, edit_split, errors, split_file
 
-pytest.importorskip("restore.results", reason="the results database is not in this build")
-
 MAX_SEED = 2**32 - 1  # the documented largest seed (NumPy's range)
 HUGE = "9" * 5000  # past Python's 4300-digit limit of int(str): json and YAML raise ValueError on it
 

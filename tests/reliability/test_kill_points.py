@@ -23,7 +23,6 @@ from restore.methods.checkpoint import read_method
 from tests.reliability.helpers import TINY, db_rows
 from tests.reliability.killpoints import POINTS, KillPoint
 
-pytest.importorskip("restore.results", reason="the results database is not in this build")
 if not hasattr(os, "fork"):
     pytest.skip("the kill-point victims are forked processes", allow_module_level=True)
 

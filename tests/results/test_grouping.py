@@ -143,7 +143,6 @@ def test_class_subset_note_reads_the_loader_note():
 
 # -- the command line, as a user meets it ------------------------------------------------------------------
 
-pytest.importorskip("restore.data", reason="datasets are not in this build")
 ENV = {"COLUMNS": "250", "OMP_NUM_THREADS": "1"}
 TINY = ["--backbone", "random:tiny", "--workers", "0", "--quiet", "--set", "data.eval_batch_size=16"]
 
