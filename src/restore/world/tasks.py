@@ -16,14 +16,15 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from restore.errors import ConfigError, DataError
 from restore.world import lexicon as L
-from restore.world.generator import WorldConfig, render, sample_scene
+from restore.world.generator import WorldConfig, _key, render, sample_scene
+from restore.world.shifts import Shift
 
 # Bump when anything that changes task pixels or splits changes; caches with another version regenerate.
 TASK_FORMAT_VERSION = 1
@@ -53,6 +54,7 @@ class Task:
     seed: int
     counts: tuple[int, int, int] = (24, 8, 50)  # images per class in train, val, test
     description: str = ""
+    shift: Shift = field(default_factory=Shift)  # the task's camera against pretraining's (none: the same)
 
     @property
     def classnames(self) -> list[str]:
@@ -71,6 +73,15 @@ class Task:
         offset = {"train": 0, "val": self.counts[0], "test": self.counts[0] + self.counts[1]}[split]
         return label * 10_000 + offset + k
 
+    def image_keys(self, labels_and_ks: list[tuple[int, int]], split: str) -> np.ndarray:
+        """Per-image keys that seed the rendering shift's noise: a pure function of (task, split, label, k)."""
+        return np.array([_key(self.seed, 7, self._index(label, split, k)) for label, k in labels_and_ks], np.uint64)
+
+    def render(self, entries: list[tuple[int, int, object]], split: str) -> np.ndarray:
+        """Pixels of (label, k, scene) entries of ``split``: the pretraining renderer, then the task's shift."""
+        pixels = render([sc for _, _, sc in entries], IMAGE_SIZE)
+        return self.shift.apply(pixels, self.image_keys([(label, k) for label, k, _ in entries], split))
+
     def scenes(self, split: str):
         """(label, k, scene) for every image of ``split``, in split-file order."""
         n = self.counts[SPLITS.index(split)]
@@ -81,12 +92,19 @@ class Task:
                 yield label, k, sample_scene(self.seed, self._index(label, split, k), cfg, fixed=fixed)
 
 
+# Base half first: warm, cool and grey colours alternate between the halves.
+TINTED_ORDER = ("red", "yellow", "blue", "pink", "cyan", "gray", "orange", "green", "purple", "brown", "white", "black")
+
+
 def _make_tasks() -> dict[str, Task]:
     shapes = tuple((i,) for i in range(len(L.SHAPES)))
     cs_colours = _codes(L.COLOURS, ("red", "orange", "yellow", "green", "blue", "purple"))
     cs_shapes = _codes(L.SHAPES, ("circle", "square", "triangle", "star", "heart", "cross"))
     ps_patterns = list(range(len(L.PATTERNS)))
     ps_shapes = _codes(L.SHAPES, ("circle", "square", "triangle", "diamond", "hexagon", "ring"))
+    tinted = _codes(L.COLOURS, TINTED_ORDER)
+    ts_shapes = _codes(L.SHAPES, ("circle", "square", "triangle"))
+    tp_patterns = _codes(L.PATTERNS, ("solid", "striped", "dotted"))
     return {
         "shapes": Task(
             "shapes", "Shapes", ("shape",), shapes, seed=90_001, description="12 shapes; colour, pattern, size vary"
@@ -107,10 +125,46 @@ def _make_tasks() -> dict[str, Task]:
             seed=90_003,
             description="5 patterns x 6 shapes; novel classes are unseen combinations of seen attributes",
         ),
+        # The regime's tinted tasks: one camera whose colour filters turn every hue by 30 degrees, so the
+        # colour words the text tower learned point at the wrong images while the image features still tell
+        # the colours apart (measured: docs/world.md). Colours alternate between the base and the novel half,
+        # so each half holds warm, cool and grey colours and a novel class is a colour never named in training.
+        "tinted_colours": Task(
+            "tinted_colours",
+            "TintedColours",
+            ("colour",),
+            tuple((c,) for c in tinted),
+            seed=90_004,
+            description="12 colours through a camera that turns hues by -30 deg; novel classes are unseen colours",
+            shift=Shift(hue=-30),
+        ),
+        "tinted_colour_shape": Task(
+            "tinted_colour_shape",
+            "TintedColourShape",
+            ("colour", "shape"),
+            tuple((c, sh) for c in tinted for sh in ts_shapes),
+            seed=90_005,
+            description="12 colours x 3 shapes through the -30 deg camera; novel classes have unseen colours",
+            shift=Shift(hue=-30),
+        ),
+        "tinted_colour_pattern": Task(
+            "tinted_colour_pattern",
+            "TintedColourPattern",
+            ("colour", "pattern"),
+            tuple((c, p) for c in tinted for p in tp_patterns),
+            seed=90_006,
+            description="12 colours x 3 patterns through a +30 deg camera; novel classes have unseen colours",
+            shift=Shift(hue=30),
+        ),
     }
 
 
 TASKS: dict[str, Task] = _make_tasks()
+# The tasks pretraining evaluates as it goes (the model card's training table): drawn from its own renderer.
+PROBES: tuple[str, ...] = ("shapes", "color_shape", "pattern_shape")
+# The downstream regime (README, quickstart, docs/world.md): three tinted-camera tasks, where 16 shots close a
+# distance the text tower cannot, and one task from pretraining's own renderer, where there is little to close.
+REGIME: tuple[str, ...] = ("tinted_colours", "tinted_colour_shape", "tinted_colour_pattern", "pattern_shape")
 ZERO_SHOT_TEMPLATE = "a photo of a {}."
 
 
@@ -123,9 +177,9 @@ def get_task(name: str) -> Task:
 def task_images(name: str, split: str = "test", limit_per_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(images (N, S, S, 3) uint8, labels (N,)) of a task split, rendered in memory (identical to the files)."""
     task = get_task(name)
-    picked = [(label, sc) for label, k, sc in task.scenes(split) if limit_per_class is None or k < limit_per_class]
-    labels = np.array([label for label, _ in picked], dtype=np.int64)
-    return render([sc for _, sc in picked], IMAGE_SIZE), labels
+    picked = [e for e in task.scenes(split) if limit_per_class is None or e[1] < limit_per_class]
+    labels = np.array([label for label, _, _ in picked], dtype=np.int64)
+    return task.render(picked, split), labels
 
 
 def cache_root() -> Path:
@@ -133,7 +187,13 @@ def cache_root() -> Path:
 
 
 def _manifest(task: Task) -> dict:
-    return {"task": task.name, "format_version": TASK_FORMAT_VERSION, "image_size": IMAGE_SIZE, "counts": task.counts}
+    return {
+        "task": task.name,
+        "format_version": TASK_FORMAT_VERSION,
+        "image_size": IMAGE_SIZE,
+        "counts": task.counts,
+        "shift": task.shift.to_dict(),
+    }
 
 
 def _write(task: Task, out: Path) -> None:
@@ -144,7 +204,7 @@ def _write(task: Task, out: Path) -> None:
     names = task.classnames
     for split in SPLITS:
         entries = list(task.scenes(split))
-        pixels = render([sc for _, _, sc in entries], IMAGE_SIZE)
+        pixels = task.render(entries, split)
         rows = []
         for (label, k, _), img in zip(entries, pixels, strict=True):
             rel = f"{task.folder(label)}/{split}_{k:04d}.png"
