@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections import Counter
@@ -12,7 +13,8 @@ from PIL import Image
 
 from restore.errors import ConfigError
 from restore.world import lexicon as L
-from restore.world.tasks import TASKS, ensure_task, get_task, task_images
+from restore.world.shifts import Shift
+from restore.world.tasks import PROBES, REGIME, TASKS, ensure_task, get_task, task_images
 
 
 def test_there_are_at_least_three_tasks_with_plain_text_class_names():
@@ -85,3 +87,44 @@ def test_task_images_are_deterministic_and_hold_their_class():
 def test_unknown_task_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown world task"):
         get_task("nope")
+
+
+@pytest.mark.parametrize("name", ["tinted_colours", "tinted_colour_shape", "tinted_colour_pattern"])
+def test_a_tinted_task_is_its_untinted_scenes_seen_through_its_camera(name):
+    """Same scenes and labels as the task without its shift; only the pixels move, by exactly the shift."""
+    task = get_task(name)
+    assert not task.shift.is_identity and task.shift.hue != 0
+    plain = dataclasses.replace(task, shift=Shift())
+    entries = [e for e in task.scenes("train") if e[1] < 2]
+    assert [(lab, k) for lab, k, _ in entries] == [(lab, k) for lab, k, _ in plain.scenes("train") if k < 2]
+    raw = plain.render(entries, "train")
+    tinted = task.render(entries, "train")
+    keys = task.image_keys([(lab, k) for lab, k, _ in entries], "train")
+    assert np.array_equal(tinted, task.shift.apply(raw, keys))
+    images, labels = task_images(name, "train", limit_per_class=2)
+    assert np.array_equal(images, tinted) and labels.tolist() == [lab for lab, _, _ in entries]
+    # the camera turns colours, not brightness: mean luminance stays within a few levels
+    lum = np.array([0.299, 0.587, 0.114])
+    assert abs(float((tinted @ lum).mean() - (raw @ lum).mean())) < 4
+    assert np.abs(tinted.astype(int) - raw.astype(int)).mean() > 3  # ...and the colours did move
+
+
+@pytest.mark.parametrize("name", ["tinted_colours", "tinted_colour_shape", "tinted_colour_pattern"])
+def test_tinted_tasks_hold_disjoint_colours_in_their_halves(name):
+    """A novel class is a colour never named in training; each half holds warm, cool and grey colours."""
+    task = get_task(name)
+    n_base = math.ceil(len(task.classes) / 2)
+    pos = task.attributes.index("colour")
+    base = {L.COLOURS[c[pos]].name for c in task.classes[:n_base]}
+    novel = {L.COLOURS[c[pos]].name for c in task.classes[n_base:]}
+    assert not base & novel and len(base) == len(novel) == 6
+    for half in (base, novel):
+        assert half & {"red", "orange", "yellow", "pink", "brown"}
+        assert half & {"green", "blue", "cyan", "purple"}
+        assert half & {"gray", "white", "black"}
+
+
+def test_the_regime_and_the_probes_name_real_tasks():
+    assert set(PROBES) <= set(TASKS) and set(REGIME) <= set(TASKS)
+    assert len(REGIME) >= 4
+    assert sum(not TASKS[n].shift.is_identity for n in REGIME) >= 3

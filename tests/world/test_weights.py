@@ -10,8 +10,9 @@ import torch
 from restore.errors import CheckpointError
 from restore.world.model import world_vocabulary
 from restore.world.pretrain import PretrainConfig, evaluate
-from restore.world.tasks import TASKS, task_images
+from restore.world.tasks import PROBES, REGIME, TASKS, task_images
 from restore.world.weights import SHIPPED, WEIGHTS_DIR, load_clip, load_world_clip, read_metadata, save_clip
+from restore.world.zeroshot import base_novel_zero_shot
 
 RECORD = WEIGHTS_DIR / "world_clip.json"
 
@@ -38,13 +39,33 @@ def test_shipped_weights_reproduce_the_model_card_numbers():
     torch.set_num_threads(2)
     record = json.loads(RECORD.read_text())
     card = (WEIGHTS_DIR / "MODEL_CARD.md").read_text()
-    measured = evaluate(load_world_clip(), {n: task_images(n, "test") for n in TASKS})
+    measured = evaluate(load_world_clip(), {n: task_images(n, "test") for n in PROBES})
+    assert set(measured) == set(record["zero_shot"])
     for name, acc in measured.items():
         # Another CPU's kernels can flip a few near-tied test images; the card's number is the recorded one.
         assert acc == pytest.approx(record["zero_shot"][name], abs=0.01), name
         assert acc >= 3 / len(TASKS[name].classes), f"{name}: {acc:.3f} is under 3x chance"
         assert f"| {name} | {len(TASKS[name].classes)} |" in card
         assert f"{100 * record['zero_shot'][name]:.1f}" in card
+
+
+@pytest.mark.integration
+def test_the_regime_numbers_of_the_model_card_are_measured_and_in_the_regime():
+    """The card's downstream table is recomputed from the weights; the regime is what the issue asked for:
+    average zero-shot base <= 70 % (real CLIP over 11 datasets: 69.3), novel >= 3x chance on every task."""
+    torch.set_num_threads(2)
+    card = (WEIGHTS_DIR / "MODEL_CARD.md").read_text()
+    model = load_world_clip()
+    bases = []
+    for name in REGIME:
+        base, novel = base_novel_zero_shot(model, name)
+        n_novel = len(TASKS[name].classes) // 2
+        assert novel >= 3 / n_novel, name
+        regime_table = card.split("## The downstream regime", 1)[1]
+        row = next(line for line in regime_table.splitlines() if line.startswith(f"| {name} | "))
+        assert f"| {100 * base:.1f} | {100 * novel:.1f} |" in row
+        bases.append(base)
+    assert sum(bases) / len(bases) <= 0.70
 
 
 def test_save_and_load_round_trip_and_refuse_foreign_files(tmp_path, tiny_size):

@@ -22,7 +22,32 @@ def zero_shot_rows(record: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def render_card(record: dict[str, Any], choices: dict[str, Any] | None = None) -> str:
+def regime_rows(regime: dict[str, tuple[float, float]]) -> list[list[str]]:
+    rows = []
+    for name, (base, novel) in regime.items():
+        task = TASKS[name]
+        n_base = (len(task.classes) + 1) // 2
+        n_novel = len(task.classes) - n_base
+        rows.append(
+            [
+                name,
+                f"{n_base} + {n_novel}",
+                task.shift.describe(),
+                f"{100 / n_base:.1f} / {100 / n_novel:.1f}",
+                f"{100 * base:.1f}",
+                f"{100 * novel:.1f}",
+                f"{novel * n_novel:.1f}x",  # novel accuracy / chance (1 / n_novel)
+            ]
+        )
+    return rows
+
+
+def render_card(
+    record: dict[str, Any],
+    choices: dict[str, Any] | None = None,
+    regime: dict[str, tuple[float, float]] | None = None,
+) -> str:
+    """The card; ``regime`` = (base, novel) zero-shot accuracy per downstream task, measured from the weights."""
     cfg = record["config"]
     m, w = cfg["model"], cfg["world"]
     hours = record["seconds"] / 3600
@@ -109,15 +134,42 @@ def render_card(record: dict[str, Any], choices: dict[str, Any] | None = None) -
         "## Tasks",
         "",
         _table(
-            ["task", "classes", "what varies"],
-            [[n, str(len(t.classes)), t.description] for n, t in TASKS.items()],
+            ["task", "classes", "what varies", "camera"],
+            [[n, str(len(t.classes)), t.description, t.shift.describe()] for n, t in TASKS.items()],
         ),
         "",
         "Generated on first use into `$RESTORE_CACHE/world/<task>/` (CoOp layout, `split_world_<Task>.json`, "
-        "24 / 8 / 50 images per class for train / val / test). For base-to-novel, the combination tasks order "
-        "their labels so that the base half and the novel half each contain every colour (pattern) and every "
-        "shape: a novel class is an unseen combination of seen attributes.",
+        "24 / 8 / 50 images per class for train / val / test). For base-to-novel, `color_shape` and "
+        "`pattern_shape` order their labels so that the base half and the novel half each contain every colour "
+        "(pattern) and every shape: a novel class is an unseen combination of seen attributes. The tinted tasks "
+        "alternate colours between the halves: a novel class is a colour never named in training.",
         "",
+        *(
+            [
+                "## The downstream regime",
+                "",
+                "The tasks that README's quickstart and `configs/sweeps/world_regime.yaml` run (docs/world.md says "
+                "why): zero-shot top-1 on each half of the test split, each half classified among its own classes "
+                f'as base-to-novel does, prompt "{ZERO_SHOT_TEMPLATE}". The tinted tasks are seen through a camera '
+                "whose colour filters turn every hue; pretraining never saw it.",
+                "",
+                _table(
+                    [
+                        "task",
+                        "base + novel",
+                        "camera",
+                        "chance % (base / novel)",
+                        "base %",
+                        "novel %",
+                        "novel vs chance",
+                    ],
+                    regime_rows(regime),
+                ),
+                "",
+            ]
+            if regime
+            else []
+        ),
         "## Use",
         "",
         "```python",

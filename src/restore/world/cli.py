@@ -87,7 +87,9 @@ def card(
 ) -> None:
     """Write the model card from a training record (and the measured design choices, if recorded)."""
     from restore.world.card import render_card
-    from restore.world.weights import WEIGHTS_DIR
+    from restore.world.tasks import REGIME
+    from restore.world.weights import WEIGHTS_DIR, load_clip, load_world_clip
+    from restore.world.zeroshot import base_novel_zero_shot
 
     record = record or WEIGHTS_DIR / "world_clip.json"
     if not record.exists():
@@ -99,7 +101,10 @@ def card(
     choices_path = record.parent / "design_choices.json"
     choices = json.loads(choices_path.read_text()) if choices_path.exists() else None
     target = out or record.parent / "MODEL_CARD.md"
-    target.write_text(render_card(data, choices))
+    weights = record.with_suffix(".safetensors")  # save_run writes <name>.json beside <name>.safetensors
+    model = load_clip(weights) if weights.exists() else load_world_clip()
+    regime = {name: base_novel_zero_shot(model, name) for name in REGIME}
+    target.write_text(render_card(data, choices, regime))
     _echo(f"wrote {target}")
 
 

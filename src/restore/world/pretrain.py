@@ -29,7 +29,7 @@ from restore.clip.tokenizer import tokenize
 from restore.errors import ConfigError
 from restore.world.generator import Scene, WorldConfig, generate
 from restore.world.model import ModelSize, build_world_clip
-from restore.world.tasks import TASKS, ZERO_SHOT_TEMPLATE, task_images
+from restore.world.tasks import PROBES, TASKS, ZERO_SHOT_TEMPLATE, task_images
 from restore.world.zeroshot import to_input, zero_shot_accuracy
 
 
@@ -180,7 +180,7 @@ class PretrainResult:
         return {
             "config": self.config.to_dict(),
             "zero_shot": self.final,
-            "chance": {name: 1 / len(t.classes) for name, t in TASKS.items()},
+            "chance": {name: 1 / len(TASKS[name].classes) for name in self.final},
             "history": self.history,
             "seconds": self.seconds,
             "data_seconds": self.data_seconds,
@@ -242,7 +242,7 @@ def pretrain(
     say = log or (lambda _msg: None)
     model = build_world_clip(cfg.model).train()
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-    names = list(tasks) if tasks is not None else list(TASKS)
+    names = list(tasks) if tasks is not None else list(PROBES)
     quick_sets = {n: task_images(n, "test", limit_per_class=cfg.eval_per_class) for n in names}
     state = {"step": 0, "history": [], "running": float("nan"), "seconds": 0.0, "data_seconds": 0.0}
     resume = Path(state_dir) / "resume.pt" if state_dir is not None else None

@@ -50,3 +50,18 @@ def zero_shot_accuracy(
         correct += int((pred == labels[start : start + batch_size]).sum())
     model.train(was_training)
     return correct / max(1, len(images))
+
+
+def base_novel_zero_shot(model: CLIP, task: str, template: str = "a photo of a {}.") -> tuple[float, float]:
+    """(base, novel) top-1 of zero-shot CLIP on a world task's test split, each half classified among its own
+    classes as base-to-novel does (base = the first ceil(n/2) labels)."""
+    from restore.world.tasks import get_task, task_images
+
+    names = get_task(task).classnames
+    images, labels = task_images(task, "test")
+    n_base = (len(names) + 1) // 2
+    base = labels < n_base
+    return (
+        zero_shot_accuracy(model, images[base], labels[base], names[:n_base], template),
+        zero_shot_accuracy(model, images[~base], labels[~base] - n_base, names[n_base:], template),
+    )
