@@ -54,8 +54,8 @@ def accuracy(arm: Arm, d: int, seed: int) -> tuple[float, float]:
             lam = o["method.fs_weight"]
             base += -0.5 * (lam - 1) + (0.1 * seed if lam == 4 else 0.0)
             novel += 0.3 * (lam - 1) * (-1) ** seed
-        if o.get("method.surgery") == "none":  # C4: no surgery loses Novel
-            novel -= {1: 1.0, 2: 1.2, 3: 0.8}[seed]
+        if o.get("method.surgery") == "none":  # C4: no surgery loses Novel on average, within 2 SE (1-2 SE)
+            novel -= {1: 1.0, 2: -0.2, 3: 0.8}[seed]
         if o.get("method.surgery") == "fixed":  # C4: fixed α is better than guided on both
             base, novel = base + {1: 0.5, 2: 0.7, 3: 0.6}[seed], novel + {1: 0.5, 2: 0.7, 3: 0.6}[seed]
         if o.get("method.recipe") == "released":  # C1: ± around maple
@@ -201,7 +201,11 @@ def test_c3_slopes_against_lambda(claims):
 
 def test_c4_and_c5(claims):
     none, fixed = claims["C4"].checks
-    assert (none.verdict, fixed.verdict, claims["C4"].verdict) == (HOLDS, FAILS, FAILS)
+    guided, no_surgery = Arm.of("restore_m"), Arm.of("restore_m", surgery="none")
+    _, mean, se = paired([world(guided, s)[1] - world(no_surgery, s)[1] for s in SEEDS])
+    assert se < mean < 2 * se  # between one and two standard errors: the documented K = 2 decides
+    assert (none.verdict, none.difference) == (UNSURE, f"{mean:+.2f} (SE {se:.2f}, 3 seeds)")
+    assert (fixed.verdict, claims["C4"].verdict) == (FAILS, FAILS)
     vpt, text, lfs = claims["C5"].checks
     assert vpt.verdict == HOLDS and vpt.difference == f"{0.9 - 0.5:+.4f} (SE 0.0000, 3 seeds)"
     assert text.verdict == FAILS
