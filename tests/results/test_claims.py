@@ -237,6 +237,12 @@ def test_a_missing_arm_is_named_not_a_crash(claims_db):
         c5 = {c.key: c for c in claims_for(parse_grid(data), store.query())}["C5"]
     assert c5.checks[2].missing == ("restore_ivlp [method.surgery=none] (not in the sweep file)",)
     assert c5.checks[2].verdict == UNSURE
+    with open_results(path, readonly=True) as store:  # no maple run at all: counted, not listed
+        records = [r for r in store.query() if r.method != "maple" and (r.dataset, r.seed) != ("dtd", 2)]
+    first = claims_for(load_grid(claims_db[1]), records)[0].checks[0]
+    n = len(TASKS) * len(SEEDS)
+    assert first.numbers == f"missing {n + 1} run(s): restore_m dtd seed 2; maple: {n} runs"
+    assert first.verdict == UNSURE and len(first.missing) == n + 1
 
 
 def test_the_claims_sweep_expands_to_its_lists_and_covers_every_claim():

@@ -100,19 +100,20 @@ class ClaimRuns:
     def cells(self, arm: Arm) -> list[tuple[Arm, str, int]]:
         return sorted((c for c in self.expected if c[0] == arm), key=lambda c: (c[2], c[1]))
 
-    def missing(self, arms: Iterable[Arm], *, shift: bool = False) -> list[str]:
-        """Labels of the arms' cells without a finished run (or, with ``shift``, without a recorded shift)."""
+    def missing(self, arms: Iterable[Arm], *, shift: bool = False) -> list[tuple[str, str]]:
+        """(arm label, run) for each of the arms' cells without a finished run (or, with ``shift``, without
+        a recorded shift); an arm the sweep does not have is one entry."""
         out = []
         for arm in arms:
             cells = self.cells(arm)
             if not cells:
-                out.append(f"{arm.label} (not in the sweep file)")
+                out.append((arm.label, f"{arm.label} (not in the sweep file)"))
             for cell in cells:
                 record = self.runs.get(cell)
                 if record is None:
-                    out.append(f"{arm.label} {cell[1]} seed {cell[2]}")
+                    out.append((arm.label, f"{arm.label} {cell[1]} seed {cell[2]}"))
                 elif shift and _discrepancy(record) is None:
-                    out.append(f"{arm.label} {cell[1]} seed {cell[2]} (no recorded shift)")
+                    out.append((arm.label, f"{arm.label} {cell[1]} seed {cell[2]} (no recorded shift)"))
         return out
 
     def world(self, arm: Arm, seed: int, metric: Metric) -> float | None:
@@ -303,9 +304,16 @@ class Claim:
         return combine(c.verdict for c in self.checks)
 
 
-def _missing_check(statement: str, missing: Sequence[str]) -> Check:
-    shown = "; ".join(missing[:6]) + (f"; and {len(missing) - 6} more" if len(missing) > 6 else "")
-    return Check(statement, f"missing {len(missing)} run(s): {shown}", "–", UNSURE, tuple(missing))
+def _missing_check(statement: str, missing: Sequence[tuple[str, str]]) -> Check:
+    """Inconclusive, naming the missing runs: each arm's runs listed when few, else counted (the full list
+    stays on the Check)."""
+    by_arm: dict[str, list[str]] = {}
+    for arm, run in missing:
+        by_arm.setdefault(arm, []).append(run)
+    summary = "; ".join(
+        "; ".join(runs) if len(runs) <= 2 else f"{arm}: {len(runs)} runs" for arm, runs in by_arm.items()
+    )
+    return Check(statement, f"missing {len(missing)} run(s): {summary}", "–", UNSURE, tuple(r for _, r in missing))
 
 
 def compare(runs: ClaimRuns, a: Arm, b: Arm, metric: Metric, statement: str) -> Check:

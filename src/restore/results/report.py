@@ -60,6 +60,7 @@ class Grid:
     rows: list[GridRow]
     groups: list[tuple[str, int]] = field(default_factory=list)  # (label, span) over `columns`
     first: str = "Method"
+    text_columns: int = 0  # the first this many of `columns` hold prose (left-aligned), not numbers
 
 
 def blocks(g: Grid) -> list[tuple[str, Grid]]:
@@ -280,7 +281,8 @@ def claims_section(claims: Sequence[Claim], sweep: str = "") -> Section:
             "(finished runs are skipped)."
         )
     title = "The paper's claims" + (f" · {sweep}" if sweep else "")
-    return Section(title, None, Grid(["Check", "Numbers", "Difference", "Verdict"], rows, first="Claim"), notes, [])
+    grid = Grid(["Check", "Numbers", "Difference", "Verdict"], rows, first="Claim", text_columns=2)
+    return Section(title, None, grid, notes, [])
 
 
 def _stem(table: Table, used: set[str]) -> str:
@@ -318,7 +320,7 @@ def render_markdown(report: Report, plot_dir: str | None = None) -> str:
                 out += [f"### {name}", ""]
             header = [g.first, *g.columns]
             out.append("| " + " | ".join(_md_escape(h) for h in header) + " |")
-            out.append("|" + "---|" + "---:|" * (len(header) - 1))
+            out.append("|" + "---|" * (1 + g.text_columns) + "---:|" * (len(header) - 1 - g.text_columns))
             for row in g.rows:
                 label = "" if not row.label else f"*{row.label}*" if row.published else f"**{row.label}**"
                 out.append("| " + " | ".join([_md_escape(label), *(_md_escape(c) for c in row.cells)]) + " |")
@@ -384,11 +386,15 @@ def render_html(report: Report) -> str:
             out.append('<div class="block">' + (f"<h3>{e(name)}</h3>" if name else "") + '<div class="scroll"><table>')
             out.append(f"<thead><tr><th>{e(g.first)}</th>")
             out += [f"<th{' class=avg' if i in avg_cols else ''}>{e(c)}</th>" for i, c in enumerate(g.columns)]
+            text = ' style="text-align: left; white-space: normal"'
             out.append("</tr></thead><tbody>")
             for row in g.rows:
                 out.append('<tr class="published">' if row.published else "<tr>")
                 out.append(f'<td class="label">{e(row.label)}</td>')
-                out += [f"<td{' class=avg' if i in avg_cols else ''}>{e(c)}</td>" for i, c in enumerate(row.cells)]
+                out += [
+                    f"<td{' class=avg' if i in avg_cols else text if i < g.text_columns else ''}>{e(c)}</td>"
+                    for i, c in enumerate(row.cells)
+                ]
                 out.append("</tr>")
             out.append("</tbody></table></div></div>")
         if grouped:
@@ -448,8 +454,8 @@ def _wide_table(section: Section):
                 t.add_column(f"{label}\n{c}", justify="right")
             i += span
     else:
-        for c in g.columns:
-            t.add_column(c, justify="right")
+        for i, c in enumerate(g.columns):
+            t.add_column(c, justify="left" if i < g.text_columns else "right")
     seen_published = False
     for row in g.rows:
         if row.published and not seen_published:
