@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from rich.console import Console
 from typer.testing import CliRunner
 
 from restore.results import RunRecord, open_results
@@ -26,7 +27,7 @@ from restore.results.claims import (
     ranks,
     spearman_test,
 )
-from restore.results.report import build_report, render_markdown
+from restore.results.report import build_report, render_html, render_markdown, render_terminal
 from restore.scale.grid import expand, load_grid, parse_grid, resolved_configs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -217,8 +218,16 @@ def test_the_report_renders_the_claims_and_the_cli_reads_the_sweep(claims_db, cl
     path, sweep = claims_db
     with open_results(path, readonly=True) as store:
         records = store.query()
-    md = render_markdown(build_report(records, with_plots=False, claims=list(claims.values()), claims_source="s"))
+    rep = build_report(records, with_plots=False, claims=list(claims.values()), claims_source="s")
+    md = render_markdown(rep)
     assert "## The paper's claims · s" in md
+    assert "| Claim | Check | Numbers | Difference | Verdict |\n|---|---|---|---:|---:|" in md
+    page = render_html(rep)
+    assert '<td style="text-align: left; white-space: normal">RESTORE_m (paper) HM &gt; MaPLe HM</td>' in page
+    console = Console(record=True, width=250)
+    render_terminal(rep, console)
+    text = console.export_text()
+    assert "C5 (Fig. 4)" in text and "DOES NOT HOLD" in text and "IVLP + L_fs Novel > IVLP Novel" in text
     assert "| **C1 (Table 1)** | RESTORE beats its base method on HM, for both recipes |  |  | DOES NOT HOLD |" in md
     assert "1 run(s) the claims need are missing: `restore sweep s` runs them" in md
     result = CliRunner().invoke(
