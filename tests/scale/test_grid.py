@@ -11,7 +11,16 @@ import yaml
 from typer.testing import CliRunner
 
 from restore.errors import ConfigError
-from restore.scale.grid import Cell, describe_cells, expand, expected_hashes, load_grid, parse_grid, record_hash
+from restore.scale.grid import (
+    Cell,
+    count_cells,
+    describe_cells,
+    expand,
+    expected_hashes,
+    load_grid,
+    parse_grid,
+    record_hash,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"model.backbone": "random:tiny", "data.workers": 0, "optim.epochs": 1}
@@ -44,6 +53,29 @@ def test_exclude_drops_matching_cells_and_include_adds_cells_once():
     assert len(cells) == 6 + 1  # 8 - 2 excluded, + kgcoop; the coop include is already a cell
     assert "b2n/dtd/kgcoop/shots16/seed5" in labels
     assert not any(c.method == "maple" and c.dataset == "eurosat" for c in cells)
+
+
+def test_an_include_with_lists_names_a_cell_for_each_combination():
+    datasets, seeds = ["dtd", "eurosat"], [1, 2, 3]
+    g = parse_grid({
+        "set": dict(TINY), "methods": ["coop"], "datasets": datasets, "seeds": seeds,
+        "include": [{"method": "maple", "dataset": datasets, "seed": seeds, "set": {"optim.lr": 0.05}},
+                    {"method": "maple", "dataset": "dtd", "seed": [2]}],
+    })  # fmt: skip
+    assert count_cells(g) == len(datasets) * len(seeds) * 2 + 1
+    cells = expand(g)
+    tagged = [c for c in cells if c.point]
+    assert sorted((c.dataset, c.seed) for c in tagged) == [(d, s) for d in datasets for s in seeds]
+    assert {c.config.tag for c in tagged} == {"optim.lr=0.05"}
+    assert [(c.method, c.dataset, c.seed, c.point) for c in cells if not c.point and c.method == "maple"] == [
+        ("maple", "dtd", 2, ())
+    ]
+    with pytest.raises(ConfigError, match=r"include\[0\]: seed is an empty list"):
+        expand(parse_grid({"set": dict(TINY), "methods": ["coop"], "datasets": ["dtd"],
+                           "include": [{"method": "coop", "seed": []}]}))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"include\[0\]: seed must be an integer, got 'x'"):
+        expand(parse_grid({"set": dict(TINY), "methods": ["coop"], "datasets": ["dtd"],
+                           "include": [{"method": "coop", "seed": [1, "x"]}]}))  # fmt: skip
 
 
 def test_override_precedence_base_set_method_grid_include(tmp_path):

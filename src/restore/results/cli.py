@@ -87,6 +87,12 @@ def report(
     ),
     no_published: bool = typer.Option(False, "--no-published", help="Leave the published rows out."),
     title: str = typer.Option("restore results", "--title", help="Report title."),
+    claims: Path | None = typer.Option(
+        None,
+        "--claims",
+        help="A claims sweep file (configs/sweeps/world_claims.yaml): add the paper's claims C1-C5 checked on its "
+        "runs, each with its numbers, spread over seeds and verdict.",
+    ),
 ) -> None:
     """Mean ± std over seeds per method × dataset: the paper-style tables, with plots in Markdown/HTML."""
     formats = [f.value for f in fmt] if fmt else (["table", "markdown", "html"] if out else ["table"])
@@ -103,8 +109,14 @@ def report(
         )
     filters = _filters(protocol=protocol, method=method, dataset=dataset, backbone=backbone, shots=shots, tag=tag)
     location = db or default_results_location()
+    claim_list = None
     with open_results(location, readonly=True) as store:
         records = store.query(**filters)
+        if claims is not None:  # the sweep file says which runs; the table filters do not narrow them
+            from restore.results.claims import claims_for
+            from restore.scale.grid import load_grid
+
+            claim_list = claims_for(load_grid(claims), store.query() if filters else records)
 
     pub, missing = None, None
     if not no_published:
@@ -125,6 +137,8 @@ def report(
         published_missing=missing,
         with_plots="html" in documents or (out is not None and "markdown" in documents),
         title=title,
+        claims=claim_list,
+        claims_source="" if claims is None else str(claims),
     )
     if "table" in formats:
         render_terminal(rep)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from restore.errors import ResultsError
 from restore.results.aggregate import (
@@ -26,6 +27,9 @@ from restore.results.aggregate import (
 from restore.results.plots import Plot, table_plots
 from restore.results.published import PUBLISHED_LABEL, Published, applies_to, published_rows
 from restore.results.records import RunRecord, utc_now
+
+if TYPE_CHECKING:
+    from restore.results.claims import Claim
 
 PROTOCOL_TITLES = {
     "b2n": "Base-to-novel",
@@ -56,6 +60,7 @@ class Grid:
     rows: list[GridRow]
     groups: list[tuple[str, int]] = field(default_factory=list)  # (label, span) over `columns`
     first: str = "Method"
+    text_columns: int = 0  # the first this many of `columns` hold prose (left-aligned), not numbers
 
 
 def blocks(g: Grid) -> list[tuple[str, Grid]]:
@@ -79,7 +84,7 @@ def blocks(g: Grid) -> list[tuple[str, Grid]]:
 @dataclass
 class Section:
     title: str
-    table: Table
+    table: Table | None  # None: a section of its own kind (the claims), not an aggregated table
     grid: Grid
     footnotes: list[str]
     plots: list[Plot]
@@ -219,12 +224,16 @@ def build_report(
     published_missing: str | None = None,
     with_plots: bool = True,
     title: str = "restore results",
+    claims: Sequence[Claim] | None = None,
+    claims_source: str = "",
 ) -> Report:
     """Aggregate the records into report sections. Raises ResultsError when no finished run is among them.
 
     `published` adds labelled rows to base-to-novel tables of its backbone; `published_missing` is the note
-    shown instead when the published file was looked for and not found.
+    shown instead when the published file was looked for and not found. `claims` (checked on the sweep file
+    `claims_source`) adds the paper's claims as the last section.
     """
+    records = list(records)
     agg = aggregate(records)
     if not agg.tables:
         raise ResultsError(
@@ -249,7 +258,31 @@ def build_report(
         sections.append(Section(_title(table), table, grid, footnotes, plots))
     if published_missing and any(isinstance(s.table, B2NTable) for s in sections):
         notes.append(published_missing)
+    if claims is not None:
+        sections.append(claims_section(claims, claims_source))
     return Report(title, source, utc_now(), dict(filters or {}), sections, notes)
+
+
+def claims_section(claims: Sequence[Claim], sweep: str = "") -> Section:
+    """The paper's claims as one table: a row per claim with its verdict, then a row per check."""
+    from restore.results.claims import AVERAGES, RULES
+
+    rows = []
+    missing: set[str] = set()
+    for claim in claims:
+        rows.append(GridRow(f"{claim.key} ({claim.source})", [claim.statement, "", "", claim.verdict.upper()]))
+        for check in claim.checks:
+            rows.append(GridRow("", [check.statement, check.numbers, check.difference, check.verdict]))
+            missing.update(check.missing)
+    notes = [AVERAGES, RULES]
+    if missing:
+        notes.append(
+            f"{len(missing)} run(s) the claims need are missing: `restore sweep {sweep or 'SWEEP.yaml'}` runs them "
+            "(finished runs are skipped)."
+        )
+    title = "The paper's claims" + (f" · {sweep}" if sweep else "")
+    grid = Grid(["Check", "Numbers", "Difference", "Verdict"], rows, first="Claim", text_columns=2)
+    return Section(title, None, grid, notes, [])
 
 
 def _stem(table: Table, used: set[str]) -> str:
@@ -287,9 +320,9 @@ def render_markdown(report: Report, plot_dir: str | None = None) -> str:
                 out += [f"### {name}", ""]
             header = [g.first, *g.columns]
             out.append("| " + " | ".join(_md_escape(h) for h in header) + " |")
-            out.append("|" + "---|" + "---:|" * (len(header) - 1))
+            out.append("|" + "---|" * (1 + g.text_columns) + "---:|" * (len(header) - 1 - g.text_columns))
             for row in g.rows:
-                label = f"*{row.label}*" if row.published else f"**{row.label}**"
+                label = "" if not row.label else f"*{row.label}*" if row.published else f"**{row.label}**"
                 out.append("| " + " | ".join([_md_escape(label), *(_md_escape(c) for c in row.cells)]) + " |")
             out.append("")
         for i, note in enumerate(section.footnotes, 1):
@@ -353,11 +386,15 @@ def render_html(report: Report) -> str:
             out.append('<div class="block">' + (f"<h3>{e(name)}</h3>" if name else "") + '<div class="scroll"><table>')
             out.append(f"<thead><tr><th>{e(g.first)}</th>")
             out += [f"<th{' class=avg' if i in avg_cols else ''}>{e(c)}</th>" for i, c in enumerate(g.columns)]
+            text = ' style="text-align: left; white-space: normal"'
             out.append("</tr></thead><tbody>")
             for row in g.rows:
                 out.append('<tr class="published">' if row.published else "<tr>")
                 out.append(f'<td class="label">{e(row.label)}</td>')
-                out += [f"<td{' class=avg' if i in avg_cols else ''}>{e(c)}</td>" for i, c in enumerate(row.cells)]
+                out += [
+                    f"<td{' class=avg' if i in avg_cols else text if i < g.text_columns else ''}>{e(c)}</td>"
+                    for i, c in enumerate(row.cells)
+                ]
                 out.append("</tr>")
             out.append("</tbody></table></div></div>")
         if grouped:
@@ -417,8 +454,8 @@ def _wide_table(section: Section):
                 t.add_column(f"{label}\n{c}", justify="right")
             i += span
     else:
-        for c in g.columns:
-            t.add_column(c, justify="right")
+        for i, c in enumerate(g.columns):
+            t.add_column(c, justify="left" if i < g.text_columns else "right")
     seen_published = False
     for row in g.rows:
         if row.published and not seen_published:

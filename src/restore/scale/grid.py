@@ -19,6 +19,7 @@
       optim.lr: [0.002, 0.0035]      #   ... times the axes; each point tags its runs "optim.lr=0.002"
     include:                         # extra cells: axis values (one-valued axes may be left out) + set
       - {method: kgcoop, dataset: dtd, seed: 1, set: {optim.epochs: 5}}
+      - {method: coop, dataset: [dtd, eurosat], seed: [1, 2], set: {optim.lr: 0.01}}  # a list: each value
     exclude:                         # drop the cells that match every key given
       - {method: maple, dataset: eurosat}
 
@@ -300,7 +301,16 @@ def count_cells(grid: Grid) -> int:
     n = len(grid.protocols) * len(grid.methods) * len(grid.datasets) * len(grid.shots) * len(grid.seeds)
     for values in grid.grid.values():
         n *= len(values)
-    return n + len(grid.include)
+    return n + sum(_include_size(entry) for entry in grid.include)
+
+
+def _include_size(entry: Mapping[str, Any]) -> int:
+    """How many cells one include entry names: the product of the lengths of its list-valued axes."""
+    n = 1
+    for axis in AXES:
+        if isinstance(entry.get(axis), list):
+            n *= len(entry[axis])
+    return n
 
 
 def max_cells() -> int:
@@ -357,27 +367,31 @@ def iter_cells(grid: Grid) -> Iterator[Cell]:
                 seen.add(_key(cell))
                 yield cell
     for i, entry in enumerate(grid.include):
-        axes = {}
+        values: dict[str, list[Any]] = {}
         for axis, options in (
             ("protocol", grid.protocols), ("method", list(grid.methods)), ("dataset", grid.datasets),
             ("shots", grid.shots), ("seed", grid.seeds),
         ):  # fmt: skip
-            if axis in entry:
-                axes[axis] = _axis_value(entry[axis], axis, f"include[{i}]")
+            if axis in entry:  # one value, or a list of them: the entry names a cell for each
+                given = entry[axis] if isinstance(entry[axis], list) else [entry[axis]]
+                if not given:
+                    raise ConfigError(f"include[{i}]: {axis} is an empty list", hint=f"give at least one {axis}")
+                values[axis] = [_axis_value(v, axis, f"include[{i}]") for v in given]
             elif len(options) == 1:
-                axes[axis] = options[0]
+                values[axis] = [options[0]]
             else:
                 raise ConfigError(
                     f"include[{i}] does not say its {axis}, and the sweep has several ({options})",
-                    hint=f"add `{axis}: ...` to the include entry",
+                    hint=f"add `{axis}: ...` to the include entry (a list names a cell for each value)",
                 )
         # An include's own overrides name it like a grid point (label and tag), so it never poses as the
         # plain cell of the same axes; they still take precedence over everything else.
         point = tuple(_overrides(entry.get("set"), f"include[{i}]: set").items())
-        cell = _cell(grid, axes, point, {})
-        if _key(cell) not in seen:
-            seen.add(_key(cell))
-            yield cell
+        for combo in itertools.product(*values.values()):
+            cell = _cell(grid, dict(zip(values, combo, strict=True)), point, {})
+            if _key(cell) not in seen:
+                seen.add(_key(cell))
+                yield cell
 
 
 def _axis_value(value: Any, axis: str, where: str) -> Any:
