@@ -13,12 +13,16 @@ from restore.config import load_yaml
 from restore.scale.grid import parse_grid
 from restore.scale.local import LocalExecutor, available_cores
 from restore.scale.sweep import SweepResult, run_sweep, sweep_records
+from restore.world.datasets import PREFIX
 from restore.world.tasks import TASKS, ensure_task
 
 GRID_FILE = Path(__file__).resolve().parent / "quickstart.yaml"
 TITLE = "restore quickstart: base-to-novel on the SYNTHETIC world (world CLIP, not OpenAI CLIP on real images)"
 
 NEXT_STEPS = """\
+[bold]The paper's claims in the world[/] (C1-C5, 3 seeds, verdicts with their rule: docs/claims.md):
+  [cyan]restore sweep configs/sweeps/world_claims.yaml --workers 2[/], then
+  [cyan]restore report --db runs/world/results.sqlite --claims configs/sweeps/world_claims.yaml[/]
 [bold]This was the synthetic world.[/] The real protocol is the same commands with real weights and data:
   1. CLIP weights: [cyan]--backbone ViT-B/16[/] downloads OpenAI's checkpoint into $RESTORE_CACHE/clip on first
      use; offline, put [cyan]ViT-B-16.pt[/] there (or pass any OpenAI, open_clip or Hugging Face checkpoint path).
@@ -43,12 +47,14 @@ def run_quickstart(
     out = Path(out).expanduser()
     start = time.perf_counter()
     console.print(f"[bold]{TITLE}[/]", highlight=False)
-    for name in TASKS:  # generated here once, not by several runs at the same time
-        with console.status(f"world task {name}: generating on first use"):
-            root = ensure_task(name)
-        console.print(f"  task {name}: {len(TASKS[name].classes)} classes in {root}", highlight=False)
     data = load_yaml(GRID_FILE) if grid is None else grid
     parsed = parse_grid(data, name="quickstart", source=GRID_FILE if grid is None else None)
+    for name in _world_tasks(data):  # generated here once, not by several runs at the same time
+        task = TASKS[name]
+        with console.status(f"world task {name}: generating on first use"):
+            root = ensure_task(name)
+        camera = "" if task.shift.is_identity else f", camera: {task.shift.describe()}"
+        console.print(f"  task {name}: {len(task.classes)} classes{camera} in {root}", highlight=False)
     # Tiny models run best on one thread each: as many runs at once as there are cores.
     executor = LocalExecutor(workers or max(1, available_cores()), log_dir=out / "sweeps" / "quickstart" / "logs")
     try:
@@ -60,6 +66,12 @@ def run_quickstart(
     console.print(f"quickstart: {time.perf_counter() - start:.0f} s in all\n", highlight=False)
     console.print(NEXT_STEPS, highlight=False)
     return result, written
+
+
+def _world_tasks(grid: dict) -> list[str]:
+    """The world tasks a grid's datasets name (``world_<task>``), in its order."""
+    names = [str(d).removeprefix(PREFIX) for d in grid.get("datasets", [])]
+    return [n for n in names if n in TASKS]
 
 
 def write_quickstart_report(result: SweepResult, folder: Path) -> list[Path]:
