@@ -88,6 +88,11 @@ class Protocol(ABC):
         return few_shot(load_dataset(dataset, root, classes=classes), shots, seed, cache_dir=cache_dir, strict=strict)
 
 
+def _why(e: DataError) -> str:
+    """A missing target's reason on one line (its layout and download hints are for a run that needs it)."""
+    return e.message.splitlines()[0].split("; expected under")[0].rstrip(":")
+
+
 def _spec(dataset: str | DatasetSpec) -> DatasetSpec:
     return dataset if isinstance(dataset, DatasetSpec) else get_dataset(dataset)
 
@@ -138,22 +143,28 @@ class _TransferProtocol(Protocol):
     def __init__(self, source: str = "imagenet", targets: Sequence[str | DatasetSpec] | None = None) -> None:
         """`targets`: registered names, image folders or specs; None or empty: the paper's list."""
         self.source = get_dataset(source).name
-        self.target_specs = [_spec(t) for t in (targets or self.default_targets)]
-        self.targets = [t.name for t in self.target_specs]
+        self.target_specs: list[DatasetSpec] = []
+        self.unavailable: dict[str, str] = {}  # an image folder that is not there: skipped like missing data
+        for t in targets or self.default_targets:
+            try:
+                self.target_specs.append(_spec(t))
+            except DataError as e:
+                self.unavailable[str(t)] = _why(e)
+        self.targets = [*(t.name for t in self.target_specs), *self.unavailable]
 
     def build(self, dataset, root, *, shots=16, seed=1, classes="all", cache_dir=None, strict=False) -> ProtocolData:
         """A target whose data cannot be loaded is skipped (`skipped` says why); none loading is an error."""
         source = _need(dataset or self.source, self.name)
         train = self._train(source, root, shots, seed, classes, cache_dir, strict)
         evaluate = {source.name: train}
-        skipped: dict[str, str] = {}
+        skipped = dict(self.unavailable)
         for t in self.target_specs:
             if t.name == source.name:
                 continue
             try:
                 evaluate[t.name] = load_dataset(t, root, classes=classes)
             except DataError as e:
-                skipped[t.name] = e.message.splitlines()[0]
+                skipped[t.name] = _why(e)
         if skipped and len(evaluate) == 1:
             raise DataError(
                 f"{self.name}: none of the {len(skipped)} targets can be evaluated:\n"
