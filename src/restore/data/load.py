@@ -225,6 +225,11 @@ def _missing_message(
 
 
 def _hint(spec: DatasetSpec, root: Path | None) -> str:
+    if spec.location is not None:  # an image folder read through a split file of the user's
+        return (
+            f"the split file's paths are relative to {spec.location}; `restore data verify {spec.location} "
+            f"--root {spec.location.parent} --split-file FILE` lists every missing file"
+        )
     root = root or "ROOT"
     return (
         f"run `restore data verify {spec.name} --root {root}` for a full report; to use only the classes on disk "
