@@ -146,7 +146,10 @@ def get_dataset(name: str) -> DatasetSpec:
 
     _ensure_builtins()
     key = _KEYS.get(normalise(name))
-    if looks_like_path(name) and (key is None or Path(name).expanduser().exists()):
+    # A path names an image folder; so does a bare name that is no dataset's but an existing folder (-d photos).
+    if (looks_like_path(name) and (key is None or Path(name).expanduser().exists())) or (
+        key is None and Path(name).is_dir()
+    ):
         return folder_spec(str(Path(name).expanduser().resolve()))
     if key is None:
         raise ConfigError(
