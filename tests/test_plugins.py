@@ -216,3 +216,18 @@ def test_the_synthetic_world_plugs_in_through_the_same_extension_point():
     from restore.data import get_dataset
 
     assert get_dataset("world_shapes").name == "world_shapes"  # registered through plugins.load_group
+
+
+def test_sweep_cells_carry_the_imported_modules_to_their_worker_processes(images, tmp_path, monkeypatch):
+    from restore.scale.grid import expand, parse_grid
+
+    (tmp_path / "mysweepmethods.py").write_text(TOY_METHOD.replace('name = "toy"', 'name = "sweeptoy"'))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from restore.methods import base
+
+    monkeypatch.setattr(plugins, "_imported", [])  # this test's imports only
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))  # and its method gone after it
+    plugins.import_modules(["mysweepmethods"])
+    cells = expand(parse_grid({"methods": ["sweeptoy", "coop"], "datasets": [str(images)], "seeds": [1, 2]}))
+    assert len(cells) == 4 and {c.data["imports"] == ["mysweepmethods"] for c in cells} == {True}
+    assert {c.config.data.dataset for c in cells} == {str(images)}

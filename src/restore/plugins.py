@@ -144,3 +144,11 @@ def import_from_env() -> list[str]:
 def imported_modules() -> list[str]:
     """The modules imported by name in this process, in order (what a run records as ``imports:``)."""
     return list(_imported)
+
+
+def record_imports(config: dict[str, Any]) -> None:
+    """Add this process's imported modules to a config mapping's ``imports:`` (a run records them; a sweep's
+    worker processes import them from there)."""
+    recorded = config.get("imports") if isinstance(config.get("imports"), list) else []
+    if _imported:
+        config["imports"] = [*recorded, *(m for m in _imported if m not in recorded)]

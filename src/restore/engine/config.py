@@ -334,9 +334,7 @@ def load_run_config(
     data = apply_overrides(data, list(overrides))
     from restore import plugins
 
-    recorded = data.get("imports") if isinstance(data.get("imports"), list) else []
-    if plugins.imported_modules():  # --import / $RESTORE_IMPORT of this process: the run records them
-        data["imports"] = [*recorded, *(m for m in plugins.imported_modules() if m not in recorded)]
+    plugins.record_imports(data)  # --import / $RESTORE_IMPORT of this process: the run records them
     return build_run_config(data)
 
 
