@@ -69,8 +69,13 @@ def test_your_own_dataset_section_runs_as_written(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
     assert f"{metrics['hm']:.2f}" in first_run and f"{metrics['base']['top1']:.2f}" in evaluated
     assert (run / "split.json").is_file()
+    config = (run / "config.yaml").read_text()  # the folder recorded absolute: the config works from anywhere
+    assert f"dataset: {cwd / 'my_images'}\n" in config
     run_all(seed, cwd)
     run_all(split_file, cwd)
+    assert f"split_file: {cwd / 'my_split.json'}\n" in "".join(
+        p.read_text() for p in (cwd / "runs" / "b2n" / "my_images" / "coop").glob("*/config.yaml")
+    )
     assert len(list((cwd / "runs" / "b2n" / "my_images" / "coop").iterdir())) == 3
     (summary,) = run_all(xd, cwd)
     assert "world_pattern_shape" in summary and "(skipped dtd: DescribableTextures: folder" in summary

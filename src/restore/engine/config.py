@@ -353,10 +353,28 @@ def resolve(cfg: RunConfig, *, image_size: int | None = None, device_type: str =
         batch_size=cfg.data.batch_size if cfg.data.batch_size is not None else sched.get("data.batch_size", 32),
         image_size=cfg.data.image_size if cfg.data.image_size is not None else image_size,
         root=cfg.data.root if cfg.data.root is not None else default_root_for(cfg.data.dataset),
+        dataset=_absolute_folder(cfg.data.dataset),
+        split_file=cfg.data.split_file.expanduser().resolve() if cfg.data.split_file is not None else None,
     )
     model = dataclasses.replace(cfg.model, precision=resolve_precision(cfg.model.precision, device_type))
     method = cfg.method.for_run(cfg.protocol, dataset_title(cfg.data.dataset or None))
     return dataclasses.replace(cfg, method=method, optim=optim, data=data, model=model)
+
+
+def _absolute_folder(dataset: str) -> str:
+    """An image folder as its absolute path (``-d my_images`` from any folder is the same run), other names
+    as they are."""
+    from restore.errors import RestoreError
+
+    if not dataset:
+        return dataset
+    from restore.data import get_dataset
+
+    try:
+        spec = get_dataset(dataset)
+    except RestoreError:  # reported where the dataset is loaded
+        return dataset
+    return spec.name if spec.location is not None else dataset
 
 
 def resolve_precision(precision: str, device_type: str) -> str:
