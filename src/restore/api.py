@@ -36,6 +36,8 @@ FLAG_KEYS: dict[str, str] = {
     "batch_size": "data.batch_size",
     "workers": "data.workers",
     "classes": "data.classes",
+    "split_file": "data.split_file",
+    "targets": "data.targets",
     "seed": "seed",
     "backbone": "model.backbone",
     "precision": "model.precision",

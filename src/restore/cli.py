@@ -140,7 +140,30 @@ SetOpt = Annotated[
     typer.Option("--set", "-s", help="Override any config key, e.g. --set optim.lr=0.002 (repeatable).", metavar="K=V"),
 ]
 DatasetOpt = Annotated[
-    str | None, typer.Option("--dataset", "-d", help="Dataset (`restore data list`).", autocompletion=complete_dataset)
+    str | None,
+    typer.Option(
+        "--dataset",
+        "-d",
+        help="Dataset (`restore data list`), or the path of an image folder (<folder>/<class name>/<image>).",
+        autocompletion=complete_dataset,
+    ),
+]
+SplitFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--split-file",
+        help="A CoOp-format split file to use instead of the dataset's split (data.split_file); its paths are "
+        "relative to the dataset's image folder.",
+    ),
+]
+TargetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--target",
+        help="xd/dg: a dataset to test on besides the source (repeatable; default: the paper's list). A target "
+        "whose data is missing is skipped and listed.",
+        autocompletion=complete_dataset,
+    ),
 ]
 RootOpt = Annotated[
     Path | None, typer.Option("--root", "-r", help="Folder holding the dataset folders (default $RESTORE_DATA).")
@@ -213,6 +236,7 @@ def train(
     ] = None,
     dataset: DatasetOpt = None,
     root: RootOpt = None,
+    split_file: SplitFileOpt = None,
     shots: Annotated[
         int | None, typer.Option("--shots", help="Training images per class (-1 or 0: all of them).")
     ] = None,
@@ -244,7 +268,7 @@ def train(
     flags = _flags(
         method=method, dataset=dataset, root=root, shots=shots, seed=seed, backbone=backbone, epochs=epochs, lr=lr,
         batch_size=batch_size, workers=workers, precision=precision, out=out, db=db, device=device, tag=tag,
-        schedule=schedule, quiet=quiet or None,
+        schedule=schedule, quiet=quiet or None, split_file=split_file,
     )  # fmt: skip
     flags["protocol"] = "train"
     cfg = load_run_config(config, flags, set_ or [])
@@ -261,6 +285,8 @@ def run_protocol(
     ] = None,
     dataset: DatasetOpt = None,
     root: RootOpt = None,
+    split_file: SplitFileOpt = None,
+    target: TargetOpt = None,
     shots: Annotated[
         list[int] | None, typer.Option("--shots", help="Shots per class (repeatable; -1 or 0: all images).")
     ] = None,
@@ -293,6 +319,7 @@ def run_protocol(
     base = _flags(
         dataset=dataset, root=root, backbone=backbone, epochs=epochs, lr=lr, batch_size=batch_size, workers=workers,
         precision=precision, out=out, db=db, device=device, tag=tag, schedule=schedule, quiet=quiet or None,
+        split_file=split_file, targets=_targets(protocol.value, target),
     )  # fmt: skip
     base["protocol"] = protocol.value
     configs = [
@@ -312,6 +339,15 @@ def run_protocol(
         results.append(result)
     if len(results) > 1:
         _summary_table(results)
+
+
+def _targets(protocol: str, targets: list[str] | None) -> list[str] | None:
+    """--target is for the transfer protocols (xd, dg): elsewhere it would be silently ignored."""
+    if targets and protocol not in ("xd", "dg"):
+        raise ConfigError(
+            f"--target applies to xd and dg, not {protocol}", hint="drop --target, or run xd / dg with a source -d"
+        )
+    return targets or None
 
 
 def _summary_table(results: list[Any]) -> None:
@@ -382,7 +418,7 @@ def eval_cmd(
     from restore.engine.eval_runs import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
-        checkpoint, dataset=dataset, root=_root(root), protocol=protocol, backbone=backbone, device=device,
+        checkpoint, dataset=dataset, root=_root(root, dataset), protocol=protocol, backbone=backbone, device=device,
         precision=precision, batch_size=batch_size, workers=workers, classes=classes, progress=False if quiet else None,
     )  # fmt: skip
     _metrics_table(metrics, f"{checkpoint} on {dataset}")
@@ -427,11 +463,11 @@ def analyze(
         typer.echo(f"  {name}: {path}")
 
 
-def _root(root: Path | None) -> Path:
-    from restore.engine.config import default_data_root
+def _root(root: Path | None, dataset: str | None = None) -> Path:
+    from restore.engine.config import default_root_for
     from restore.errors import ConfigError
 
-    root = root or default_data_root()
+    root = root or default_root_for(dataset or "")  # an image folder or a generated dataset has its own
     if root is None:
         raise ConfigError("no data root given", hint="pass --root DIR or set $RESTORE_DATA")
     return root
@@ -465,7 +501,7 @@ def zeroshot(
     from restore.engine.eval_runs import zeroshot_eval
 
     metrics = zeroshot_eval(
-        backbone=backbone, dataset=dataset, root=_root(root) if dataset is not None else None, images=images,
+        backbone=backbone, dataset=dataset, root=_root(root, dataset) if dataset is not None else None, images=images,
         templates=templates, protocol=protocol, device=device, precision=precision, batch_size=batch_size,
         workers=workers, progress=False if quiet else None,
     )  # fmt: skip
@@ -638,8 +674,26 @@ def _root_callback(
         bool,
         typer.Option("--version", help="Print the installed version and exit.", callback=_print_version, is_eager=True),
     ] = False,
+    imports: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--import",
+            help="Import this Python module first (repeatable; also $RESTORE_IMPORT, comma-separated): it registers "
+            "your own methods or datasets. Runs record it in config.yaml, so later commands import it again.",
+            metavar="MODULE",
+        ),
+    ] = None,
 ) -> None:
     """Prompt learning for CLIP: RESTORE and the methods it is compared with."""
+    _import_user_modules(imports or [])
+
+
+def _import_user_modules(modules: list[str]) -> None:
+    """--import and $RESTORE_IMPORT: the user's modules, imported before the command looks anything up."""
+    from restore import plugins
+
+    plugins.import_from_env()
+    plugins.import_modules(modules)
 
 
 # --- sub-apps of other areas, mounted when this installation has them -----------------------------------
@@ -657,8 +711,17 @@ def _mount() -> None:
         results = importlib.import_module("restore.results.cli")
         app.add_typer(results.app, name="results")
         app.command("report")(results.report)
-    if _has("restore.world.cli"):
-        app.add_typer(importlib.import_module("restore.world.cli").app, name="world")
+    _mount_extensions()
+
+
+def _mount_extensions() -> None:
+    """Commands of extensions (the synthetic world's, installed ones' `restore.commands` entry points)."""
+    from restore import plugins
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", RestoreWarning)
+        for name, sub_app in plugins.commands().items():
+            app.add_typer(sub_app, name=name)
 
 
 _mount()

@@ -53,6 +53,13 @@ def how_to_get(spec: DatasetSpec, root: Path) -> str:
 def read_dataset(spec: DatasetSpec, root: str | Path, *, split_file: str | Path | None = None) -> DatasetSplits:
     """Every entry the dataset lists, without checking that the files exist (what `verify` inspects)."""
     root = Path(root).expanduser().resolve()
+    if spec.location is not None:  # an image folder given by path: no data root
+        if split_file is not None:
+            from restore.data.folder import with_split_file
+
+            spec = with_split_file(spec, split_file)
+        path, _ = _resolve_split_file(spec, root, spec.location, None)
+        return (spec.reader or read_split_file_dataset)(spec, spec.location, path)
     if spec.generate is not None:
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -218,6 +225,11 @@ def _missing_message(
 
 
 def _hint(spec: DatasetSpec, root: Path | None) -> str:
+    if spec.location is not None:  # an image folder read through a split file of the user's
+        return (
+            f"the split file's paths are relative to {spec.location}; `restore data verify {spec.location} "
+            f"--root {spec.location.parent} --split-file FILE` lists every missing file"
+        )
     root = root or "ROOT"
     return (
         f"run `restore data verify {spec.name} --root {root}` for a full report; to use only the classes on disk "

@@ -17,7 +17,7 @@ from typing import ClassVar
 from restore.data.builtin import DG_TARGETS, XD_TARGETS
 from restore.data.fewshot import few_shot
 from restore.data.load import ClassesMode, load_dataset
-from restore.data.registry import get_dataset, normalise
+from restore.data.registry import DatasetSpec, get_dataset, normalise
 from restore.data.types import DatasetSplits
 from restore.errors import ConfigError, DataError
 
@@ -43,6 +43,7 @@ class ProtocolData:
     train: DatasetSplits
     evaluate: dict[str, DatasetSplits]
     notes: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # xd/dg: target -> why it is not evaluated
 
     def check(self, *, training: bool = True) -> None:
         """Every split the run will use has images: checked before the first step, so a split file without
@@ -68,7 +69,7 @@ class Protocol(ABC):
     @abstractmethod
     def build(
         self,
-        dataset: str | None,
+        dataset: str | DatasetSpec | None,
         root: str | Path,
         *,
         shots: int = 16,
@@ -82,17 +83,27 @@ class Protocol(ABC):
     def eval_labels(self, dataset: str | None = None) -> list[str]:
         """The keys of `evaluate`, known without touching the disk (for planning sweeps and reports)."""
 
-    def _train(self, dataset: str, root, shots, seed, classes, cache_dir, strict=False) -> DatasetSplits:
+    def _train(self, dataset: DatasetSpec, root, shots, seed, classes, cache_dir, strict=False) -> DatasetSplits:
         """`strict`: a class with fewer than `shots` training images is an error (default: all are taken)."""
         return few_shot(load_dataset(dataset, root, classes=classes), shots, seed, cache_dir=cache_dir, strict=strict)
 
 
-def _need(dataset: str | None, protocol: str) -> str:
+def _why(e: DataError) -> str:
+    """A missing target's reason on one line (its layout and download hints are for a run that needs it)."""
+    return e.message.splitlines()[0].split("; expected under")[0].rstrip(":")
+
+
+def _spec(dataset: str | DatasetSpec) -> DatasetSpec:
+    return dataset if isinstance(dataset, DatasetSpec) else get_dataset(dataset)
+
+
+def _need(dataset: str | DatasetSpec | None, protocol: str) -> DatasetSpec:
     if not dataset:
         raise ConfigError(f"the {protocol} protocol needs a dataset name")
-    if get_dataset(dataset).test_only:
-        raise ConfigError(f"{dataset!r} is a test-only dataset and cannot be trained on")
-    return get_dataset(dataset).name
+    spec = _spec(dataset)
+    if spec.test_only:
+        raise ConfigError(f"{spec.name!r} is a test-only dataset and cannot be trained on")
+    return spec
 
 
 class BaseToNovel(Protocol):
@@ -129,18 +140,39 @@ class _TransferProtocol(Protocol):
 
     default_targets: ClassVar[tuple[str, ...]]
 
-    def __init__(self, source: str = "imagenet", targets: Sequence[str] | None = None) -> None:
+    def __init__(self, source: str = "imagenet", targets: Sequence[str | DatasetSpec] | None = None) -> None:
+        """`targets`: registered names, image folders or specs; None or empty: the paper's list."""
         self.source = get_dataset(source).name
-        self.targets = [get_dataset(t).name for t in (targets if targets is not None else self.default_targets)]
+        self.target_specs: list[DatasetSpec] = []
+        self.unavailable: dict[str, str] = {}  # an image folder that is not there: skipped like missing data
+        for t in targets or self.default_targets:
+            try:
+                self.target_specs.append(_spec(t))
+            except DataError as e:
+                self.unavailable[str(t)] = _why(e)
+        self.targets = [*(t.name for t in self.target_specs), *self.unavailable]
 
     def build(self, dataset, root, *, shots=16, seed=1, classes="all", cache_dir=None, strict=False) -> ProtocolData:
+        """A target whose data cannot be loaded is skipped (`skipped` says why); none loading is an error."""
         source = _need(dataset or self.source, self.name)
         train = self._train(source, root, shots, seed, classes, cache_dir, strict)
-        evaluate = {source: train}
-        for t in self.targets:
-            if t != source:
-                evaluate[t] = load_dataset(t, root, classes=classes)
-        return ProtocolData(self.name, train, evaluate)
+        evaluate = {source.name: train}
+        skipped = dict(self.unavailable)
+        for t in self.target_specs:
+            if t.name == source.name:
+                continue
+            try:
+                evaluate[t.name] = load_dataset(t, root, classes=classes)
+            except DataError as e:
+                skipped[t.name] = _why(e)
+        if skipped and len(evaluate) == 1:
+            raise DataError(
+                f"{self.name}: none of the {len(skipped)} targets can be evaluated:\n"
+                + "\n".join(f"  {t}: {why}" for t, why in skipped.items()),
+                hint="put the target datasets under the data root (`restore data download NAME`), or choose "
+                "targets that are there with --target NAME (repeatable)",
+            )
+        return ProtocolData(self.name, train, evaluate, skipped=skipped)
 
     def eval_labels(self, dataset=None) -> list[str]:
         source = get_dataset(dataset).name if dataset else self.source

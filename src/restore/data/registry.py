@@ -3,7 +3,8 @@
 A dataset is a `DatasetSpec`. Most are "split-file datasets" (an image folder plus a CoOp-format JSON split file)
 and need no code at all; the few with their own layout (FGVCAircraft's text files, ImageNet and its variants'
 class folders) name a custom `reader`. Other parts of the project (the synthetic world) add their datasets with
-`register_dataset` in the same format, and everything downstream (few-shot, protocols, verify) works unchanged.
+`register_dataset` in the same format (out-of-tree ones through `restore.plugins`), and everything
+downstream (few-shot, protocols, verify) works unchanged.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 from restore.errors import ConfigError
 
 if TYPE_CHECKING:
+    from restore.data.folder import FolderSplit
     from restore.data.types import DatasetSplits
 
 # reader(spec, dataset_dir, split_file) -> every entry the dataset lists, whether or not the file exists.
@@ -59,6 +61,8 @@ class DatasetSpec:
     `resources` are fetched by `restore data download`; `manual` says what a user must do by hand.
     `generate(root)` writes a synthetic dataset under ``root`` on first use (idempotent: cheap when it is there);
     `default_root()` is where it goes when a run names no data root.
+    `location`: a dataset at a fixed place (an image folder given by path, `restore.data.folder`), read without
+    a data root; `folder_split` how such a folder is split into train/val/test.
     """
 
     name: str
@@ -78,6 +82,8 @@ class DatasetSpec:
     description: str = ""
     generate: Callable[[Path], object] | None = None
     default_root: Callable[[], Path] | None = None
+    location: Path | None = None
+    folder_split: FolderSplit | None = None
     keys: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -135,10 +141,22 @@ def unregister_dataset(name: str) -> None:
 
 
 def get_dataset(name: str) -> DatasetSpec:
+    """A registered dataset by any of its names, or an image folder given by its path (`restore.data.folder`)."""
+    from restore.data.folder import folder_spec, looks_like_path
+
     _ensure_builtins()
     key = _KEYS.get(normalise(name))
+    # A path names an image folder; so does a bare name that is no dataset's but an existing folder (-d photos).
+    if (looks_like_path(name) and (key is None or Path(name).expanduser().exists())) or (
+        key is None and Path(name).is_dir()
+    ):
+        return folder_spec(str(Path(name).expanduser().resolve()))
     if key is None:
-        raise ConfigError(f"unknown dataset {name!r}", hint=f"known datasets: {', '.join(list_datasets())}")
+        raise ConfigError(
+            f"unknown dataset {name!r}",
+            hint=f"known datasets: {', '.join(list_datasets())}; or the path of an image folder "
+            "(<folder>/<class name>/<image>)",
+        )
     return _REGISTRY[key]
 
 
@@ -148,6 +166,9 @@ def list_datasets() -> list[str]:
 
 
 def _ensure_builtins() -> None:
-    # Imported lazily so that the registry module itself stays free of the built-in table's imports.
+    # Imported lazily so that the registry module itself stays free of the built-in table's imports. The
+    # synthetic world's tasks and installed extensions' datasets come through `restore.plugins`.
+    from restore import plugins
     from restore.data import builtin  # noqa: F401
-    from restore.world import datasets  # noqa: F401  (the synthetic world's tasks)
+
+    plugins.load_group(plugins.DATASETS)

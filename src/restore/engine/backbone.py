@@ -6,14 +6,13 @@ writes anything); `load_backbone` returns the frozen CLIP.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from restore import plugins
 from restore.clip import CLIP, build_model, get_config
 from restore.clip.config import ARCHITECTURES
 from restore.errors import CheckpointError, ConfigError
@@ -23,8 +22,7 @@ from restore.errors import CheckpointError, ConfigError
 RANDOM_BACKBONE_SEED = 0
 
 _PROVIDERS: dict[str, Callable[[], CLIP]] = {}
-# Built-in providers, imported on first use ("module:function" returning the CLIP).
-_BUILTIN = {"world": "restore.world.weights:load_world_clip"}
+# Other providers (the synthetic world's, installed extensions') come from `restore.plugins`, imported on use.
 
 
 def register_backbone(name: str, load: Callable[[], CLIP]) -> None:
@@ -34,20 +32,23 @@ def register_backbone(name: str, load: Callable[[], CLIP]) -> None:
 
 def _provider(name: str) -> Callable[[], CLIP] | None:
     key = name.lower()
-    if key not in _PROVIDERS and key in _BUILTIN:
-        module, function = _BUILTIN[key].split(":")
+    if key not in _PROVIDERS and key in plugins.backbone_names():
         try:
-            found = importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:
-            found = False
-        if found:
-            _PROVIDERS[key] = getattr(importlib.import_module(module), function)
+            load = plugins.backbone_loader(key)
+        except ImportError:  # an installation without the module that provides it
+            load = None
+        if load is not None:
+            _PROVIDERS[key] = load
     return _PROVIDERS.get(key)
 
 
 def _known_names() -> str:
     return ", ".join(
-        [*ARCHITECTURES, *(f"random:{a}" for a in ARCHITECTURES), *sorted(set(_PROVIDERS) | set(_BUILTIN))]
+        [
+            *ARCHITECTURES,
+            *(f"random:{a}" for a in ARCHITECTURES),
+            *sorted(set(_PROVIDERS) | set(plugins.backbone_names())),
+        ]
     )
 
 
@@ -59,7 +60,7 @@ def check_backbone(spec: str) -> None:
     if spec.lower().startswith("random:"):
         get_config(spec.split(":", 1)[1])
         return
-    if spec.lower() in _PROVIDERS or spec.lower() in _BUILTIN:
+    if spec.lower() in _PROVIDERS or spec.lower() in plugins.backbone_names():
         if _provider(spec) is None:
             raise ConfigError(
                 f"backbone {spec!r} is not available in this installation",

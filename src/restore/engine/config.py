@@ -41,9 +41,16 @@ TrackerName = Literal["tensorboard", "jsonl", "wandb", "mlflow"]
 ADMIN_KEYS = (
     "out", "db", "quiet", "log_every", "shift_images", "tracking", "device", "data.root", "data.eval_batch_size",
     "data.workers", "data.strict_shots", "model.text_packing", "model.text_chunk", "model.text_checkpointing",
-    "model.compile",
+    "model.compile", "imports",
 )  # fmt: skip
 # (the model.* speed and memory switches change no result beyond float rounding)
+# (imports says where the method's or dataset's code comes from; the method and dataset names are the identity)
+
+# Keys added after runs existed: at their default value they are left out of the identity, so an earlier run
+# keeps its hash (its directory, its resume check, its "already done" in a sweep).
+OPTIONAL_KEYS = (
+    "data.split_file", "data.split_seed", "data.split_val", "data.split_test", "data.targets",
+)  # fmt: skip
 
 # Upper bounds of counts, far above any real run, checked when the config is read: an absurd value is one
 # clear error before anything is allocated or written, not a 512 GB allocation or an overflow in SQLite.
@@ -117,6 +124,25 @@ class DataSection:
     strict_shots: bool = option(
         False, help="a class with fewer training images than shots is an error (default: take them all, with a note)"
     )
+    split_file: Path | None = option(  # noqa: RUF009
+        None,
+        help="a CoOp-format split file ({train|val|test: [[relpath, label, classname], ...]}) to use instead of "
+        "the dataset's own split; paths are relative to the dataset's image folder",
+    )
+    split_seed: int = option(
+        1, help="image-folder datasets (-d PATH): seed of the train/val/test split", min=0, max=MAX_SEED
+    )
+    split_val: float = option(
+        0.2, help="image-folder datasets: fraction of each class's images for val (CoOp's DTD rule: 0.2)", min=0.0,
+        max=0.9,
+    )
+    split_test: float = option(
+        0.3, help="image-folder datasets: fraction of each class's images for test (the rest trains)", min=0.05,
+        max=0.95,
+    )
+    targets: list[str] = option(  # noqa: RUF009
+        [], help="xd/dg: the datasets to test on besides the source ([]: the paper's list); a missing one is skipped"
+    )
 
 
 @dataclass
@@ -157,6 +183,9 @@ class RunConfig:
         256, help="training images whose per-layer feature shift a run records in metrics.shift (0: none)", min=0,
         max=MAX_COUNT,
     )
+    imports: list[str] = option(  # noqa: RUF009
+        [], help="Python modules imported before the method and dataset are looked up (--import, $RESTORE_IMPORT)"
+    )
     tracking: list[TrackerName] = option(  # noqa: RUF009  (option() is dataclasses.field)
         ["tensorboard", "jsonl"],
         help="where per-step scalars go: tensorboard (<run>/tensorboard/), jsonl (<run>/scalars.jsonl), wandb, "
@@ -189,12 +218,14 @@ class RunConfig:
     def identity(self) -> dict[str, Any]:
         """The settings that determine the result: the config without output paths and reporting switches."""
         d = self.to_dict()
-        for key in ADMIN_KEYS:
-            node = d
+        defaults = RunConfig().to_dict()
+        for key in (*ADMIN_KEYS, *OPTIONAL_KEYS):
+            node, default = d, defaults
             *parents, last = key.split(".")
             for p in parents:
-                node = node.get(p, {})
-            node.pop(last, None)
+                node, default = node.get(p, {}), default.get(p, {})
+            if key in ADMIN_KEYS or node.get(last) == default.get(last):
+                node.pop(last, None)
         return d
 
     def hash(self) -> str:
@@ -227,6 +258,7 @@ def default_root_for(dataset: str) -> Path | None:
 def build_run_config(data: dict[str, Any] | None) -> RunConfig:
     """A checked `RunConfig` from a nested mapping (YAML + flags + overrides). Not yet resolved."""
     data = dict(data or {})
+    _import_recorded(data.get("imports"))
     method = data.pop("method", None)
     if method is None or method == {}:
         raise ConfigError("no method given", hint="pass --method NAME (see `restore methods`)")
@@ -245,6 +277,19 @@ def build_run_config(data: dict[str, Any] | None) -> RunConfig:
     cfg = from_dict(RunConfig, data)
     cfg.method = method_cfg
     return cfg
+
+
+def _import_recorded(modules: Any) -> None:
+    """A config's ``imports:`` are imported before its method and dataset are looked up."""
+    from restore import plugins
+
+    if modules is None:
+        return
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        raise ConfigError(
+            f"imports: expected a list of module names, got {modules!r}", hint="e.g. imports: [my_methods]"
+        )
+    plugins.import_modules(modules)
 
 
 def _with_schedule(method: str, options: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
@@ -287,6 +332,9 @@ def load_run_config(
                 raise ConfigError(f"config key {p!r} must be a section (a mapping)")
         node[last] = value.as_posix() if isinstance(value, Path) else value
     data = apply_overrides(data, list(overrides))
+    from restore import plugins
+
+    plugins.record_imports(data)  # --import / $RESTORE_IMPORT of this process: the run records them
     return build_run_config(data)
 
 
@@ -305,10 +353,28 @@ def resolve(cfg: RunConfig, *, image_size: int | None = None, device_type: str =
         batch_size=cfg.data.batch_size if cfg.data.batch_size is not None else sched.get("data.batch_size", 32),
         image_size=cfg.data.image_size if cfg.data.image_size is not None else image_size,
         root=cfg.data.root if cfg.data.root is not None else default_root_for(cfg.data.dataset),
+        dataset=_absolute_folder(cfg.data.dataset),
+        split_file=cfg.data.split_file.expanduser().resolve() if cfg.data.split_file is not None else None,
     )
     model = dataclasses.replace(cfg.model, precision=resolve_precision(cfg.model.precision, device_type))
     method = cfg.method.for_run(cfg.protocol, dataset_title(cfg.data.dataset or None))
     return dataclasses.replace(cfg, method=method, optim=optim, data=data, model=model)
+
+
+def _absolute_folder(dataset: str) -> str:
+    """An image folder as its absolute path (``-d my_images`` from any folder is the same run), other names
+    as they are."""
+    from restore.errors import RestoreError
+
+    if not dataset:
+        return dataset
+    from restore.data import get_dataset
+
+    try:
+        spec = get_dataset(dataset)
+    except RestoreError:  # reported where the dataset is loaded
+        return dataset
+    return spec.name if spec.location is not None else dataset
 
 
 def resolve_precision(precision: str, device_type: str) -> str:

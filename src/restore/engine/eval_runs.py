@@ -32,18 +32,44 @@ def check_loader_options(batch_size: Any, workers: Any) -> None:
             raise ConfigError(f"{flag} {short(value)} is not from {low} to {high}", hint=f"{flag}: {what}")
 
 
-def test_splits(dataset: str, root: str | Path, protocol: str, classes: str = "all") -> tuple[str, dict[str, Any]]:
-    """(dataset title, {label: DatasetSplits}) whose test lists a protocol evaluates; no few-shot sampling."""
-    from restore.data import get_dataset, get_protocol, load_dataset
+def test_splits(
+    dataset: Any, root: str | Path, protocol: str, classes: str = "all"
+) -> tuple[str, dict[str, Any]]:
+    """(dataset title, {label: DatasetSplits}) whose test lists a protocol evaluates; no few-shot sampling.
+    ``dataset``: a name, an image folder's path, or a spec."""
+    from restore.data import DatasetSpec, get_dataset, get_protocol, load_dataset
 
-    spec = get_dataset(dataset)
+    spec = dataset if isinstance(dataset, DatasetSpec) else get_dataset(dataset)
     root = Path(root).expanduser()
-    if not root.is_dir():
+    if spec.location is None and spec.generate is None and not root.is_dir():
         raise DataError(f"data root {root} does not exist", hint="pass --root: the folder holding the dataset folders")
     if protocol == "train":
-        return spec.title, {"test": load_dataset(spec.name, root, classes=classes)}  # type: ignore[arg-type]
-    data = get_protocol(protocol).build(spec.name, root, shots=-1, seed=1, classes=classes)  # type: ignore[arg-type]
+        return spec.title, {"test": load_dataset(spec, root, classes=classes)}  # type: ignore[arg-type]
+    data = get_protocol(protocol).build(spec, root, shots=-1, seed=1, classes=classes)  # type: ignore[arg-type]
     return spec.title, data.evaluate
+
+
+def _run_split(config: Any, run_dir: Path, dataset: str) -> Any:
+    """A run tested on its own dataset is tested on the split it trained with: an image folder's recorded
+    split.json, else the run's split settings (data.split_file, data.split_*); another dataset as it comes."""
+    from restore.data import get_dataset
+    from restore.data.folder import SPLIT_FILE, with_split_file
+    from restore.engine.runs import run_dataset
+    from restore.errors import RestoreError
+
+    if config is None or not config.data.dataset:
+        return dataset
+    spec = get_dataset(dataset)
+    try:
+        own = get_dataset(config.data.dataset).name == spec.name
+    except RestoreError:  # the run's dataset is gone (a deleted folder): not the one asked for
+        own = False
+    if not own:
+        return dataset
+    recorded = run_dir / SPLIT_FILE
+    if spec.location is not None and recorded.is_file() and not config.data.split_file:
+        return with_split_file(spec, recorded)
+    return run_dataset(config)
 
 
 def _score(method, splits: dict[str, Any], *, size: int, device, precision, batch_size, workers, progress, log):
@@ -116,7 +142,7 @@ def evaluate_checkpoint(
             f"{model_file} holds a {saved.method!r} model, but the run's {CONFIG_FILE} is a {config.method_name!r} run",
             hint="pass the model's own run directory, or the model file alone with --backbone",
         )
-    _, splits = test_splits(dataset, root, protocol, classes)
+    _, splits = test_splits(_run_split(config, run_dir, dataset), root, protocol, classes)
     clip = load_backbone(spec, dev)
     method = cast_for_precision(load_method(model_file, clip).to(dev), prec)
     size = image_size or (config.data.image_size if config is not None else None) or clip.cfg.vision.image_size

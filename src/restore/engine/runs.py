@@ -81,6 +81,8 @@ class RunResult:
         parts = [f"{k} {v['top1']:.2f}" for k, v in self.metrics.items() if isinstance(v, dict) and "top1" in v]
         if "hm" in self.metrics:
             parts.append(f"HM {self.metrics['hm']:.2f}")
+        skipped = (self.metrics.get("extra") or {}).get("skipped_targets") or {}
+        parts += [f"(skipped {target}: {why})" for target, why in skipped.items()]
         return "  ".join(parts)
 
 
@@ -105,40 +107,60 @@ def run_dir_for(config: RunConfig, dataset: str) -> Path:
     method = config.method_name + (f"-{_slug(config.tag)}" if config.tag else "")
     shots = "all" if config.data.shots <= 0 else str(config.data.shots)
     leaf = f"shots{shots}_seed{config.seed}-{config.hash()[:8]}"
-    return Path(config.out) / config.protocol / _slug(dataset) / method / leaf
+    return Path(config.out) / config.protocol / _slug(_dataset_dir_name(dataset)) / method / leaf
+
+
+def _dataset_dir_name(dataset: str) -> str:
+    """An image folder's runs go under its folder name (its path is in config.yaml), not a slug of the path."""
+    from restore.data.folder import looks_like_path
+
+    return Path(dataset).name if looks_like_path(dataset) else dataset
 
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "_"
 
 
-def _check_dataset(config: RunConfig) -> tuple[str, str, Path]:
-    from restore.data import get_dataset
+def run_dataset(config: RunConfig) -> Any:
+    """The run's dataset spec: the registered dataset or image folder with the run's split settings."""
+    from restore.data.folder import FolderSplit, configured_spec
 
+    d = config.data
+    return configured_spec(
+        d.dataset, split_file=d.split_file, split=FolderSplit(d.split_seed, d.split_val, d.split_test)
+    )
+
+
+def _check_dataset(config: RunConfig) -> tuple[Any, str, Path]:
     name = config.data.dataset
     if not name:
-        raise ConfigError("no dataset given", hint="pass --dataset NAME (see `restore data list`)")
-    spec = get_dataset(name)
+        raise ConfigError(
+            "no dataset given", hint="pass --dataset NAME (see `restore data list`) or the path of an image folder"
+        )
+    spec = run_dataset(config)
     root = config.data.root if config.data.root is not None else default_root_for(name)
     if root is None:
         raise ConfigError(
             "no data root given", hint="pass --root DIR (the folder holding the dataset folders) or set $RESTORE_DATA"
         )
     root = Path(root).expanduser()
-    if spec.generate is None and not root.is_dir():  # a generated dataset makes its root (read_dataset)
+    # A generated dataset makes its root (read_dataset); an image folder needs none.
+    if spec.generate is None and spec.location is None and not root.is_dir():
         raise DataError(f"data root {root} does not exist", hint="pass --root: the folder holding the dataset folders")
-    return spec.name, spec.title, root
+    return spec, spec.title, root
 
 
-def prepare_data(config: RunConfig, dataset: str, root: Path) -> Any:
-    """The protocol's training splits and evaluation splits (``restore.data.ProtocolData``)."""
+def prepare_data(config: RunConfig, dataset: Any, root: Path) -> Any:
+    """The protocol's training splits and evaluation splits (``restore.data.ProtocolData``). ``dataset``: a
+    name or the spec `run_dataset` gives."""
     from restore.data import ProtocolData, few_shot, get_protocol, load_dataset
 
     d = config.data
     if config.protocol == "train":
         splits = few_shot(load_dataset(dataset, root, classes=d.classes), d.shots, config.seed, strict=d.strict_shots)
         return ProtocolData("train", splits, {"test": splits})
-    return get_protocol(config.protocol).build(
+    options = {"targets": d.targets} if config.protocol in ("xd", "dg") else {}
+    return get_protocol(config.protocol, **options).build(
         dataset, root, shots=d.shots, seed=config.seed, classes=d.classes, strict=d.strict_shots
     )
 
@@ -150,9 +172,10 @@ def plan_run(config: RunConfig | dict[str, Any], *, run_dir: str | Path | None =
     device = distributed.rank_device(resolve_device(config.device))
     distributed.init_from_env(device)  # under torchrun: join the process group (nothing otherwise)
     check_backbone(config.model.backbone)
-    dataset, title, root = _check_dataset(config)
+    spec, title, root = _check_dataset(config)
+    dataset = spec.name
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=root))
-    data = prepare_data(config, dataset, root)
+    data = prepare_data(config, spec, root)
     clip = apply_model_options(load_backbone(config.model.backbone, device), config.model)
     resolved = resolve(config, image_size=clip.cfg.vision.image_size, device_type=device.type)
     check_trackers(resolved.tracking)  # a tracker whose library is missing fails before anything is written
@@ -225,6 +248,19 @@ def _write_config(run_dir: Path, config: RunConfig) -> None:
     command = "restore train" if config.protocol == "train" else f"restore run {config.protocol}"
     header = f"# resolved run config: `{command} --config config.yaml` repeats this run\n"
     atomic_write_text(run_dir / CONFIG_FILE, header + yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def _write_split(plan: RunPlan) -> None:
+    """A run of an image folder records the split it drew (a CoOp split file beside its config.yaml)."""
+    from restore.data.folder import SPLIT_FILE, write_split_file
+    from restore.data.registry import get_dataset
+
+    spec = get_dataset(plan.dataset)
+    if spec.location is not None and not plan.config.data.split_file:
+        from restore.data import load_dataset
+
+        whole = load_dataset(run_dataset(plan.config), plan.config.data.root or spec.location)
+        write_split_file(whole, plan.run_dir / SPLIT_FILE)
 
 
 def read_run_config(run_dir: str | Path) -> RunConfig:
@@ -389,6 +425,7 @@ def _execute_owned(plan: RunPlan, *, resume: bool, overwrite: bool, progress: bo
         recorder = _Recorder(plan, run_id)  # opens the database before anything is written in the folder
         reserve = SpaceReserve(plan.run_dir)  # room to record a failure on a disk that fills up
         _write_config(plan.run_dir, c)
+        _write_split(plan)
         started = (info or {}).get("started_at") or time.strftime("%Y-%m-%dT%H:%M:%S%z")
         run_info = {
             "run_id": run_id,
@@ -587,6 +624,10 @@ def _evaluate_all(plan: RunPlan, log: RunLog, *, progress: bool | None) -> tuple
 
         kept = class_subset_note([*plan.data.notes, *plan.data.train.notes])
         metrics.setdefault("extra", {})["classes"] = kept or {"subset": False}
+    if plan.data.skipped:  # xd/dg targets whose data is not there
+        metrics.setdefault("extra", {})["skipped_targets"] = dict(plan.data.skipped)
+        for target, why in plan.data.skipped.items():
+            log.info(f"skipped target {target}: {why}")
     plan.method.set_classes(plan.data.train.classnames, dataset=plan.dataset_title)
     if c.shift_images > 0 and plan.method.learnable_parameters() and distributed.is_main():
         metrics["shift"] = _shift_profile(plan, transform)

@@ -59,11 +59,20 @@ def register(cls: type[MethodConfig]) -> type[MethodConfig]:
     return cls
 
 
+def _load_extensions() -> None:
+    """Methods of installed extensions (entry points, `restore.plugins`) register on the first look-up."""
+    from restore import plugins
+
+    plugins.load_group(plugins.METHODS)
+
+
 def method_names() -> list[str]:
+    _load_extensions()
     return sorted(_REGISTRY)
 
 
 def method_class(name: str) -> type[MethodConfig]:
+    _load_extensions()
     key = name.strip().lower().replace("-", "_")
     if key not in _REGISTRY:
         raise ConfigError(f"unknown method {name!r}", hint=f"known methods: {', '.join(method_names())}")

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from restore import plugins
 from restore.config import load_yaml
 from restore.engine.config import RunConfig, build_run_config, resolve, resolve_precision
 from restore.errors import ConfigError, RestoreError
@@ -436,6 +437,7 @@ def _cell(grid: Grid, axes: Mapping[str, Any], point: tuple[tuple[str, Any], ...
     data["data"]["dataset"] = axes["dataset"]
     data["data"]["shots"] = axes["shots"]
     data["seed"] = axes["seed"]
+    plugins.record_imports(data)  # `restore --import M sweep`: the worker processes import M too
     try:
         config = build_run_config(_deep_copy(data))
         _check_cell(config)
