@@ -1,4 +1,4 @@
-"""`restore quickstart`: the shipped grid is the issue's (4 methods x 3 world tasks x 3 seeds, b2n), and a
+"""`restore quickstart`: the shipped grid is the issue's (5 methods x 2 regime tasks x 3 seeds, b2n), and a
 small grid through the same code records its runs, writes the report with the shift plots, reruns nothing."""
 
 from __future__ import annotations
@@ -13,25 +13,24 @@ from restore.engine.config import resolve
 from restore.results import open_results
 from restore.scale.grid import expand, parse_grid
 from restore.world.quickstart import GRID_FILE, run_quickstart
+from restore.world.tasks import REGIME, TASKS
 
 
-def test_the_shipped_grid_is_base_to_novel_for_four_methods_on_every_task_with_three_seeds():
+def test_the_shipped_grid_is_base_to_novel_for_five_methods_on_regime_tasks_with_three_seeds():
     cells = expand(parse_grid(load_yaml(GRID_FILE), name="quickstart"))
     trained = {(c.method, c.dataset, c.seed) for c in cells if c.method != "zeroshot"}
+    tasks = ("world_tinted_colours", "world_pattern_shape")
     assert {c.protocol for c in cells} == {"b2n"}
-    assert trained == {
-        (m, d, s)
-        for m in ("coop", "maple", "restore_m")
-        for d in ("world_shapes", "world_color_shape", "world_pattern_shape")
-        for s in (1, 2, 3)
-    }
-    assert {(c.dataset, c.seed) for c in cells if c.method == "zeroshot"} == {
-        (d, 1) for d in ("world_shapes", "world_color_shape", "world_pattern_shape")
-    }
+    assert trained == {(m, d, s) for m in ("coop", "cocoop", "maple", "restore_m") for d in tasks for s in (1, 2, 3)}
+    assert {(c.dataset, c.seed) for c in cells if c.method == "zeroshot"} == {(d, 1) for d in tasks}
+    # one task seen through a camera pretraining never saw, one from pretraining's own renderer
+    assert {d.removeprefix("world_") for d in tasks} <= set(REGIME)
+    assert [TASKS[d.removeprefix("world_")].shift.is_identity for d in tasks] == [False, True]
     # like for like: one schedule set, and every trained method runs the same 10 epochs (CoOp batch 4 there)
     assert {c.config.schedule for c in cells} == {"restore_paper"}
     resolved = {c.method: resolve(c.config, image_size=48) for c in cells}
-    assert {m: r.optim.epochs for m, r in resolved.items()} == {"zeroshot": 0, "coop": 10, "maple": 10, "restore_m": 10}
+    epochs = {m: r.optim.epochs for m, r in resolved.items()}
+    assert epochs == {"zeroshot": 0, "coop": 10, "cocoop": 10, "maple": 10, "restore_m": 10}
     assert resolved["coop"].data.batch_size == 4
 
 

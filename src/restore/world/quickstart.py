@@ -1,5 +1,5 @@
-"""`restore quickstart`: the README's main job. Base-to-novel on the SYNTHETIC world tasks for zero-shot
-CLIP, CoOp, MaPLe and RESTORE_m over 3 seeds, as a sweep (so a second call only reports, and an interrupted
+"""`restore quickstart`: the README's main job. Base-to-novel on two SYNTHETIC world regime tasks for zero-shot
+CLIP, CoOp, CoCoOp, MaPLe and RESTORE_m over 3 seeds, as a sweep (so a second call only reports, and an interrupted
 one continues), then the report with its feature-shift plots and the way to the real protocol."""
 
 from __future__ import annotations
