@@ -128,3 +128,15 @@ def test_the_regime_and_the_probes_name_real_tasks():
     assert set(PROBES) <= set(TASKS) and set(REGIME) <= set(TASKS)
     assert len(REGIME) >= 4
     assert sum(not TASKS[n].shift.is_identity for n in REGIME) >= 3
+
+
+def test_a_tinted_task_on_disk_is_its_in_memory_render(tmp_path):
+    root = ensure_task("tinted_colours", root=tmp_path)
+    manifest = json.loads((root / "world_task.json").read_text())
+    assert manifest["shift"] == get_task("tinted_colours").shift.to_dict()  # another camera: another cache
+    split = json.loads((root / "split_world_TintedColours.json").read_text())
+    images, labels = task_images("tinted_colours", "test")
+    for k in (0, 51, len(split["test"]) - 1):
+        rel, label, _ = split["test"][k]
+        assert label == labels[k]
+        assert np.array_equal(np.asarray(Image.open(root / "images" / rel).convert("RGB")), images[k])
