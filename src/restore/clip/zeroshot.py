@@ -54,8 +54,3 @@ def topk_correct(logits: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) -> 
     top = logits.topk(min(max(ks), logits.shape[-1]), dim=-1).indices
     hits = top == labels[:, None]
     return {k: int(hits[:, :k].any(dim=-1).sum()) for k in ks}
-
-
-@torch.no_grad()
-def zeroshot_logits(clip: CLIP, images: Tensor, text_features: Tensor) -> Tensor:
-    return clip.logits(clip.encode_image(images), text_features)

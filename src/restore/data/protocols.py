@@ -217,7 +217,3 @@ def get_protocol(name: str, **options) -> Protocol:
         return cls(**options)
     except TypeError as e:
         raise ConfigError(f"protocol {name!r}: {e}") from None
-
-
-def list_protocols() -> list[str]:
-    return ["b2n", "xd", "dg", "fewshot"]

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 
 from restore import plugins
-from restore.clip import CLIP, build_model, get_config
+from restore.clip import CLIP, build_model, get_config, load
 from restore.clip.config import ARCHITECTURES
-from restore.errors import CheckpointError, ConfigError
+from restore.errors import ConfigError
 
 # Seed of the random weights behind ``random:<arch>``: fixed, so every run (and every seed of a run) shares
 # one backbone, as they would share pretrained weights. The tests' `tiny_clip` fixture uses the same seed.
@@ -93,17 +93,7 @@ def load_backbone(spec: str, device: torch.device | str = "cpu") -> CLIP:
     elif (provider := _provider(spec)) is not None:
         clip = provider()
     else:
-        try:
-            from restore.clip import load as load_module  # type: ignore[attr-defined]
-        except ImportError:
-            load_module = None
-        loader = getattr(load_module, "load", load_module) if load_module is not None else None
-        if not callable(loader):
-            raise CheckpointError(
-                f"cannot load CLIP weights {spec!r}: this installation has no checkpoint loader (restore.clip.load)",
-                hint="use random:<arch> for a smoke run",
-            )
-        clip = loader(spec)
+        clip = load(spec)
     return clip.to(device).eval().requires_grad_(False)
 
 

@@ -395,20 +395,3 @@ def resolve_precision(precision: str, device_type: str) -> str:
     import torch
 
     return "bf16" if torch.cuda.is_bf16_supported() else "amp"
-
-
-def describe_run_config() -> list[tuple[str, str, Any, str]]:
-    """(dotted key, type, default, help) of every run setting (for `--help` texts and docs)."""
-    from restore.config import describe
-
-    rows: list[tuple[str, str, Any, str]] = []
-    for name, tp, default, help_ in describe(RunConfig):
-        if name == "method":
-            rows.append(("method.name", "str", None, "method (see `restore methods`); its options: method.<key>"))
-            continue
-        section = {"model": ModelSection, "data": DataSection, "optim": OptimSection}.get(name)
-        if section is None:
-            rows.append((name, tp, default, help_))
-        else:
-            rows.extend((f"{name}.{n}", t, d, h) for n, t, d, h in describe(section))
-    return rows

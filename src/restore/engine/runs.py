@@ -35,7 +35,6 @@ import torch
 import yaml
 
 from restore.clip import CLIP
-from restore.config import to_dict
 from restore.engine import ownership
 from restore.engine.backbone import apply_model_options, backbone_label, check_backbone, load_backbone
 from restore.engine.checkpointing import differences
@@ -51,6 +50,7 @@ from restore.engine.trainer import Trainer, TrainResult, TrainSettings
 from restore.errors import CheckpointError, ConfigError, DataError, RestoreError
 from restore.fileio import atomic_write_json, atomic_write_text
 from restore.methods import PromptedCLIP, build_method
+from restore.results.records import code_version
 from restore.scale import distributed
 
 CONFIG_FILE = "config.yaml"
@@ -438,7 +438,7 @@ def _execute_owned(plan: RunPlan, *, resume: bool, overwrite: bool, progress: bo
             "backbone": plan.backbone,
             "backbone_setting": c.model.backbone,
             "config_hash": c.hash(),
-            "code_version": _code_version(),
+            "code_version": code_version(),
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "started_at": started,
@@ -524,17 +524,6 @@ def _follow(plan: RunPlan, *, resume: bool) -> RunResult:
     metrics, _ = _evaluate_all(plan, log, progress=False)
     timings = {"train_s": round(result.train_s, 3), "total_s": round(time.perf_counter() - t_start, 3)}
     return RunResult(plan.run_dir, shared["run_id"], "finished", plan.config, metrics, timings, result.history)
-
-
-def _code_version() -> str:
-    try:
-        from restore.results import code_version
-
-        return code_version()
-    except ImportError:
-        from restore import __version__
-
-        return __version__
 
 
 def _train_set(plan: RunPlan, log: RunLog) -> Any:
@@ -703,7 +692,3 @@ def run(
 ) -> RunResult:
     """Plan (validate) and execute one run."""
     return execute(plan_run(config, run_dir=run_dir), resume=resume, overwrite=overwrite, progress=progress)
-
-
-def config_yaml(config: RunConfig) -> str:
-    return yaml.safe_dump(to_dict(config.to_dict()), sort_keys=False)

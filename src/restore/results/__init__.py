@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from restore.results.db import ResultsStore, SQLiteStore, default_results_location, open_results
+from restore.results.db import SQLiteStore, default_results_location, open_results
 from restore.results.records import PROTOCOLS, STATUSES, RunRecord, code_version, config_hash, harmonic_mean
 
 _LAZY = {
@@ -28,7 +28,6 @@ _LAZY = {
 __all__ = [
     "PROTOCOLS",
     "STATUSES",
-    "ResultsStore",
     "RunRecord",
     "SQLiteStore",
     "Stat",

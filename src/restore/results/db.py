@@ -1,7 +1,7 @@
 """The results database: one row per run, written atomically, safe with many writer processes.
 
-`open_results(location)` dispatches on the location's scheme: a file path (or `sqlite://PATH`) opens SQLite;
-a shared server (e.g. `postgresql://...`) is one more entry in `_BACKENDS` implementing `ResultsStore`.
+`open_results(location)` opens a file path (or `sqlite://PATH`) as SQLite; other schemes (a shared server,
+e.g. `postgresql://...`) are refused with the supported ones.
 
 SQLite runs in WAL mode with a busy timeout, and every state change is one `BEGIN IMMEDIATE` transaction
 whose single UPDATE writes the status together with the JSON columns: a killed writer leaves either the old
@@ -10,7 +10,6 @@ row or the new one, never half of each.
 
 from __future__ import annotations
 
-import abc
 import contextlib
 import dataclasses
 import json
@@ -19,7 +18,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -97,106 +96,8 @@ def default_results_location() -> str:
     return os.environ.get(ENV_LOCATION) or str(Path("runs") / "results.sqlite")
 
 
-class ResultsStore(abc.ABC):
-    """What every backend offers. Writers: `start_run` → (`heartbeat`)* → `finish_run` | `fail_run` |
-    `interrupt_run`. Readers: `get`, `query`, `finished_hashes`."""
-
-    location: str
-
-    @abc.abstractmethod
-    def start_run(self, record: RunRecord) -> RunRecord:
-        """Insert the run as `running` (or re-open an unfinished run with the same id and config, to resume)."""
-
-    @abc.abstractmethod
-    def heartbeat(self, run_id: str) -> None:
-        """Say the run is alive; `mark_interrupted(stale_after_s=...)` uses it across hosts."""
-
-    @abc.abstractmethod
-    def finish_run(
-        self, run_id: str, metrics: Mapping[str, Any], timings: Mapping[str, Any] | None = None
-    ) -> RunRecord:
-        """Status `finished` and the metrics/timings, in one statement."""
-
-    @abc.abstractmethod
-    def fail_run(
-        self,
-        run_id: str,
-        error: str,
-        metrics: Mapping[str, Any] | None = None,
-        timings: Mapping[str, Any] | None = None,
-    ) -> RunRecord:
-        """Status `failed`, the error message, and whatever was measured before the failure."""
-
-    @abc.abstractmethod
-    def interrupt_run(self, run_id: str, reason: str = "interrupted") -> RunRecord:
-        """Status `interrupted` (Ctrl-C, preemption): the run can be resumed and finished later."""
-
-    @abc.abstractmethod
-    def add_run(self, record: RunRecord) -> RunRecord:
-        """Insert a complete row in any status at once (imports, tests); the run id must be new."""
-
-    @abc.abstractmethod
-    def get(self, run_id: str) -> RunRecord:
-        """The run with this id, or ResultsError."""
-
-    @abc.abstractmethod
-    def query(
-        self,
-        *,
-        method: Filter = None,
-        dataset: Filter = None,
-        protocol: Filter = None,
-        status: Filter = None,
-        backbone: Filter = None,
-        shots: Filter = None,
-        seed: Filter = None,
-        tag: Filter = None,
-        config_hash: Filter = None,
-    ) -> list[RunRecord]:
-        """Runs matching every given filter (a value or a list of accepted values), oldest first."""
-
-    @abc.abstractmethod
-    def finished_hashes(self) -> set[str]:
-        """Config hashes with a finished run: the cells a sweep skips."""
-
-    def is_finished(self, config_hash: str) -> bool:
-        return config_hash in self.finished_hashes()
-
-    def status_counts(self) -> dict[str, int]:
-        """How many runs are in each status."""
-        counts: dict[str, int] = {}
-        for record in self.query():
-            counts[record.status] = counts.get(record.status, 0) + 1
-        return counts
-
-    @abc.abstractmethod
-    def mark_interrupted(
-        self, *, stale_after_s: float | None = None, run_ids: Iterable[str] | None = None
-    ) -> list[str]:
-        """Mark `running` rows whose process is gone as `interrupted`; return their ids.
-
-        Gone means: on this host and its pid no longer exists; or (any host) no heartbeat for `stale_after_s`
-        seconds; or named explicitly in `run_ids`.
-        """
-
-    @abc.abstractmethod
-    def close(self) -> None: ...
-
-    def __enter__(self) -> ResultsStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 def _sqlite_path(location: str) -> Path:
     return Path(location.removeprefix("sqlite://")).expanduser()
-
-
-_BACKENDS: dict[str, Callable[..., ResultsStore]] = {
-    "": lambda loc, **kw: SQLiteStore(_sqlite_path(loc), **kw),
-    "sqlite": lambda loc, **kw: SQLiteStore(_sqlite_path(loc), **kw),
-}
 
 
 def open_results(
@@ -205,7 +106,7 @@ def open_results(
     create: bool = True,
     readonly: bool = False,
     timeout_s: float = DEFAULT_TIMEOUT_S,
-) -> ResultsStore:
+) -> SQLiteStore:
     """Open (and with `create`, make) the results store at `location` (default `default_results_location()`).
 
     A file path or `sqlite://PATH` is SQLite. `create=False` makes a missing database an error, which is what
@@ -215,13 +116,12 @@ def open_results(
     """
     loc = str(location if location is not None else default_results_location())
     scheme = loc.split("://", 1)[0].lower() if "://" in loc else ""
-    if scheme not in _BACKENDS:
-        supported = ", ".join(["a file path"] + [f"{s}://" for s in _BACKENDS if s])
+    if scheme not in ("", "sqlite"):
         raise ConfigError(
             f"unsupported results location {loc!r}: scheme {scheme!r} has no backend",
-            hint=f"supported: {supported} (a shared server database is not built yet)",
+            hint="supported: a file path, sqlite:// (a shared server database is not built yet)",
         )
-    return _BACKENDS[scheme](loc, create=create and not readonly, readonly=readonly, timeout_s=timeout_s)
+    return SQLiteStore(_sqlite_path(loc), create=create and not readonly, readonly=readonly, timeout_s=timeout_s)
 
 
 def _checked_on_read(record: RunRecord) -> RunRecord:
@@ -260,8 +160,12 @@ def _as_list(value: Filter) -> list[Any] | None:
     return list(value)
 
 
-class SQLiteStore(ResultsStore):
-    """SQLite file backend. One connection per store; a lock makes one store usable from several threads."""
+class SQLiteStore:
+    """The results store, an SQLite file. One connection per store; a lock makes it usable from several threads.
+
+    Writers: `start_run` → (`heartbeat`)* → `finish_run` | `fail_run` | `interrupt_run`.
+    Readers: `get`, `query`, `finished_hashes`, `is_finished`, `status_counts`.
+    """
 
     def __init__(
         self, path: Path, *, create: bool = True, readonly: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S
@@ -714,3 +618,9 @@ class SQLiteStore(ResultsStore):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
