@@ -5,8 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
+from restore.engine.device import torch_threads
+
 # Tests run on tiny models: one thread is fastest on a shared 2-core machine (measured 5x over two).
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Every test starts at one torch thread and leaves the setting as it found it: tiny models gain nothing
+    from a second thread (OpenMP's spinning made them ~5x slower on a loaded machine), and a test or run
+    that sets its own thread count must not leak it into the next test."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture

@@ -19,14 +19,6 @@ def data_root(tmp_path_factory):
     return make_tree(tmp_path_factory.mktemp("data"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    from restore.engine.device import torch_threads
-
-    with torch_threads(1):
-        yield
-
-
 def test_run_load_run_and_evaluate(data_root, tmp_path):
     result = restore.run(
         "b2n", method="maple", dataset="dtd", root=data_root, shots=4, seed=2, epochs=1, batch_size=4,

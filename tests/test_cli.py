@@ -24,14 +24,6 @@ def data_root(tmp_path_factory):
     return make_tree(tmp_path_factory.mktemp("data"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    from restore.engine.device import torch_threads
-
-    with torch_threads(1):
-        yield
-
-
 def invoke(*args):
     return RUNNER.invoke(app, [str(a) for a in args], env=ENV)
 

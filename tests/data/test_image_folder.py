@@ -36,14 +36,6 @@ def folder(tmp_path_factory):
     return write_images(tmp_path_factory.mktemp("own") / "animals", CLASSES)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    from restore.engine.device import torch_threads
-
-    with torch_threads(1):
-        yield
-
-
 def _rows(split: dict, part: str) -> set[tuple[str, int, str]]:
     return {tuple(r) for r in split[part]}
 

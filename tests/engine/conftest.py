@@ -16,12 +16,3 @@ def data_root(tmp_path_factory):
 @pytest.fixture
 def classnames():
     return [f"class {c}" for c in "abcdef"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy machine its spin-waits cost seconds."""
-    from restore.engine.device import torch_threads
-
-    with torch_threads(1):
-        yield

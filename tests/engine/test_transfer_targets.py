@@ -22,14 +22,6 @@ def invoke(*args):
     return RUNNER.invoke(app, [str(a) for a in args], env=ENV)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    from restore.engine.device import torch_threads
-
-    with torch_threads(1):
-        yield
-
-
 @pytest.mark.integration
 def test_world_source_to_a_world_target_with_a_missing_target_skipped_and_listed(tmp_path):
     out = tmp_path / "runs"

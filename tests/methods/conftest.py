@@ -11,16 +11,6 @@ from restore.methods import PromptedCLIP
 CLASSNAMES = ["golden_retriever", "tabby cat", "red sports car", "oak tree", "lighthouse"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared, loaded machine OpenMP's spinning
-    threads made these tests about five times slower; the previous setting is restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def images() -> torch.Tensor:
     g = torch.Generator().manual_seed(7)

@@ -19,15 +19,6 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30)) if a.numel() else 0.0
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny-model ops take microseconds: a second thread only adds waiting, badly so on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def clip():
     torch.manual_seed(0)

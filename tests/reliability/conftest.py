@@ -17,11 +17,3 @@ def data_root(tmp_path):
 def shared_root(tmp_path_factory):
     """A generated DTD shared by a module's tests that only read it."""
     return make_tree(tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    from restore.engine.device import torch_threads
-
-    with torch_threads(1):
-        yield

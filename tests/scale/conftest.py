@@ -30,14 +30,6 @@ def data_root(tmp_path_factory):
     return root
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    from restore.engine.device import torch_threads
-
-    with torch_threads(1):
-        yield
-
-
 def sweep_grid(root: Path, *, failing: bool = True) -> dict:
     """Four runs of the tiny model (coop and maple x seeds 1, 2; one epoch, two shots) and, with
     ``failing``, a fifth cell whose dataset folder is not under the data root: it passes the sweep's
