@@ -21,7 +21,7 @@ _API = ("run", "train", "evaluate", "zeroshot", "load_run", "LoadedRun", "RunRes
 
 def __getattr__(name: str) -> Any:
     if name in _API:
-        from restore import api
+        from restore import api  # slow: the API loads torch; `import restore` stays fast
 
         return getattr(api, name)
     raise AttributeError(f"module 'restore' has no attribute {name!r}")

@@ -26,6 +26,8 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from tqdm.auto import tqdm
+
 from restore.errors import DownloadError
 
 CHUNK = 1 << 20
@@ -52,7 +54,7 @@ def _by_hand(url: str, dest: Path) -> str:
 def _locked(dest: Path) -> Iterator[None]:
     """An exclusive lock on ``<dest>.lock`` where the platform has flock; a no-op elsewhere."""
     try:
-        import fcntl
+        import fcntl  # POSIX only
     except ImportError:  # pragma: no cover - Windows
         yield
         return
@@ -71,8 +73,6 @@ class _Progress:
     def __init__(self, enabled: bool, name: str, total: int | None, initial: int) -> None:
         self.bar = None
         if enabled:
-            from tqdm.auto import tqdm
-
             self.bar = tqdm(
                 total=total,
                 initial=initial,

@@ -87,7 +87,7 @@ class TsnePanel:
 
 def tsne_embed(panel: TsnePanel, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Joint 2-D t-SNE of a panel's image and text features (so their relative positions mean something)."""
-    from sklearn.manifold import TSNE
+    from sklearn.manifold import TSNE  # slow: scikit-learn, for t-SNE only
 
     feats = np.concatenate([panel.image_features, panel.text_features]).astype(np.float64)
     feats /= np.linalg.norm(feats, axis=1, keepdims=True) + 1e-12
@@ -106,7 +106,7 @@ TSNE_LEGEND_CLASSES = 20
 def tsne_figure(panels: Sequence[TsnePanel], title: str = "", seed: int = 0):
     """Fig. 5: images as dots and class texts as stars, coloured by class, one panel per (method, split); a
     legend names the classes by colour and the two markers."""
-    from matplotlib.lines import Line2D
+    from matplotlib.lines import Line2D  # slow: matplotlib, for figures only
 
     cols = min(len(panels), 4)
     rows = (len(panels) + cols - 1) // cols

@@ -85,7 +85,7 @@ def openai_source(arch: str) -> Source:
     name = OPENAI_NAMES[arch]
     url = os.environ.get(_env_key(arch)) or OPENAI_URLS.get(arch)
     if not url:
-        import open_clip
+        import open_clip  # slow: the whole package (timm, model factories), only for a URL it alone knows
 
         url = open_clip.pretrained.get_pretrained_cfg(name, "openai")["url"]
     # OpenAI's URLs carry the file's sha256 as the folder name: .../models/<sha256>/ViT-B-16.pt
@@ -118,7 +118,7 @@ def _fetch_hub(src: Source, progress: bool) -> None:
     repo = HUB_REPOS[src.arch]
     plain = os.environ.get("RESTORE_HUB_URL") or HUB_URL
     try:
-        import huggingface_hub
+        import huggingface_hub  # optional: without it, plain HTTP
     except ImportError:
         huggingface_hub = None
     src.path.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor
 
 from restore.clip import hf
@@ -89,8 +91,6 @@ def load(
 def save_clip(model: CLIP, path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> Path:
     """Write ``model`` as safetensors with its config in the metadata (``load`` reads it back exactly);
     ``metadata`` adds string entries (e.g. how the weights were made)."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -287,7 +287,6 @@ def _tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
         if kind not in ("zip", "pickle"):
             raise _not_a_checkpoint(path, kind)
         return _unwrap(_torch_load(path), path), {}
-    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:

@@ -8,6 +8,9 @@ Dataset keys are the CoOp class names (``DescribableTextures``, ``OxfordPets``, 
 
 from __future__ import annotations
 
+import string
+
+from restore.config import short
 from restore.errors import ConfigError
 from restore.openclip_files import open_clip_module
 
@@ -116,15 +119,11 @@ def ensemble(dataset: str | None) -> tuple[str, ...]:
 def check_template(template: str) -> str:
     """A literal template must hold exactly one ``{}`` (the class name) and no other braces: ``str.format``
     would otherwise fail mid-run (IndexError, KeyError) or leave a field empty."""
-    import string
-
     try:
         fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
     except ValueError:
         fields = None
     if fields != [("", "", None)]:
-        from restore.config import short
-
         raise ConfigError(
             f"template {short(template)} must hold exactly one {{}} (the class name) and no other braces",
             hint="e.g. --templates 'a photo of a {}.' (write a literal brace as {{ or }})",

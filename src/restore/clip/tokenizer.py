@@ -13,6 +13,7 @@ from functools import lru_cache
 import torch
 
 from restore.errors import TokenizationError
+from restore.openclip_files import open_clip_module
 
 SOT_TOKEN = "<start_of_text>"
 EOT_TOKEN = "<end_of_text>"
@@ -20,8 +21,6 @@ EOT_TOKEN = "<end_of_text>"
 
 @lru_cache(maxsize=1)
 def _tokenizer():
-    from restore.openclip_files import open_clip_module
-
     return open_clip_module("tokenizer").SimpleTokenizer()
 
 

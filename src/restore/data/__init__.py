@@ -6,6 +6,8 @@ base, novel = base_to_novel(train)
 loader = make_loader(base.train, train_transform(), 4, shuffle=True, workers=2, seed=1)
 """
 
+import importlib
+
 from restore.data.fewshot import default_cache_dir, few_shot
 from restore.data.load import load_dataset, read_dataset
 from restore.data.protocols import (
@@ -36,8 +38,6 @@ _LAZY = {
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'restore.data' has no attribute {name!r}")
 

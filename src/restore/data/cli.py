@@ -13,7 +13,14 @@ from typing import Annotated
 
 import typer
 
-from restore.errors import ConfigError
+from restore.config import short
+from restore.data.fewshot import few_shot
+from restore.data.load import load_dataset
+from restore.data.protocols import base_to_novel
+from restore.data.registry import get_dataset, list_datasets
+from restore.data.verify import verify_dataset
+from restore.errors import ConfigError, DataError, RestoreError
+from restore.fileio import atomic_write_text
 
 app = typer.Typer(
     name="data",
@@ -40,7 +47,7 @@ SplitOpt = Annotated[
 
 
 def _console(stderr: bool = False):
-    from rich.console import Console
+    from rich.console import Console  # slow: rich is not loaded for `restore --help`
 
     return Console(file=sys.stderr if stderr else sys.stdout, highlight=False, soft_wrap=True)
 
@@ -62,8 +69,6 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 @app.command("list")
 def list_cmd(root: Annotated[Path | None, typer.Option("--root", "-r", help="also show what is on disk")] = None):
     """The registered datasets, their folders, and whether `download` can fetch them without a manual step."""
-    from restore.data.registry import get_dataset, list_datasets
-
     rows = []
     for name in list_datasets():
         spec = get_dataset(name)
@@ -90,9 +95,14 @@ def verify(
     show: Annotated[int, typer.Option(help="how many bad files to list")] = 50,
 ) -> None:
     """Check that every image the split lists exists and decodes; report bad files and class counts."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (  # slow: rich is not loaded for `restore --help`
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
-    from restore.data.verify import verify_dataset
 
     progress = Progress(
         TextColumn("decoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=_console(True)
@@ -155,8 +165,7 @@ def download(
     check: Annotated[bool, typer.Option(help="load the dataset afterwards to confirm the layout")] = True,
 ) -> None:
     """Download a dataset's public archives and split file into ROOT; print the manual steps where needed."""
-    from restore.data.fetch import download_dataset
-    from restore.data.load import load_dataset
+    from restore.data.fetch import download_dataset  # slow: the downloader (tqdm), not loaded for `restore --help`
 
     out = _console()
     result = download_dataset(
@@ -178,9 +187,6 @@ def info(
     split_file: SplitOpt = None,
 ) -> None:
     """Sizes, class count, base/novel split and loading notes of a dataset on disk."""
-    from restore.data.load import load_dataset
-    from restore.data.protocols import base_to_novel
-
     splits = load_dataset(dataset, root, classes=_classes(classes), split_file=split_file)  # type: ignore[arg-type]
     out = _console()
     out.print(f"{splits.name}: {splits.num_classes} classes, train/val/test {splits.sizes()}")
@@ -206,9 +212,7 @@ def fewshot(
     out_file: Annotated[Path | None, typer.Option("--out", help="write the few-shot split as CoOp JSON")] = None,
 ) -> None:
     """Draw (and cache) the CoOp-compatible few-shot split; optionally write it as a split file."""
-    from restore.data.fewshot import few_shot
-    from restore.data.load import load_dataset
-    from restore.engine.config import MAX_COUNT, MAX_SEED
+    from restore.engine.config import MAX_COUNT, MAX_SEED  # slow: the engine loads torch
 
     _in_range("--shots", shots, -1, MAX_COUNT)
     _in_range("--seed", seed, 0, MAX_SEED)
@@ -239,16 +243,11 @@ def fewshot(
 
 def _in_range(flag: str, value: int, low: int, high: int) -> None:
     if not low <= value <= high:
-        from restore.config import short
-
         raise ConfigError(f"{flag} {short(value)} is not from {low} to {high}", hint="see --help")
 
 
 def _write_split(path: Path, data: dict) -> None:
     """The split file written whole (temporary file, then rename) or not at all, with one clear error."""
-    from restore.errors import DataError, RestoreError
-    from restore.fileio import atomic_write_text
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(data))

@@ -18,11 +18,13 @@ import numpy as np
 from PIL import Image
 
 from restore.data.readers import (
+    imagenet_classnames,
     imagenet_wnids,
     read_fgvc_aircraft,
     read_imagenet,
     read_imagenet_v2,
     read_split_file_dataset,
+    standard_imagenet_classnames,
 )
 from restore.data.registry import DatasetSpec, get_dataset
 from restore.errors import ConfigError
@@ -196,8 +198,6 @@ def _write_fgvc(spec: DatasetSpec, dataset_dir: Path, w: _Writer, per_class) -> 
 
 
 def _write_imagenet_family(spec, reader, dataset_dir: Path, w: _Writer, per_class, classnames_txt: bool):
-    from restore.data.readers import imagenet_classnames, standard_imagenet_classnames
-
     table = imagenet_wnids()
     subset = {"imagenet_a": "imagenet_a", "imagenet_r": "imagenet_r"}.get(spec.name, "imagenet")
     wnids = table[subset]

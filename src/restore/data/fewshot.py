@@ -18,6 +18,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from restore.data.registry import get_dataset
 from restore.data.types import DatasetSplits, Datum
 from restore.errors import ConfigError, DataError
 
@@ -119,8 +120,6 @@ def _check_strict(splits: DatasetSplits, shots: int) -> None:
 
 
 def _registry_fewshot_val(name: str) -> bool:
-    from restore.data.registry import get_dataset
-
     try:
         return get_dataset(name).fewshot_val
     except ConfigError:

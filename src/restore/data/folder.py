@@ -16,9 +16,10 @@ from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
-from restore.data.registry import DatasetSpec
+from restore.data.registry import DatasetSpec, get_dataset
 from restore.data.types import DatasetSplits, Datum
 from restore.errors import ConfigError, DataError
+from restore.fileio import atomic_write_json
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
 SPLIT_FILE = "split.json"  # the split a run of an image folder used, written into its run directory
@@ -75,8 +76,6 @@ def configured_spec(
     name: str, *, split_file: str | Path | None = None, split: FolderSplit | None = None
 ) -> DatasetSpec:
     """The spec a run uses: the registered or folder dataset ``name`` with the run's split settings."""
-    from restore.data.registry import get_dataset
-
     spec = get_dataset(name)
     if spec.location is not None and split is not None:
         check_split(split)
@@ -180,8 +179,6 @@ def read_image_folder(spec: DatasetSpec, dataset_dir: Path, split_file: Path | N
 
 def write_split_file(splits: DatasetSplits, path: Path) -> None:
     """``splits`` as a CoOp split file, paths relative to its image root (what a run of a folder records)."""
-    from restore.fileio import atomic_write_json
-
     root = splits.image_root
     assert root is not None
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
+from restore.data.folder import with_split_file
 from restore.data.readers import read_split_file_dataset
 from restore.data.registry import DatasetSpec, get_dataset
 from restore.data.types import DatasetSplits, Datum
@@ -55,8 +56,6 @@ def read_dataset(spec: DatasetSpec, root: str | Path, *, split_file: str | Path 
     root = Path(root).expanduser().resolve()
     if spec.location is not None:  # an image folder given by path: no data root
         if split_file is not None:
-            from restore.data.folder import with_split_file
-
             spec = with_split_file(spec, split_file)
         path, _ = _resolve_split_file(spec, root, spec.location, None)
         return (spec.reader or read_split_file_dataset)(spec, spec.location, path)

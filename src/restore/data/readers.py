@@ -18,6 +18,7 @@ from restore.config import clip_text, short
 from restore.data.registry import DatasetSpec
 from restore.data.types import DatasetSplits, Datum
 from restore.errors import DataError, DataWarning
+from restore.openclip_files import open_clip_module
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
 SPLITS = ("train", "val", "test")
@@ -237,8 +238,6 @@ def standard_imagenet_classnames() -> tuple[str, ...]:
 
     Loaded by file (restore.openclip_files): no need to import open_clip for a list of names.
     """
-    from restore.openclip_files import open_clip_module
-
     return tuple(open_clip_module("zero_shot_metadata").IMAGENET_CLASSNAMES)
 
 

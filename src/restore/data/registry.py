@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from restore import plugins
 from restore.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ def unregister_dataset(name: str) -> None:
 
 def get_dataset(name: str) -> DatasetSpec:
     """A registered dataset by any of its names, or an image folder given by its path (`restore.data.folder`)."""
-    from restore.data.folder import folder_spec, looks_like_path
+    from restore.data.folder import folder_spec, looks_like_path  # cycle: restore.data.folder imports this module
 
     _ensure_builtins()
     key = _KEYS.get(normalise(name))
@@ -168,7 +169,6 @@ def list_datasets() -> list[str]:
 def _ensure_builtins() -> None:
     # Imported lazily so that the registry module itself stays free of the built-in table's imports. The
     # synthetic world's tasks and installed extensions' datasets come through `restore.plugins`.
-    from restore import plugins
-    from restore.data import builtin  # noqa: F401
+    from restore.data import builtin  # noqa: F401  # cycle: builtin imports this module to register
 
     plugins.load_group(plugins.DATASETS)

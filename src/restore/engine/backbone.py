@@ -15,6 +15,7 @@ import torch
 from restore import plugins
 from restore.clip import CLIP, build_model, get_config, load
 from restore.clip.config import ARCHITECTURES
+from restore.clip.model import compile_blocks
 from restore.errors import ConfigError
 
 # Seed of the random weights behind ``random:<arch>``: fixed, so every run (and every seed of a run) shares
@@ -113,7 +114,5 @@ def apply_model_options(clip: CLIP, model: Any) -> CLIP:
     clip.text_chunk = int(model.text_chunk)
     clip.transformer.grad_checkpointing = bool(model.text_checkpointing)
     if model.compile:
-        from restore.clip.model import compile_blocks
-
         compile_blocks(clip)
     return clip

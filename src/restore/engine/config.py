@@ -20,9 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+
+from restore import plugins
 from restore.config import apply_overrides, config_hash, from_dict, load_yaml, option, to_dict
+from restore.data import get_dataset
 from restore.engine.evaluate import dataset_title
-from restore.errors import ConfigError
+from restore.errors import ConfigError, RestoreError
 from restore.methods import MethodConfig, make_config, method_class
 from restore.methods.schedules import DEFAULT_SET, SET_HELP, check_set, schedule_settings
 
@@ -247,8 +251,6 @@ def default_root_for(dataset: str) -> Path | None:
     """The data root of a run that names none: a generated dataset (the synthetic world) has its own home;
     others use $RESTORE_DATA."""
     if dataset:
-        from restore.data import get_dataset
-
         spec = get_dataset(dataset)
         if spec.default_root is not None:
             return spec.default_root()
@@ -281,8 +283,6 @@ def build_run_config(data: dict[str, Any] | None) -> RunConfig:
 
 def _import_recorded(modules: Any) -> None:
     """A config's ``imports:`` are imported before its method and dataset are looked up."""
-    from restore import plugins
-
     if modules is None:
         return
     if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
@@ -332,7 +332,6 @@ def load_run_config(
                 raise ConfigError(f"config key {p!r} must be a section (a mapping)")
         node[last] = value.as_posix() if isinstance(value, Path) else value
     data = apply_overrides(data, list(overrides))
-    from restore import plugins
 
     plugins.record_imports(data)  # --import / $RESTORE_IMPORT of this process: the run records them
     return build_run_config(data)
@@ -364,11 +363,8 @@ def resolve(cfg: RunConfig, *, image_size: int | None = None, device_type: str =
 def _absolute_folder(dataset: str) -> str:
     """An image folder as its absolute path (``-d my_images`` from any folder is the same run), other names
     as they are."""
-    from restore.errors import RestoreError
-
     if not dataset:
         return dataset
-    from restore.data import get_dataset
 
     try:
         spec = get_dataset(dataset)
@@ -392,6 +388,5 @@ def resolve_precision(precision: str, device_type: str) -> str:
         return "fp32"
     if precision != "auto":
         return precision
-    import torch
 
     return "bf16" if torch.cuda.is_bf16_supported() else "amp"

@@ -4,16 +4,24 @@ registered dataset or a plain image folder (`restore zeroshot`)."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+from restore.clip.templates import check_template
+from restore.config import short
+from restore.data import DatasetSpec, Datum, ImageDataset, eval_transform, get_dataset, get_protocol, load_dataset
+from restore.data.folder import SPLIT_FILE, with_split_file
 from restore.engine.backbone import check_backbone, load_backbone
-from restore.engine.config import resolve_precision
+from restore.engine.config import MAX_BATCH, MAX_WORKERS, resolve_precision
 from restore.engine.device import resolve_device
 from restore.engine.evaluate import dataset_title, evaluate
 from restore.engine.precision import cast_for_precision
 from restore.engine.progress import RunLog
-from restore.engine.runs import CONFIG_FILE, MODEL_FILE, read_run_config
-from restore.errors import CheckpointError, ConfigError, DataError
+from restore.engine.runs import CONFIG_FILE, MODEL_FILE, read_run_config, run_dataset
+from restore.errors import CheckpointError, ConfigError, DataError, RestoreError
+from restore.methods import build_method, make_config
+from restore.methods.checkpoint import load_method, read_method
+from restore.results.records import harmonic_mean
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
@@ -21,9 +29,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".ti
 def check_loader_options(batch_size: Any, workers: Any) -> None:
     """The evaluation batch size and loader workers, checked before anything is loaded (the CLI passes them
     straight from its flags; a run's config checks its own with the same bounds)."""
-    from restore.config import short
-    from restore.engine.config import MAX_BATCH, MAX_WORKERS
-
     for flag, value, low, high, what in (
         ("--batch-size", batch_size, 1, MAX_BATCH, "images per evaluation step (default 100)"),
         ("--workers", workers, 0, MAX_WORKERS, "data-loader processes (0: load in the main process)"),
@@ -37,8 +42,6 @@ def test_splits(
 ) -> tuple[str, dict[str, Any]]:
     """(dataset title, {label: DatasetSplits}) whose test lists a protocol evaluates; no few-shot sampling.
     ``dataset``: a name, an image folder's path, or a spec."""
-    from restore.data import DatasetSpec, get_dataset, get_protocol, load_dataset
-
     spec = dataset if isinstance(dataset, DatasetSpec) else get_dataset(dataset)
     root = Path(root).expanduser()
     if spec.location is None and spec.generate is None and not root.is_dir():
@@ -52,11 +55,6 @@ def test_splits(
 def _run_split(config: Any, run_dir: Path, dataset: str) -> Any:
     """A run tested on its own dataset is tested on the split it trained with: an image folder's recorded
     split.json, else the run's split settings (data.split_file, data.split_*); another dataset as it comes."""
-    from restore.data import get_dataset
-    from restore.data.folder import SPLIT_FILE, with_split_file
-    from restore.engine.runs import run_dataset
-    from restore.errors import RestoreError
-
     if config is None or not config.data.dataset:
         return dataset
     spec = get_dataset(dataset)
@@ -73,9 +71,6 @@ def _run_split(config: Any, run_dir: Path, dataset: str) -> Any:
 
 
 def _score(method, splits: dict[str, Any], *, size: int, device, precision, batch_size, workers, progress, log):
-    from restore.data import ImageDataset, eval_transform
-    from restore.results.records import harmonic_mean
-
     transform = eval_transform(size)
     metrics: dict[str, Any] = {}
     for label, s in splits.items():
@@ -115,8 +110,6 @@ def evaluate_checkpoint(
     log: RunLog | None = None,
 ) -> dict[str, Any]:
     """Metrics of a trained method (a run directory or its model.safetensors) on ``dataset``'s test splits."""
-    from restore.methods.checkpoint import load_method, read_method
-
     check_loader_options(batch_size, workers)
     path = Path(checkpoint).expanduser()
     model_file = path / MODEL_FILE if path.is_dir() else path
@@ -154,8 +147,6 @@ def evaluate_checkpoint(
 
 def image_folder(folder: str | Path) -> tuple[list[str], list[Any]]:
     """(class names, Datum list) of ``<folder>/<class>/<image>``: classes are the sorted sub-folder names."""
-    from restore.data import Datum
-
     folder = Path(folder).expanduser().resolve()
     if not folder.is_dir():
         raise DataError(f"image folder {folder} does not exist", hint="lay it out as <folder>/<class>/*.jpg")
@@ -189,10 +180,6 @@ def zeroshot_eval(
     log: RunLog | None = None,
 ) -> dict[str, Any]:
     """Zero-shot CLIP on a registered dataset's test split(s) or on an image folder (split ``images``)."""
-    from types import SimpleNamespace
-
-    from restore.clip.templates import check_template
-    from restore.methods import build_method, make_config
 
     if (images is None) == (dataset is None):
         raise ConfigError("give either a dataset (with --root) or an image folder (--images), not both or neither")

@@ -14,20 +14,18 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from restore.clip.zeroshot import topk_correct
+from restore.data import get_dataset
 from restore.data.loader import ImageLoader
 from restore.engine.device import autocast
 from restore.engine.progress import EvalProgress, RunLog
 from restore.engine.seeding import worker_init
-from restore.errors import DataError
+from restore.errors import ConfigError, DataError
 from restore.methods import PromptedCLIP
 from restore.scale import distributed
 
 
 def dataset_title(name: str | None) -> str | None:
     """The CoOp class name of a registry dataset (``dtd`` -> ``DescribableTextures``), None if unregistered."""
-    from restore.data import get_dataset
-    from restore.errors import ConfigError
-
     if name is None:
         return None
     try:

@@ -73,7 +73,7 @@ def _holder(path: Path) -> str:
 
 def acquire(run_dir: str | Path) -> RunLock:
     """Take the run directory ``run_dir`` (created if missing) for this process, or raise `RunBusy`."""
-    import fcntl
+    import fcntl  # POSIX only: a module that imports this one stays importable elsewhere
 
     run_dir = Path(run_dir)
     created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]

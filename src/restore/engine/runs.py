@@ -33,8 +33,22 @@ from typing import Any
 
 import torch
 import yaml
+from torch.utils.data import DataLoader
 
+from restore.analysis.shift import measure_shifts
 from restore.clip import CLIP
+from restore.config import load_yaml
+from restore.data import (
+    ImageDataset,
+    ProtocolData,
+    eval_transform,
+    few_shot,
+    get_protocol,
+    load_dataset,
+    train_transform,
+)
+from restore.data.folder import SPLIT_FILE, FolderSplit, configured_spec, looks_like_path, write_split_file
+from restore.data.registry import get_dataset
 from restore.engine import ownership
 from restore.engine.backbone import apply_model_options, backbone_label, check_backbone, load_backbone
 from restore.engine.checkpointing import differences
@@ -47,10 +61,14 @@ from restore.engine.reserve import SpaceReserve
 from restore.engine.seeding import derive_seed, seed_everything
 from restore.engine.tracking import check_trackers, open_trackers
 from restore.engine.trainer import Trainer, TrainResult, TrainSettings
-from restore.errors import CheckpointError, ConfigError, DataError, RestoreError
+from restore.errors import CheckpointError, ConfigError, DataError, RestoreError, ResultsError
 from restore.fileio import atomic_write_json, atomic_write_text
 from restore.methods import PromptedCLIP, build_method
-from restore.results.records import code_version
+from restore.methods.checkpoint import save_method
+from restore.results import RunRecord, open_results
+from restore.results.grouping import class_subset_note
+from restore.results.records import code_version, harmonic_mean
+from restore.results.records import new_run_id as record_run_id
 from restore.scale import distributed
 
 CONFIG_FILE = "config.yaml"
@@ -112,8 +130,6 @@ def run_dir_for(config: RunConfig, dataset: str) -> Path:
 
 def _dataset_dir_name(dataset: str) -> str:
     """An image folder's runs go under its folder name (its path is in config.yaml), not a slug of the path."""
-    from restore.data.folder import looks_like_path
-
     return Path(dataset).name if looks_like_path(dataset) else dataset
 
 
@@ -123,8 +139,6 @@ def _slug(text: str) -> str:
 
 def run_dataset(config: RunConfig) -> Any:
     """The run's dataset spec: the registered dataset or image folder with the run's split settings."""
-    from restore.data.folder import FolderSplit, configured_spec
-
     d = config.data
     return configured_spec(
         d.dataset, split_file=d.split_file, split=FolderSplit(d.split_seed, d.split_val, d.split_test)
@@ -153,8 +167,6 @@ def _check_dataset(config: RunConfig) -> tuple[Any, str, Path]:
 def prepare_data(config: RunConfig, dataset: Any, root: Path) -> Any:
     """The protocol's training splits and evaluation splits (``restore.data.ProtocolData``). ``dataset``: a
     name or the spec `run_dataset` gives."""
-    from restore.data import ProtocolData, few_shot, get_protocol, load_dataset
-
     d = config.data
     if config.protocol == "train":
         splits = few_shot(load_dataset(dataset, root, classes=d.classes), d.shots, config.seed, strict=d.strict_shots)
@@ -252,21 +264,14 @@ def _write_config(run_dir: Path, config: RunConfig) -> None:
 
 def _write_split(plan: RunPlan) -> None:
     """A run of an image folder records the split it drew (a CoOp split file beside its config.yaml)."""
-    from restore.data.folder import SPLIT_FILE, write_split_file
-    from restore.data.registry import get_dataset
-
     spec = get_dataset(plan.dataset)
     if spec.location is not None and not plan.config.data.split_file:
-        from restore.data import load_dataset
-
         whole = load_dataset(run_dataset(plan.config), plan.config.data.root or spec.location)
         write_split_file(whole, plan.run_dir / SPLIT_FILE)
 
 
 def read_run_config(run_dir: str | Path) -> RunConfig:
     """The resolved config a run directory holds."""
-    from restore.config import load_yaml
-
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a run directory (no {CONFIG_FILE})", hint="pass the folder a run wrote")
@@ -291,14 +296,12 @@ class _Recorder:
         location = db_location(plan.config)
         if location is None:
             return
-        from restore.results import open_results
 
         self.store = open_results(location)
 
     def start(self) -> None:
         if self.store is None:
             return
-        from restore.results import RunRecord
 
         plan, run_id = self.plan, self.run_id
         c = plan.config
@@ -321,7 +324,6 @@ class _Recorder:
         left it in (missing, running, interrupted, failed, or finished already)."""
         if self.store is None:
             return
-        from restore.errors import ResultsError
 
         try:
             status = self.store.get(self.run_id).status
@@ -353,16 +355,12 @@ class _Recorder:
 
 
 def new_run_id(plan: RunPlan) -> str:
-    from restore.results.records import new_run_id as make
-
     c = plan.config
-    return make(c.method_name, plan.dataset, c.protocol, c.seed)
+    return record_run_id(c.method_name, plan.dataset, c.protocol, c.seed)
 
 
 # --- executing ------------------------------------------------------------------------------------------
 def _image_dataset(items: list, transform: Any, on_corrupt: str) -> Any:
-    from restore.data import ImageDataset
-
     return ImageDataset(items, transform, on_corrupt=on_corrupt)
 
 
@@ -462,7 +460,6 @@ def _execute_owned(plan: RunPlan, *, resume: bool, overwrite: bool, progress: bo
             log.info(f"data: {note}", echo=False)
         train_set = _train_set(plan, log)
         result = _train(plan, train_set, log, resume=resume, progress=progress, heartbeat=recorder.heartbeat)
-        from restore.methods.checkpoint import save_method
 
         save_method(plan.method, plan.run_dir / MODEL_FILE, extra={"run_id": run_id, "config_hash": c.hash()})
         timings.update(train_s=round(result.train_s, 3), steps=result.steps, epochs=result.epochs)
@@ -528,8 +525,6 @@ def _follow(plan: RunPlan, *, resume: bool) -> RunResult:
 
 def _train_set(plan: RunPlan, log: RunLog) -> Any:
     """The training images (None when the run does not train); with on_corrupt=skip, bad files left out."""
-    from restore.data import train_transform
-
     c = plan.config
     if c.epochs == 0 or not plan.method.learnable_parameters():
         return None
@@ -582,9 +577,6 @@ def _train(
 
 
 def _evaluate_all(plan: RunPlan, log: RunLog, *, progress: bool | None) -> tuple[dict[str, Any], int]:
-    from restore.data import eval_transform
-    from restore.results.records import harmonic_mean
-
     c = plan.config
     metrics: dict[str, Any] = {}
     skipped = 0
@@ -609,7 +601,6 @@ def _evaluate_all(plan: RunPlan, log: RunLog, *, progress: bool | None) -> tuple
     if c.protocol == "b2n":
         metrics["hm"] = harmonic_mean(metrics["base"]["top1"], metrics["novel"]["top1"])
     if c.data.classes != "all":  # reports label a class-subset run "dtd (10/47 classes)"
-        from restore.results.grouping import class_subset_note
 
         kept = class_subset_note([*plan.data.notes, *plan.data.train.notes])
         metrics.setdefault("extra", {})["classes"] = kept or {"subset": False}
@@ -632,9 +623,6 @@ def _evaluate_all(plan: RunPlan, log: RunLog, *, progress: bool | None) -> tuple
 def _shift_profile(plan: RunPlan, transform: Any) -> dict[str, Any]:
     """The trained method's per-layer feature shift on (up to ``shift_images``) training images: what
     `restore analyze` measures, recorded with every run for the report's curves."""
-    from torch.utils.data import DataLoader
-
-    from restore.analysis.shift import measure_shifts
 
     c = plan.config
     items = plan.data.train.train

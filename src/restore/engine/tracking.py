@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from restore.config import flatten
 from restore.errors import ConfigError
 from restore.fileio import atomic_write, atomic_write_json
+from restore.scale import distributed
 
 TRACKERS = ("tensorboard", "jsonl", "wandb", "mlflow")
 SCALARS_FILE = "scalars.jsonl"
@@ -73,8 +74,6 @@ def check_trackers(names: list[str]) -> None:
 
 def open_trackers(names: list[str], run_dir: Path, *, name: str = "", config: dict[str, Any] | None = None) -> Tracker:
     """The trackers ``names`` of the run in ``run_dir`` as one; under torchrun only rank 0 writes."""
-    from restore.scale import distributed
-
     if not distributed.is_main():
         return Trackers([])
     check_trackers(names)
@@ -422,7 +421,7 @@ class MlflowTracker:
 
     def begin(self, step: int) -> None:
         mlflow = importlib.import_module("mlflow")
-        from mlflow.entities import Param
+        from mlflow.entities import Param  # optional: mlflow
 
         self.client = mlflow.tracking.MlflowClient()
         self.run_id = _ids(self.run_dir).get("mlflow", "")
@@ -439,7 +438,7 @@ class MlflowTracker:
             self.client.update_run(self.run_id, status="RUNNING")
 
     def log(self, step: int, scalars: Mapping[str, float]) -> None:
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric  # optional: mlflow
 
         if self.client is None:
             self.begin(0)

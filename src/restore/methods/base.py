@@ -18,11 +18,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from restore import plugins
 from restore.clip.model import CLIP, ShiftRequest, ShiftStats
 from restore.clip.tokenizer import tokenize
 from restore.clip.zeroshot import clean_classname
 from restore.config import describe, from_dict
 from restore.errors import CheckpointError, ConfigError
+from restore.methods.schedules import describe_schedules
 
 # --- configs and the registry ---------------------------------------------------------------------------
 # Prompt lengths checked when a method's config is read (before anything is allocated): a text prompt lives in
@@ -61,8 +63,6 @@ def register(cls: type[MethodConfig]) -> type[MethodConfig]:
 
 def _load_extensions() -> None:
     """Methods of installed extensions (entry points, `restore.plugins`) register on the first look-up."""
-    from restore import plugins
-
     plugins.load_group(plugins.METHODS)
 
 
@@ -98,8 +98,6 @@ def build_method(
 
 def method_table() -> list[dict[str, Any]]:
     """What `restore methods` prints: name, summary, schedule of each set and protocol, config fields."""
-    from restore.methods.schedules import describe_schedules
-
     return [
         {
             "name": cls.name,

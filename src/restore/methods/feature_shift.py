@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from restore.clip.model import ShiftStats
 from restore.methods.base import LossTerm, Output, PromptedCLIP
+from restore.scale.distributed import batch_mean
 
 Measure = Literal["activation", "parameter"]
 Normalisation = Literal["rms", "relative"]
@@ -128,7 +129,6 @@ class ShiftMeasure(nn.Module):
         if self.measure == "activation":
             # Images differ per rank in a distributed run: their mean shift is over the global batch (the
             # text side encodes the same class prompts on every rank).
-            from restore.scale.distributed import batch_mean
 
             vision = activation_shifts(out.vision_shifts, self.normalisation, batch_mean)
             text = activation_shifts(out.text_shifts, self.normalisation)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from restore.clip.model import CLIP
+from restore.clip.templates import resolve
 from restore.clip.tokenizer import encode, tokenize
 from restore.clip.zeroshot import EnsembleMode, class_text_features
 from restore.errors import ConfigError
@@ -41,8 +42,6 @@ class HandcraftedText(TextPart):
 
     def use_dataset(self, dataset: str | None) -> None:
         if self.spec is not None:
-            from restore.clip.templates import resolve
-
             self.templates = resolve(self.spec, dataset)
 
 

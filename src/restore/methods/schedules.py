@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from restore.data import get_dataset
+from restore.data.registry import normalise
 from restore.errors import ConfigError
 
 SCHEDULE_SETS = ("own", "restore_paper")
@@ -76,11 +78,8 @@ class Schedule:
 def _is_imagenet(dataset: str) -> bool:
     if not dataset:
         return False
-    from restore.data.registry import normalise
 
     try:
-        from restore.data import get_dataset
-
         return get_dataset(dataset).name == "imagenet"
     except ConfigError:
         return normalise(dataset) == "imagenet"

@@ -113,6 +113,7 @@ def report(
     with open_results(location, readonly=True) as store:
         records = store.query(**filters)
         if claims is not None:  # the sweep file says which runs; the table filters do not narrow them
+            # slow: claims and grids load the engine (torch), which other commands do not pay for
             from restore.results.claims import claims_for
             from restore.scale.grid import load_grid
 
@@ -146,7 +147,7 @@ def report(
         for path in write_report(rep, out, documents):
             typer.echo(f"wrote {path}")
     elif documents:
-        from restore.results.latex import render_latex
+        from restore.results.latex import render_latex  # slow: latex imports report (matplotlib)
 
         render = {"markdown": render_markdown, "html": render_html, "latex": render_latex}[documents[0]]
         sys.stdout.write(render(rep))
@@ -183,6 +184,7 @@ def runs(
         for r in records:
             typer.echo(json.dumps(r.to_dict(), sort_keys=True))
         return
+    # slow: rich is not loaded for `restore --help`
     from rich.console import Console
     from rich.table import Table
 

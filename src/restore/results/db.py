@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from restore.errors import ConfigError, ResultsError
 from restore.results.records import RunRecord, canonical_json, utc_now
@@ -235,8 +236,6 @@ class SQLiteStore:
     def _open_readonly(self) -> sqlite3.Connection:
         """A connection that never writes: ``mode=ro``; where SQLite cannot even make the WAL index beside a
         WAL database (a read-only folder or file system, so nobody can be writing it), ``immutable=1``."""
-        from urllib.parse import quote
-
         base = f"file:{quote(str(self.path.resolve()))}"
         for flags in ("mode=ro", "immutable=1"):
             conn = sqlite3.connect(f"{base}?{flags}", uri=True, timeout=self.timeout_s, isolation_level=None,

@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from restore.config import flatten
+from rich.table import Table
+from rich.text import Text
+
+from restore.config import flatten, load_yaml
 from restore.errors import ConfigError
 
 CONFIG_FILE, METRICS_FILE, RUN_FILE = "config.yaml", "metrics.json", "run.json"
@@ -96,8 +99,6 @@ class RunDiff:
 # --- reading a run folder -------------------------------------------------------------------------------
 def read_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(config mapping, metrics.json or None when the run has not finished) of a run folder."""
-    from restore.config import load_yaml
-
     path = Path(run_dir)
     if not (path / CONFIG_FILE).is_file():
         raise ConfigError(
@@ -116,7 +117,7 @@ def read_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None
 
 # --- the three comparisons ------------------------------------------------------------------------------
 def _affects_result(key: str) -> bool:
-    from restore.engine.config import ADMIN_KEYS
+    from restore.engine.config import ADMIN_KEYS  # slow: the engine loads torch
 
     return not any(key == k or key.startswith(f"{k}.") for k in ADMIN_KEYS)
 
@@ -197,9 +198,6 @@ def _num(value: float | None, digits: int, sign: bool = False) -> str:
 
 def render(d: RunDiff) -> list[Any]:
     """Rich renderables: the config, metrics and shift tables (what the terminal shows)."""
-    from rich.table import Table
-    from rich.text import Text
-
     out: list[Any] = [Text(f"A: {d.a}\nB: {d.b}")]
     if d.config:
         t = Table(title="config (keys that differ)", title_justify="left")

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from restore import __version__
 from restore.errors import ResultsError
 
 PROTOCOLS = ("b2n", "xd", "dg", "fewshot", "train")
@@ -88,8 +89,6 @@ def config_hash(config: Mapping[str, Any], ignore: Iterable[str] = ()) -> str:
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """Package version, plus `+g<commit>` (and `.dirty`) when the code runs from a git checkout."""
-    from restore import __version__
-
     repo = Path(__file__).resolve().parents[3]
     if not (repo / ".git").exists():
         return __version__

@@ -15,6 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table as RichTable
+from rich.text import Text
+
 from restore.errors import ResultsError
 from restore.results.aggregate import (
     B2NTable,
@@ -265,7 +270,7 @@ def build_report(
 
 def claims_section(claims: Sequence[Claim], sweep: str = "") -> Section:
     """The paper's claims as one table: a row per claim with its verdict, then a row per check."""
-    from restore.results.claims import AVERAGES, RULES
+    from restore.results.claims import AVERAGES, RULES  # slow: claims loads the engine (torch)
 
     rows = []
     missing: set[str] = set()
@@ -427,9 +432,6 @@ def _average_columns(g: Grid) -> set[int]:
 
 def render_terminal(report: Report, console=None) -> None:
     """Rich tables, one per section, footnotes under each."""
-    from rich.console import Console
-    from rich.markup import escape
-
     console = console or Console()
     for note in report.notes:  # notes and footnotes are plain text: "[key=value]" is not rich markup
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
@@ -441,9 +443,6 @@ def render_terminal(report: Report, console=None) -> None:
 
 
 def _wide_table(section: Section):
-    from rich.table import Table as RichTable
-    from rich.text import Text  # labels are plain text: a tag such as "[method.n_ctx=2]" is not markup
-
     g = section.grid
     t = RichTable(title=section.title, title_style="bold", header_style="bold", show_lines=False)
     t.add_column(g.first, justify="left", max_width=48, overflow="fold")
@@ -461,6 +460,7 @@ def _wide_table(section: Section):
         if row.published and not seen_published:
             t.add_section()
             seen_published = True
+        # labels are plain text: a tag like "[method.n_ctx=2]" is not markup
         t.add_row(*map(Text, (row.label, *row.cells)), style="italic dim" if row.published else None)
     return t
 
@@ -468,9 +468,6 @@ def _wide_table(section: Section):
 def _long_table(section: Section, width: int):
     """A wide grouped table (datasets side by side) does not fit a narrow terminal: one row per method and
     group instead. None when the wide table fits or the groups do not share their columns."""
-    from rich.table import Table as RichTable
-    from rich.text import Text
-
     g = section.grid
     if not g.groups or not g.rows:
         return None

@@ -28,9 +28,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import Sampler
 
+import restore.errors as errors
 from restore.errors import ConfigError, RestoreError
 
 ENV_KEYS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -84,7 +87,6 @@ def init_from_env(device: torch.device) -> World | None:
             f"WORLD_SIZE={size} but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set",
             hint="launch distributed runs with torchrun (torchrun --nproc-per-node N -m restore train ...)",
         )
-    import torch.distributed as dist
 
     if not dist.is_available():
         raise ConfigError("this torch build has no torch.distributed", hint="run in one process, without torchrun")
@@ -127,7 +129,6 @@ def shutdown() -> None:
     global _WORLD
     if _WORLD is None:
         return
-    import torch.distributed as dist
 
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -156,15 +157,12 @@ def receive_outcome() -> Any:
     payload = _broadcast(None)
     if payload[0] == "ok":
         return payload[1]
-    import restore.errors as errors
 
     cls = getattr(errors, payload[1], RestoreError)
     raise cls(payload[2], hint=payload[3])
 
 
 def _broadcast(obj: Any) -> Any:
-    import torch.distributed as dist
-
     assert _WORLD is not None
     box = [obj]
     dist.broadcast_object_list(box, src=0, group=_WORLD.stats_group, device=_WORLD.device)
@@ -176,7 +174,6 @@ def all_reduce_sum(values: Sequence[float]) -> list[float]:
     """Element-wise sums over ranks (float64; exact for counts); the values themselves in one process."""
     if _WORLD is None:
         return [float(v) for v in values]
-    import torch.distributed as dist
 
     t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_WORLD.device)
     dist.all_reduce(t, group=_WORLD.stats_group)
@@ -213,8 +210,6 @@ class _SumOverRanks(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, tensor: Tensor, group: Any) -> Tensor:
-        import torch.distributed as dist
-
         ctx.group = group
         out = tensor.clone(memory_format=torch.contiguous_format)
         dist.all_reduce(out, group=group)
@@ -228,8 +223,6 @@ class _SumOverRanks(torch.autograd.Function):
 def wrap_ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """DistributedDataParallel over the module's trainable parameters only: the frozen backbone and the
     buffers (identical on every rank by construction) are neither broadcast nor synchronised."""
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     ignore = [n for n, p in module.named_parameters() if not p.requires_grad]
     ignore += [n for n, _ in module.named_buffers()]
     DDP._set_params_and_buffers_to_ignore_for_model(module, ignore)

@@ -44,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,9 +52,13 @@ from pathlib import Path
 from typing import Any
 
 from restore import plugins
+from restore.clip.config import get_config
 from restore.config import load_yaml
+from restore.data import get_dataset
+from restore.engine.backbone import check_backbone, load_backbone
 from restore.engine.config import RunConfig, build_run_config, resolve, resolve_precision
 from restore.errors import ConfigError, RestoreError
+from restore.results.records import config_hash
 
 GRID_KEYS = (
     "name", "config", "out", "db", "protocols", "methods", "datasets", "shots", "seeds", "set", "grid", "include",
@@ -406,8 +411,6 @@ def _axis_value(value: Any, axis: str, where: str) -> Any:
 
 
 def _key(cell: Cell) -> str:
-    import json
-
     return json.dumps(cell.config.identity(), sort_keys=True, default=str)
 
 
@@ -476,9 +479,6 @@ def _put(data: dict[str, Any], key: str, value: Any, label: str) -> None:
 
 def _check_cell(config: RunConfig) -> None:
     """What a run would reject that needs no disk: the protocol, the dataset name, the backbone setting."""
-    from restore.data import get_dataset
-    from restore.engine.backbone import check_backbone
-
     spec = get_dataset(config.data.dataset) if config.data.dataset else None
     if spec is None:
         raise ConfigError("no dataset given", hint="list datasets under `datasets:`")
@@ -495,9 +495,6 @@ def _check_cell(config: RunConfig) -> None:
 def backbone_image_size(spec: str) -> int:
     """The input resolution of a backbone setting, from its architecture name without loading weights when
     it has one (``ViT-B/16``, ``random:tiny``); otherwise the weights are loaded once (on the CPU)."""
-    from restore.clip.config import get_config
-    from restore.engine.backbone import load_backbone
-
     s = spec.strip()
     try:
         return get_config(s.split(":", 1)[1] if s.lower().startswith("random:") else s).vision.image_size
@@ -517,8 +514,6 @@ def expected_hashes(cell: Cell, device_type: str) -> frozenset[str]:
 def record_hash(config: RunConfig) -> str:
     """The config hash a run's database row carries (`restore.results.records.config_hash` of the resolved
     config's identity; the run directory's name uses a shorter one)."""
-    from restore.results.records import config_hash
-
     return config_hash(config.identity())
 
 

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import restore
 from restore.errors import ConfigError
 from restore.scale.jobs import Job, failed
@@ -35,8 +37,6 @@ def available_cores() -> int:
 
 def visible_gpus() -> list[str]:
     """The GPUs this process may use (``CUDA_VISIBLE_DEVICES`` entries, else 0..count-1)."""
-    import torch
-
     if not torch.cuda.is_available():
         return []
     env = os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -21,11 +21,12 @@ from typing import Any
 
 from restore.errors import ConfigError
 from restore.scale.jobs import Job, failed
+from restore.scale.worker import run_cell
 
 
 def _ray() -> Any:
     try:
-        import ray
+        import ray  # optional: pip install restore[ray]
     except ImportError:
         raise ConfigError(
             "--ray-address needs Ray, which is not installed", hint="pip install 'restore[ray]' (ray[default])"
@@ -67,7 +68,6 @@ class RayExecutor:
             self.threads = max(1, min(node_cpus) // (workers or 1))
             self.capacity = sum(c // self.threads for c in node_cpus)
             resources = {"num_cpus": self.threads}
-        from restore.scale.worker import run_cell
 
         self._remote = ray.remote(max_calls=1, max_retries=0)(run_cell)
         self._resources = resources

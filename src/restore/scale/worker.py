@@ -11,6 +11,7 @@ every outcome, so the database needs to be reachable from the driver only.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -31,7 +32,7 @@ PARENT_ENV = "RESTORE_SWEEP_DRIVER"  # the driver's pid: the local executor's ch
 def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     """Run the cell ``spec`` describes (``config``: the nested run-config mapping; ``threads``: torch's
     intra-op threads; ``device``: cpu or cuda). Never raises for a failed run: the outcome says why."""
-    import torch
+    import torch  # slow: main() sets the parent-death signal before torch and the engine load
 
     threads = spec.get("threads")
     if threads:
@@ -40,7 +41,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     outcome: dict[str, Any] = {"status": "failed", "host": socket.gethostname(), "pid": os.getpid()}
     plan = None
     try:
-        from restore.engine.runs import execute, plan_run
+        from restore.engine.runs import execute, plan_run  # slow: as torch above; the driver imports this module
 
         data = {**spec["config"], "device": spec.get("device", "auto"), "quiet": True, "db": "none"}
         plan = plan_run(data)
@@ -85,8 +86,6 @@ def die_with_parent(parent: int) -> None:
 
     On Linux the kernel does it (``prctl(PR_SET_PDEATHSIG)``); elsewhere a thread checks every second."""
     if sys.platform.startswith("linux"):
-        import ctypes
-
         pr_set_pdeathsig = 1
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) == 0:

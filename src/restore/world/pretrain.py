@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from restore.clip.model import CLIP
 from restore.clip.tokenizer import tokenize
@@ -30,6 +33,7 @@ from restore.errors import ConfigError
 from restore.world.generator import Scene, WorldConfig, generate
 from restore.world.model import ModelSize, build_world_clip
 from restore.world.tasks import PROBES, TASKS, ZERO_SHOT_TEMPLATE, task_images
+from restore.world.weights import save_clip
 from restore.world.zeroshot import to_input, zero_shot_accuracy
 
 
@@ -201,9 +205,6 @@ def world_at(cfg: PretrainConfig, step: int) -> WorldConfig:
 
 
 def _machine(threads: int) -> str:
-    import os
-    import platform
-
     cpu = platform.processor() or platform.machine()
     return f"{platform.system()} {cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}, {threads} thread(s)"
 
@@ -321,15 +322,6 @@ class _NoBar:
 def _progress_bar(show: bool, total: int):
     if not show:
         return _NoBar()
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -343,8 +335,6 @@ def _progress_bar(show: bool, total: int):
 def save_run(result: PretrainResult, out_dir: Path | str, name: str = "world_clip") -> dict[str, Path]:
     """Write ``<name>.safetensors`` (config and zero-shot numbers in its metadata), ``<name>.yaml`` (the
     config that reproduces it) and ``<name>.json`` (the training record)."""
-    from restore.world.weights import save_clip
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     record = result.record()

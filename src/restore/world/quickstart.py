@@ -76,7 +76,7 @@ def _world_tasks(grid: dict) -> list[str]:
 
 def write_quickstart_report(result: SweepResult, folder: Path) -> list[Path]:
     """Markdown and a self-contained HTML page (tables, Base/Novel/HM bars, per-layer feature shift)."""
-    from restore.results.report import build_report, write_report
+    from restore.results.report import build_report, write_report  # slow: matplotlib, for the report only
 
     records = sweep_records(result)
     if not records:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from restore.errors import ConfigError, DataError
 from restore.world import lexicon as L
@@ -197,8 +198,6 @@ def _manifest(task: Task) -> dict:
 
 
 def _write(task: Task, out: Path) -> None:
-    from PIL import Image
-
     images_dir = out / "images"
     split_data: dict[str, list] = {}
     names = task.classnames

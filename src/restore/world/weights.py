@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from restore.clip.load import CONFIG_KEY, save_clip
+from safetensors import safe_open
+
+from restore.clip.load import CONFIG_KEY, load, save_clip
 from restore.clip.model import CLIP
 from restore.errors import CheckpointError
 
@@ -16,8 +18,6 @@ SHIPPED = WEIGHTS_DIR / "world_clip.safetensors"
 
 
 def read_metadata(path: Path | str) -> dict[str, str]:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
@@ -27,8 +27,6 @@ def read_metadata(path: Path | str) -> dict[str, str]:
 
 def load_clip(path: Path | str) -> CLIP:
     """A world CLIP (or any CLIP saved by `save_clip`), in eval mode; refuses files without our config."""
-    from restore.clip.load import load
-
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}", hint="run `restore world pretrain` to make one")

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from restore.clip.model import CLIP
 from restore.clip.tokenizer import tokenize
+from restore.world.tasks import get_task, task_images
 
 # OpenAI CLIP's normalisation: the world model is trained with it so the standard CLIP transforms apply.
 MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -55,8 +56,6 @@ def zero_shot_accuracy(
 def base_novel_zero_shot(model: CLIP, task: str, template: str = "a photo of a {}.") -> tuple[float, float]:
     """(base, novel) top-1 of zero-shot CLIP on a world task's test split, each half classified among its own
     classes as base-to-novel does (base = the first ceil(n/2) labels)."""
-    from restore.world.tasks import get_task, task_images
-
     names = get_task(task).classnames
     images, labels = task_images(task, "test")
     n_base = (len(names) + 1) // 2
