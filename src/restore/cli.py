@@ -427,6 +427,53 @@ def analyze(
         typer.echo(f"  {name}: {path}")
 
 
+# --- restore predict: a trained run on the user's own images (restore.engine.predict) ---------------------
+@app.command()
+@clean_errors
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run's folder (the one holding model.safetensors).")],
+    images: Annotated[list[Path], typer.Argument(help="Image files, or folders searched for image files.")],
+    classes: Annotated[
+        str | None, typer.Option("--classes", help='Class names, comma-separated (default: every class of the run).')
+    ] = None,
+    classes_file: Annotated[
+        Path | None, typer.Option("--classes-file", help="Class names, one a line (instead of --classes).")
+    ] = None,
+    top: Annotated[int, typer.Option("--top", help="Classes shown per image.", min=1, max=1000)] = 5,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the predictions to a JSON file.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "cpu",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.", min=1, max=4096)] = 32,
+) -> None:
+    """Classify images with a trained run: its model, its test preprocessing, and by default every class of its
+    dataset (after base-to-novel: base and novel); any other class names with --classes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from restore.api import load_run
+    from restore.engine.predict import image_files, parse_classes
+
+    names = parse_classes(classes, classes_file)
+    files = image_files(images)  # a wrong path fails before the model loads
+    loaded = load_run(run_dir, device=device, classes=names)
+    result = loaded.predict(files, batch_size=batch_size)
+    console = Console()
+    k = min(top, len(result.classnames))
+    origin = "given" if names is not None else "the run's"
+    console.print(
+        f"{loaded.config.method_name} run {run_dir}: {len(result.sources)} image(s), {len(result.classnames)} "
+        f"classes ({origin}), top {k}",
+        highlight=False, soft_wrap=True,
+    )  # fmt: skip
+    for source, row in zip(result.sources, result.top(k), strict=True):
+        t = Table(title=source, title_justify="left")
+        for col, justify in (("#", "right"), ("class", "left"), ("probability", "right")):
+            t.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        for rank, (name, p) in enumerate(row, 1):
+            t.add_row(str(rank), name, f"{100 * p:.2f}%")
+        console.print(t)
+    _write_json(json_out, {"run": str(run_dir), "classes": result.classnames, "predictions": result.to_json(k)})
+
+
 def _root(root: Path | None) -> Path:
     from restore.engine.config import default_data_root
     from restore.errors import ConfigError

@@ -648,8 +648,17 @@ def _write_metrics(
             "timings": timings,
             "history": history,
             "notes": list(plan.data.train.notes),
+            "classnames": run_classnames(plan),
         },
     )
+
+
+def run_classnames(plan: RunPlan) -> list[str]:
+    """Every class of the run's dataset in label order, recorded so that `restore predict` classifies all of
+    them by default: the training classes, and after base-to-novel the novel ones behind them."""
+    names = list(plan.data.train.classnames)
+    novel = plan.data.evaluate.get("novel") if plan.config.protocol == "b2n" else None
+    return names + [n for n in (novel.classnames if novel is not None else []) if n not in names]
 
 
 def run(
