@@ -404,11 +404,22 @@ def analyze(
     no_zero_shot: Annotated[
         bool, typer.Option("--no-zero-shot", help="Do not evaluate zero-shot CLIP for the gains.")
     ] = False,
+    words: Annotated[
+        int | None,
+        typer.Option(
+            "--words", help="Instead: the K vocabulary words nearest to each learned text context vector (CoOp's "
+            "interpret_prompt), printed and written to <out>/words.json.", metavar="K",
+        ),
+    ] = None,
 ) -> None:
-    """Feature-shift diagnostics: per-layer shifts (JSON) and the paper's Fig. 3, 4a and 5 as PNG files."""
+    """Feature-shift diagnostics: per-layer shifts (JSON) and the paper's Fig. 3, 4a and 5 as PNG files; or,
+    with --words K, the nearest vocabulary words of each learned context vector."""
     from restore.analysis.analyze import analyze_runs, summary_lines
     from restore.errors import ConfigError, DataError
 
+    if words is not None:
+        _analyze_words(runs, words, out, device)
+        return
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file", hint="pass a folder for the analysis JSON and the figures")
     try:
@@ -472,6 +483,38 @@ def predict(
             t.add_row(str(rank), name, f"{100 * p:.2f}%")
         console.print(t)
     _write_json(json_out, {"run": str(run_dir), "classes": result.classnames, "predictions": result.to_json(k)})
+
+
+def _analyze_words(runs: list[Path], k: int, out: Path, device: str) -> None:
+    """`restore analyze --words K`: a table per run of each learned context vector's nearest words."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from restore.analysis.words import nearest_words
+    from restore.engine.backbone import load_backbone
+    from restore.engine.device import resolve_device
+    from restore.engine.runs import MODEL_FILE, read_run_config
+    from restore.errors import CheckpointError
+    from restore.fileio import atomic_write_json
+    from restore.methods.checkpoint import load_method
+
+    console = Console()
+    result = []
+    for run in runs:
+        config = read_run_config(run)
+        if not (run / MODEL_FILE).is_file():
+            raise CheckpointError(f"{run} holds no trained model ({MODEL_FILE})", hint="pass a finished run's folder")
+        clip = load_backbone(config.model.backbone, resolve_device(device))
+        found = nearest_words(load_method(run / MODEL_FILE, clip, expect_method=config.method_name), k)
+        t = Table(title=f"{config.method_name}: {run}", title_justify="left")
+        t.add_column("context")
+        t.add_column(f"nearest {k} words (Euclidean distance)", overflow="fold")
+        for c in found:
+            t.add_row(c.position, ", ".join(f"{w!r} {d:.3f}" for w, d in c.words))
+        console.print(t)
+        result.append({"run": str(run), "method": config.method_name, "contexts": [c.to_dict() for c in found]})
+    path = atomic_write_json(Path(out) / "words.json", result)
+    typer.echo(f"wrote {path}")
 
 
 def _root(root: Path | None) -> Path:
