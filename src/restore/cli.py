@@ -649,18 +649,30 @@ def sweep(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs and which are done; start none.")] = False,
     db: Annotated[str | None, typer.Option("--db", help="Results database (default <out>/results.sqlite).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder of run directories (default runs).")] = None,
+    root: Annotated[
+        Path | None,
+        typer.Option("--root", "-r", help="Data root of every cell whose grid names none (default $RESTORE_DATA)."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="Override a config key in every cell, over the grid file (repeatable).",
+                     metavar="K=V"),
+    ] = None,
 ) -> None:
     """Run a grid of runs (local processes or a Ray cluster), skipping those the database holds finished.
 
-    Failed runs are recorded with their error (and retried with --retries) without stopping the others; the
-    exit code is 1 when a run failed. Stop it any time: the same command continues where it stopped.
+    Failed runs are recorded with their error (and retried with --retries) without stopping the others; after
+    3 runs failed with the same error no new cell starts. The exit code is 1 when a run failed. Stop it any
+    time: the same command continues where it stopped.
     """
+    from restore.engine.config import default_data_root
     from restore.scale.sweep import run_sweep
 
     try:
         result = run_sweep(
-            grid, ray_address=ray_address, retries=retries, workers=workers, dry_run=dry_run, db=db, out=out
-        )
+            grid, ray_address=ray_address, retries=retries, workers=workers, dry_run=dry_run, db=db, out=out,
+            root=root if root is not None else default_data_root(), overrides=set_ or [],
+        )  # fmt: skip
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     if result.failed:

@@ -25,6 +25,7 @@ import collections
 import dataclasses
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,22 @@ from rich.console import Console
 from rich.markup import escape  # run labels carry tags such as [method.n_ctx=2]
 
 from restore.errors import ConfigError, ResultsError
-from restore.scale.grid import Cell, Grid, describe_cells, expand, load_grid, record_hash, resolved_configs
+from restore.scale.grid import (
+    Cell,
+    Grid,
+    describe_cells,
+    expand,
+    load_grid,
+    record_hash,
+    resolved_configs,
+    with_command_line,
+)  # fmt: skip
 from restore.scale.jobs import Executor, Job
 
 BUSY_WAIT_S = 2.0  # how often a sweep looks again at a cell whose run directory another process owns
+# After this many runs failed with the same error, start no new cell: the next would fail the same way (a
+# missing data root, a wrong backbone path) and only bury the cause under copies of it.
+SAME_FAILURE_STOP = 3
 
 
 @dataclass
@@ -61,6 +74,7 @@ class SweepResult:
     out: Path
     results: list[CellResult]
     dry_run: bool = False
+    stopped: str | None = None  # why the sweep started no more cells (the same failure again and again)
 
     def _with(self, status: str) -> list[CellResult]:
         return [r for r in self.results if r.status == status]
@@ -112,6 +126,9 @@ def run_sweep(
     live: bool | None = None,
     report: bool = True,
     max_cells: int | None = None,
+    root: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    stop_after: int = SAME_FAILURE_STOP,
 ) -> SweepResult:
     """Run every cell of ``grid`` (a grid file or a parsed `Grid`) that the database does not hold finished.
 
@@ -123,6 +140,8 @@ def run_sweep(
         raise ConfigError(f"--retries must be 0 or more, got {retries}")
     console = console or Console(stderr=True)
     g = grid if isinstance(grid, Grid) else load_grid(grid)
+    if root is not None or overrides:
+        g = with_command_line(g, root=root, overrides=overrides)
     cells = expand(g, limit=max_cells)  # counted first, then every cell checked before anything else happens
     out_path, location = sweep_locations(g, out, db)
     if dry_run:
@@ -150,7 +169,7 @@ def run_sweep(
             f"{len(todo)} to run. {executor.describe()}. Results: {location}",
             highlight=False,
         )
-        driver = _Driver(executor, store, configs, out_path, retries, console, live)
+        driver = _Driver(executor, store, configs, out_path, retries, console, live, stop_after=stop_after)
         results += driver.run(todo)
     finally:
         if own:
@@ -159,7 +178,7 @@ def run_sweep(
             store.close()
     order = {id(c): i for i, c in enumerate(cells)}
     results.sort(key=lambda r: order[id(r.cell)])
-    result = SweepResult(g.name, location, out_path, results)
+    result = SweepResult(g.name, location, out_path, results, stopped=driver.stopped)
     if report:
         print_report(result, console)
     return result
@@ -186,10 +205,15 @@ class _Driver:
         retries: int,
         console: Console,
         live: bool | None,
+        *,
+        stop_after: int = SAME_FAILURE_STOP,
     ) -> None:
         self.executor, self.store, self.configs, self.out, self.retries = executor, store, configs, out, retries
         self.progress = SweepProgress(console, live=live)
         self._fallback_ids: dict[int, str] = {}
+        self.stop_after = stop_after
+        self.failures: collections.Counter[str] = collections.Counter()
+        self.stopped: str | None = None
 
     def run(self, todo: list[tuple[int, Cell]]) -> list[CellResult]:
         queue = collections.deque(Job(cell, 1, self._spec(cell), key) for key, cell in todo)
@@ -236,6 +260,9 @@ class _Driver:
                     else:
                         results.append(self._result(job, outcome, run_id, seconds))
                         self.progress.failed(job, outcome, self.retries + 1)
+                        if self._same_failure_again(str(outcome.get("error")), queue, waiting, results):
+                            queue.clear()
+                            waiting = []
                     self.progress.update(running=running)
         except KeyboardInterrupt:
             self.progress.stop()
@@ -249,6 +276,26 @@ class _Driver:
         finally:
             self.progress.stop()
         return results
+
+    def _same_failure_again(self, error: str, queue: Any, waiting: list, results: list[CellResult]) -> bool:
+        """After `stop_after` runs failed with ``error``, the cells not started are left (status pending) and
+        the sweep says why; True when it stops starting cells."""
+        self.failures[error] += 1
+        left = [*queue, *(job for _, job in waiting)]
+        if self.stopped is not None or self.failures[error] < self.stop_after or not left:
+            return False
+        results += [CellResult(job.cell, "pending", attempts=job.attempt - 1) for job in left]
+        self.stopped = (
+            f"{self.failures[error]} runs failed with the same error, so {len(left)} cell(s) were not started: "
+            f"{error}"
+        )
+        self.progress.total -= len(left)
+        self.progress.console.print(
+            f"[red]stopping[/]: {escape(self.stopped)}\n  fix the cause and run the same command again: finished "
+            "runs are kept, the failed and the unstarted cells run",
+            highlight=False,
+        )
+        return True
 
     def _finished_elsewhere(self, cell: Cell) -> str | None:
         """The hash of the cell's finished row if another process (a second sweep on the same database)
@@ -447,6 +494,8 @@ def print_report(result: SweepResult, console: Console) -> None:
         f"{len(result.skipped)} finished before ({result.attempts} run(s) started)",
         highlight=False,
     )
+    if result.stopped:
+        console.print(f"[red]stopped early[/]: {escape(result.stopped)}", highlight=False)
     records = sweep_records(result)
     if records:
         from restore.results.report import build_report, render_terminal
