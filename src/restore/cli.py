@@ -382,7 +382,7 @@ def eval_cmd(
     from restore.engine.eval_runs import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
-        checkpoint, dataset=dataset, root=_root(root), protocol=protocol, backbone=backbone, device=device,
+        checkpoint, dataset=dataset, root=_root(root, dataset), protocol=protocol, backbone=backbone, device=device,
         precision=precision, batch_size=batch_size, workers=workers, classes=classes, progress=False if quiet else None,
     )  # fmt: skip
     _metrics_table(metrics, f"{checkpoint} on {dataset}")
@@ -517,11 +517,12 @@ def _analyze_words(runs: list[Path], k: int, out: Path, device: str) -> None:
     typer.echo(f"wrote {path}")
 
 
-def _root(root: Path | None) -> Path:
-    from restore.engine.config import default_data_root
+def _root(root: Path | None, dataset: str | None = None) -> Path:
+    """--root, else the dataset's own home (a world task, as `restore run` does), else $RESTORE_DATA."""
+    from restore.engine.config import default_root_for
     from restore.errors import ConfigError
 
-    root = root or default_data_root()
+    root = root or default_root_for(dataset or "")
     if root is None:
         raise ConfigError("no data root given", hint="pass --root DIR or set $RESTORE_DATA")
     return root
@@ -548,6 +549,9 @@ def zeroshot(
     precision: Annotated[str, typer.Option("--precision", help="auto, fp32, amp, bf16 or fp16.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 100,
     workers: Annotated[int, typer.Option("--workers", help="Data-loader worker processes.")] = 0,
+    classes: Annotated[
+        str, typer.Option("--classes", help="all, or present (only the dataset's classes with images on disk).")
+    ] = "all",
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -555,9 +559,9 @@ def zeroshot(
     from restore.engine.eval_runs import zeroshot_eval
 
     metrics = zeroshot_eval(
-        backbone=backbone, dataset=dataset, root=_root(root) if dataset is not None else None, images=images,
+        backbone=backbone, dataset=dataset, root=_root(root, dataset) if dataset is not None else None, images=images,
         templates=templates, protocol=protocol, device=device, precision=precision, batch_size=batch_size,
-        workers=workers, progress=False if quiet else None,
+        workers=workers, classes=classes, progress=False if quiet else None,
     )  # fmt: skip
     _metrics_table(metrics, f"zero-shot {backbone} on {dataset or images}")
     _write_json(json_out, metrics)
@@ -589,6 +593,9 @@ def methods(
         typer.echo(json.dumps(out, indent=2, default=str))
         return
     console = Console()
+    if console.width < WIDE_TABLE:
+        _methods_narrow(console, rows, single=name is not None)
+        return
     if name is None:
         t = Table(title="methods (restore methods NAME for each schedule set and every option's help)")
         for col in ("name", "summary", "b2n lr / epochs / batch: own | restore_paper", "options (defaults)"):
@@ -607,6 +614,41 @@ def methods(
     for f_name, f_type, f_default, f_help in r["fields"]:
         t.add_row(f"method.{f_name}", f_type, repr(f_default), f_help)
     console.print(t)
+
+
+WIDE_TABLE = 120  # columns below which `restore methods` prints blocks: a 4-column table would cut words
+
+
+def _methods_narrow(console: Any, rows: list[dict[str, Any]], *, single: bool) -> None:
+    """`restore methods` on a narrow terminal: a block per method (and per option), wrapped between words,
+    so that values such as `checkpoint_text=False` are never split."""
+    from rich.text import Text
+
+    def say(text: str, indent: int = 0, style: str = "") -> None:
+        wrapped = Text(text, style=style).wrap(console, max(console.width - indent, 20))
+        for line in wrapped:
+            console.print(" " * indent + line.plain, style=style, highlight=False, crop=False, soft_wrap=True)
+
+    if not single:
+        say("methods (restore methods NAME for each schedule set and every option's help)", style="italic")
+    for r in rows:
+        console.print()
+        say(f"{r['name']}: {r['summary']}", style="bold")
+        sets = {s["set"]: s for s in r["schedules"] if s["protocol"] == "b2n"}
+        say("b2n lr / epochs / batch: " + ("; ".join(
+            f"{k} {s['lr']} / {s['epochs']} / {s['batch_size']}" for k, s in sets.items()) or "-"), 2)  # fmt: skip
+        if not single:
+            say("options (defaults): " + ", ".join(f"{f[0]}={f[2]!r}" for f in r["fields"]), 2)
+            continue
+        say("schedule sets (--schedule; dg reads xd's row; train/fewshot read fewshot's, else b2n's):", 2)
+        for sc in r["schedules"]:
+            epochs = f"{sc['epochs']} ({sc['epochs_rule']})" if sc["epochs_rule"] else str(sc["epochs"])
+            options = "".join(f", {k}={v!r}" for k, v in sc["options"].items())
+            say(f"{sc['set']} {sc['protocol']}: lr {sc['lr']}, epochs {epochs}, batch {sc['batch_size']}{options}", 4)
+            say(f"source: {sc['source']}" + (f" ({sc['note']})" if sc["note"] else ""), 6)
+        for f_name, f_type, f_default, f_help in r["fields"]:
+            say(f"method.{f_name} ({f_type}, default {f_default!r})", 2, style="bold")
+            say(str(f_help), 4)
 
 
 def _b2n_schedules(schedules: list[dict[str, Any]]) -> str:
