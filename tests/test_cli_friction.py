@@ -79,3 +79,26 @@ def test_methods_wraps_between_words_at_80_columns(name):
             for word in shown.split():  # every word of every option whole on one line
                 assert word.strip(",") in {w.strip(",") for w in words}, (word, name)
     assert not re.search(r"Fal$|^\s*se\b", result.output, flags=re.M)
+
+
+def test_fewshot_zeroshot_over_five_shot_counts_is_evaluated_once(tmp_path):
+    root = make_tree(tmp_path / "data")
+    out, db = tmp_path / "runs", tmp_path / "r.sqlite"
+    shots = [1, 2, 4, 8, 16]
+    result = invoke("run", "fewshot", "-m", "zeroshot", "-d", "dtd", "-r", root, *[a for n in shots for a in
+                    ("--shots", n)], "--backbone", "random:tiny", "--workers", "0", "--quiet", "-o", out,
+                    "--db", db)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.output.count("the same model as the shots-1 run, evaluated once") == 4
+    dirs = {n: next(out.glob(f"fewshot/dtd/zeroshot/shots{n}_seed1-*")) for n in shots}
+    metrics = {n: json.loads((d / "metrics.json").read_text())["metrics"] for n, d in dirs.items()}
+    assert all(m == metrics[1] for m in metrics.values()) and metrics[1]["all"]["n"] == 6 * 4
+    assert "eval all:" in (dirs[1] / "log.txt").read_text()
+    for n in shots[1:]:
+        log = (dirs[n] / "log.txt").read_text()
+        assert "eval all:" not in log and "its metrics are recorded, not computed again" in log
+    from restore.results import open_results
+
+    with open_results(db) as store:
+        rows = store.query(status="finished")
+    assert sorted(r.shots for r in rows) == shots

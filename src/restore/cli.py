@@ -288,7 +288,6 @@ def run_protocol(
     checked before the first run starts.
     """
     from restore.engine.config import load_run_config
-    from restore.engine.runs import execute, plan_run
 
     base = _flags(
         dataset=dataset, root=root, backbone=backbone, epochs=epochs, lr=lr, batch_size=batch_size, workers=workers,
@@ -305,13 +304,34 @@ def run_protocol(
         for n in (shots or [None])
         for s in (seed or [None])
     ]
-    results = []
-    for cfg in configs:
-        result = execute(plan_run(cfg), resume=resume, overwrite=overwrite)
-        _print_result(result)
-        results.append(result)
+    results = _execute_configs(configs, resume=resume, overwrite=overwrite)
     if len(results) > 1:
         _summary_table(results)
+
+
+def _execute_configs(configs: list[Any], *, resume: bool, overwrite: bool) -> list[Any]:
+    """Each config's run, one after the other. A model that does not train (zero-shot) is evaluated once for
+    runs that differ only in shots, and its metrics recorded for each of them (`same_model_key`)."""
+    from restore.engine.runs import execute, plan_run, same_model_key
+
+    evaluated: dict[str, Any] = {}
+    results = []
+    for cfg in configs:
+        plan = plan_run(cfg)
+        key = same_model_key(plan)
+        first = evaluated.get(key) if key is not None else None
+        if first is not None:
+            shots = "all" if first.config.data.shots <= 0 else first.config.data.shots
+            plan.reuse_metrics, plan.reused_from = first.metrics, f"the shots-{shots} run {first.run_dir}"
+        result = execute(plan, resume=resume, overwrite=overwrite)
+        _print_result(result)
+        if first is not None:
+            typer.echo(f"  {cfg.method_name}: the same model as the shots-{shots} run, evaluated once; its metrics are "
+                       f"recorded for shots {cfg.data.shots} too")  # fmt: skip
+        elif key is not None:
+            evaluated[key] = result
+        results.append(result)
+    return results
 
 
 def _summary_table(results: list[Any]) -> None:
