@@ -4,6 +4,8 @@ terminal, and a plain-text log file in the run directory that is written whether
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -121,6 +123,45 @@ class RunLog:
         self.close()
 
 
+PROGRESS_ENV = "RESTORE_PROGRESS_FILE"
+
+
+class StepSink:
+    """A run's training steps (done, total, done when it started, seconds so far) in a small JSON file,
+    rewritten at most once a second: how a sweep driver sees inside the cells it runs elsewhere."""
+
+    def __init__(self, path: Path, clock: Callable[[], float]) -> None:
+        self.path, self.clock = path, clock
+        self.total = self.done = self.start_done = 0
+        self.t0 = self.last = clock()
+
+    def start(self, total: int, done: int) -> None:
+        self.total, self.done, self.start_done, self.t0 = total, done, done, self.clock()
+        self.write()
+
+    def step(self) -> None:
+        self.done += 1
+        if self.clock() - self.last >= 1.0:
+            self.write()
+
+    def write(self) -> None:
+        self.last = self.clock()
+        data = {"done": self.done, "total": self.total, "start_done": self.start_done, "seconds": self.last - self.t0}
+        with contextlib.suppress(OSError):  # progress is a courtesy: a full disk must not stop the run
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            tmp.write_text(json.dumps(data))
+            tmp.replace(self.path)
+
+
+def read_steps(path: Path) -> dict[str, float] | None:
+    """What a `StepSink` wrote, or None (not yet written, or being replaced)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("total") else None
+
+
 WIDE = 110  # terminal columns from which the training bar also shows lr and the elapsed time
 
 
@@ -140,8 +181,14 @@ class TrainProgress:
         self._progress: Progress | None = None
         self._total: TaskID | None = None
         self._epoch: TaskID | None = None
+        # A sweep's worker names a file (`PROGRESS_ENV`) where the run's step count goes, so that the sweep
+        # can show how far its running cells are; written whether or not the bars show.
+        sink = os.environ.get(PROGRESS_ENV)
+        self.sink = StepSink(Path(sink), self.clock) if sink else None
 
     def start(self, total_steps: int, done_steps: int = 0) -> None:
+        if self.sink is not None:
+            self.sink.start(total_steps, done_steps)
         if not self.enabled:
             return
         width = self.log.console.width
@@ -178,6 +225,8 @@ class TrainProgress:
             self._progress.update(self._epoch, advance=steps, start_completed=steps)
 
     def step(self, loss: float, acc: float, lr: float) -> None:
+        if self.sink is not None:
+            self.sink.step()
         if self._progress is None:
             return
         fields = {"loss": f"{loss:.4f}", "acc": f"{acc:.1f}%", "lr": f"{lr:.2e}"}
@@ -186,6 +235,8 @@ class TrainProgress:
                 self._progress.update(task, advance=1, **fields)
 
     def stop(self) -> None:
+        if self.sink is not None:
+            self.sink.write()
         if self._progress is not None:
             self._progress.stop()
             self._progress = None

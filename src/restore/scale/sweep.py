@@ -169,7 +169,8 @@ def run_sweep(
             f"{len(todo)} to run. {executor.describe()}. Results: {location}",
             highlight=False,
         )
-        driver = _Driver(executor, store, configs, out_path, retries, console, live, stop_after=stop_after)
+        driver = _Driver(executor, store, configs, out_path, retries, console, live, stop_after=stop_after,
+                         progress_dir=out_path / "sweeps" / g.name / "progress")  # fmt: skip
         results += driver.run(todo)
     finally:
         if own:
@@ -207,16 +208,18 @@ class _Driver:
         live: bool | None,
         *,
         stop_after: int = SAME_FAILURE_STOP,
+        progress_dir: Path | None = None,
     ) -> None:
         self.executor, self.store, self.configs, self.out, self.retries = executor, store, configs, out, retries
         self.progress = SweepProgress(console, live=live)
+        self.progress_dir = progress_dir
         self._fallback_ids: dict[int, str] = {}
         self.stop_after = stop_after
         self.failures: collections.Counter[str] = collections.Counter()
         self.stopped: str | None = None
 
     def run(self, todo: list[tuple[int, Cell]]) -> list[CellResult]:
-        queue = collections.deque(Job(cell, 1, self._spec(cell), key) for key, cell in todo)
+        queue = collections.deque(Job(cell, 1, self._spec(cell, key), key) for key, cell in todo)
         waiting: list[tuple[float, Job]] = []  # cells another live process works on: (when to look again, job)
         started: dict[int, float] = {}
         results: list[CellResult] = []
@@ -234,6 +237,7 @@ class _Driver:
                         self.progress.elsewhere(job)
                         continue
                     self.executor.submit(job)
+                    self.progress.started(job)
                     started[id(job)] = time.monotonic()
                     running += 1
                 self.progress.update(running=running)
@@ -243,6 +247,7 @@ class _Driver:
                     continue
                 for job, outcome in self.executor.wait(timeout=0.5):
                     running -= 1
+                    self.progress.ended(job)
                     self.progress.running = running
                     seconds = time.monotonic() - started.pop(id(job), time.monotonic())
                     if outcome.get("status") == "busy":  # owned by another live process: wait, record nothing
@@ -303,8 +308,12 @@ class _Driver:
         return next((h for h in sorted({record_hash(c) for c in self.configs[id(cell)]}) if self.store.is_finished(h)),
                     None)  # fmt: skip
 
-    def _spec(self, cell: Cell) -> dict[str, Any]:
-        return {"config": {**cell.data, "out": str(self.out)}, "label": cell.label}
+    def _spec(self, cell: Cell, key: int) -> dict[str, Any]:
+        spec: dict[str, Any] = {"config": {**cell.data, "out": str(self.out)}, "label": cell.label}
+        if self.progress_dir is not None:  # where the run writes its step count (`SweepProgress`)
+            self.progress_dir.mkdir(parents=True, exist_ok=True)
+            spec["progress_file"] = str(self.progress_dir / f"{key:04d}.json")
+        return spec
 
     def _result(self, job: Job, outcome: dict[str, Any], run_id: str, seconds: float) -> CellResult:
         return CellResult(
@@ -403,28 +412,65 @@ class SweepProgress:
         self._task: Any = None
         self.total = self.n_done = self.n_failed = self.running = 0
         self.t0 = time.monotonic()
+        self.clock = time.monotonic
+        self.cells: dict[int, Path | None] = {}  # running job -> the file its run writes its steps to
+
+    def started(self, job: Job) -> None:
+        path = job.spec.get("progress_file")
+        self.cells[id(job)] = Path(path) if path else None
+        if path:
+            Path(path).unlink(missing_ok=True)  # an earlier attempt's count is not this one's
+
+    def ended(self, job: Job) -> None:
+        path = self.cells.pop(id(job), None)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def inside(self) -> list[float]:
+        """How far each running cell's training is (0..1), for the cells that reported their steps."""
+        from restore.engine.progress import read_steps
+
+        fractions = []
+        for path in self.cells.values():
+            steps = read_steps(path) if path is not None else None
+            if steps is not None:
+                fractions.append(min(1.0, max(0.0, steps["done"] / steps["total"])))
+        return fractions
 
     def start(self, total: int, capacity: int) -> None:
         self.total, self.t0 = total, time.monotonic()
         if self.live and total:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, Progress, TextColumn
+            from rich.table import Column
+
+            from restore.engine.progress import StepsColumn
 
             self._bar = Progress(
-                TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                TimeElapsedColumn(), console=self.console, transient=False,
+                TextColumn("sweep"), BarColumn(bar_width=10), StepsColumn(),
+                TextColumn("{task.description}", table_column=Column(overflow="fold")),
+                console=self.console, transient=False,
             )  # fmt: skip
             self._bar.start()
             self._task = self._bar.add_task(self.counts(), total=total)
 
     def counts(self) -> str:
+        """``2 done, 0 failed, 2 running (45%, 12%), 3 remaining, ETA 12:00``: the running cells' training
+        progress in brackets, once their runs reported it."""
         remaining = self.total - self.n_done - self.n_failed
-        text = f"{self.n_done} done, {self.n_failed} failed, {self.running} running, {remaining} remaining"
-        return text + (f", ETA {_fmt_seconds(self.eta())}" if self.n_done + self.n_failed and remaining else "")
+        inside = self.inside()
+        shown = f" ({', '.join(f'{100 * f:.0f}%' for f in inside)})" if inside else ""
+        text = f"{self.n_done} done, {self.n_failed} failed, {self.running} running{shown}, {remaining} remaining"
+        eta = self.eta(inside)
+        return text + (f", ETA {_fmt_seconds(eta)}" if eta is not None and remaining else "")
 
-    def eta(self) -> float:
-        """Seconds left at the pace so far (wall time per ended run, all executors' slots together)."""
-        ended = self.n_done + self.n_failed
-        return (time.monotonic() - self.t0) / max(ended, 1) * (self.total - ended)
+    def eta(self, inside: list[float] | None = None) -> float | None:
+        """Seconds left at the pace so far: wall time per cell's worth of work done, counting the ended cells
+        and the fraction each running cell has trained (so there is an ETA before the first cell ends);
+        None before anything is done."""
+        done = self.n_done + self.n_failed + sum(inside if inside is not None else self.inside())
+        if done <= 0:
+            return None
+        return (self.clock() - self.t0) / done * (self.total - done)
 
     def update(self, *, running: int) -> None:
         self.running = running
