@@ -77,3 +77,16 @@ def test_words_of_a_method_without_text_context_is_a_clear_error(runs, tmp_path)
     assert "error: method 'zeroshot' learns no text context vectors" in result.output and "hint:" in result.output
     bad = RUNNER.invoke(app, ["analyze", str(runs["coop"]), "--words", "0", "--out", str(tmp_path)], env=ENV)
     assert bad.exit_code == 2 and "error: --words 0 is not from 1 to 1000" in bad.output
+
+
+def test_class_specific_contexts_are_read_per_class_and_cocoop_by_its_shared_context(tiny_clip):
+    from restore.analysis.words import nearest_words
+    from restore.methods import build_method, make_config
+
+    csc = build_method(make_config("coop", {"n_ctx": 2, "class_specific": True}), tiny_clip, ["cat", "dog"])
+    found = nearest_words(csc, 1)
+    assert [c.position for c in found] == ["class cat ctx 1", "class cat ctx 2", "class dog ctx 1", "class dog ctx 2"]
+    cocoop = build_method(make_config("cocoop", {"n_ctx": 4}), tiny_clip, ["cat", "dog"])
+    words = [c.words[0] for c in nearest_words(cocoop, 1)]
+    assert [w for w, _ in words] == ["a", "photo", "of", "a"]  # initialised from "a photo of a": distance 0
+    assert all(d < 1e-4 for _, d in words)

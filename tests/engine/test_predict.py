@@ -176,3 +176,19 @@ def test_the_documented_python_example_runs_as_written_on_the_world(tmp_path, mo
     trained = read_method(loaded.run_dir / "model.safetensors").classnames
     assert trained == loaded.classnames[:6]  # trained on the base half; predicts over base and novel
     assert float(predictions.probs.sum()) == pytest.approx(1.0)
+
+
+def test_a_run_recorded_before_its_classes_were_reads_them_from_its_dataset(b2n_run, data_root, tmp_path):
+    """metrics.json without ``classnames`` (runs of an earlier version): the classes come from the dataset;
+    with the dataset gone too, the trained classes, and a warning that says so."""
+    old = tmp_path / "old-run"
+    shutil.copytree(b2n_run, old)
+    saved = json.loads((old / "metrics.json").read_text())
+    del saved["classnames"]
+    (old / "metrics.json").write_text(json.dumps(saved))
+    assert restore.load_run(old).classnames == _split_classnames(data_root)
+    config = (old / "config.yaml").read_text().replace(str(data_root), str(tmp_path / "gone"))
+    (old / "config.yaml").write_text(config)
+    with pytest.warns(restore.errors.RestoreWarning, match="its classes are not recorded and its dataset cannot"):
+        loaded = restore.load_run(old)
+    assert loaded.classnames == _split_classnames(data_root)[:3]
