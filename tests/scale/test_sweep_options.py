@@ -107,6 +107,10 @@ def test_the_readme_sweep_command_with_root(tmp_path):
     result = RUNNER.invoke(app, args, env=ENV)
     assert result.exit_code == 0, result.output
     assert "dry run: 30 to run, 0 finished before" in result.output
+    from restore.scale.grid import expand, load_grid
+
+    cells = expand(with_command_line(load_grid(REPO / "configs/sweeps/b2n_small.yaml"), root=tmp_path))
+    assert len(cells) == 30 and {c.config.data.root for c in cells} == {tmp_path}
 
 
 @pytest.mark.integration
