@@ -472,7 +472,7 @@ def predict(
     ] = None,
     top: Annotated[int, typer.Option("--top", help="Classes shown per image.", min=1, max=1000)] = 5,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the predictions to a JSON file.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.", min=1, max=4096)] = 32,
 ) -> None:
     """Classify images with a trained run: its model, its test preprocessing, and by default every class of its

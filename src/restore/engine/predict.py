@@ -20,9 +20,9 @@ import torch
 from PIL import Image
 
 from restore.engine.device import autocast
+from restore.engine.eval_runs import IMAGE_SUFFIXES
 from restore.errors import ConfigError, DataError, RestoreError, RestoreWarning
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 MAX_CLASS_NAMES = 100_000
 
 
