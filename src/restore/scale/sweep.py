@@ -43,7 +43,7 @@ from restore.scale.grid import (
     record_hash,
     resolved_configs,
     with_command_line,
-)  # fmt: skip
+)
 from restore.scale.jobs import Executor, Job
 
 BUSY_WAIT_S = 2.0  # how often a sweep looks again at a cell whose run directory another process owns
