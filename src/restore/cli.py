@@ -370,9 +370,15 @@ def _metrics_table(metrics: dict[str, Any], title: str) -> None:
 
 def _write_json(path: Path | None, data: dict[str, Any]) -> None:
     if path is not None:
+        from restore.errors import DataError
         from restore.fileio import atomic_write_json
 
-        atomic_write_json(path, data)
+        try:
+            atomic_write_json(path, data)
+        except OSError as e:  # a folder, or a place that cannot be written
+            raise DataError(
+                f"cannot write --json {path}: {e.strerror or e}", hint="pass a file path you can write"
+            ) from None
         typer.echo(f"wrote {path}")
 
 
@@ -437,11 +443,16 @@ def analyze(
     from restore.analysis.analyze import analyze_runs, summary_lines
     from restore.errors import ConfigError, DataError
 
-    if words is not None:
-        _analyze_words(runs, words, out, device)
-        return
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file", hint="pass a folder for the analysis JSON and the figures")
+    if words is not None:
+        try:
+            _analyze_words(runs, words, out, device)
+        except OSError as e:  # an --out that cannot be written
+            raise DataError(
+                f"{e.filename or out}: {e.strerror or e}", hint="pass --out a folder you can write to"
+            ) from None
+        return
     try:
         result = analyze_runs(
             runs, out, root=root, split=split, device=device, tsne_images=tsne_images, tsne=not no_tsne,
@@ -483,6 +494,8 @@ def predict(
     from restore.api import load_run
     from restore.engine.predict import image_files, parse_classes
 
+    if json_out is not None and json_out.is_dir():
+        raise ConfigError(f"--json {json_out} is a folder", hint="pass the path of the JSON file to write")
     names = parse_classes(classes, classes_file)
     files = image_files(images)  # a wrong path fails before the model loads
     loaded = load_run(run_dir, device=device, classes=names)
@@ -519,6 +532,7 @@ def _analyze_words(runs: list[Path], k: int, out: Path, device: str) -> None:
     from restore.methods.checkpoint import load_method
 
     console = Console()
+    Path(out).mkdir(parents=True, exist_ok=True)  # an --out that cannot be made fails before any work
     result = []
     for run in runs:
         config = read_run_config(run)

@@ -123,6 +123,7 @@ def test_load_run_returns_the_preprocessing_and_keeps_its_classes(b2n_run, data_
         ("not_a_run", "is not a run directory (no config.yaml)"),
         ("one_class", "error: --classes: 1 class name(s); classifying needs at least 2"),
         ("both", "error: give --classes or --classes-file, not both"),
+        ("json_folder", "is a folder"),
     ],
 )
 def test_predict_errors_are_one_message_with_a_hint(b2n_run, photos, tmp_path, case, message):
@@ -146,10 +147,12 @@ def test_predict_errors_are_one_message_with_a_hint(b2n_run, photos, tmp_path, c
         extra = ["--classes", "cat"]
     elif case == "both":
         extra = ["--classes", "a,b", "--classes-file", tmp_path / "f.txt"]
+    elif case == "json_folder":
+        extra = ["--json", tmp_path]
     result = invoke("predict", run, *images, *extra)
     assert result.exit_code == 2, result.output
     assert message in result.output and "hint:" in result.output
-    assert "Traceback" not in result.output
+    assert "Traceback" not in result.output and "probability" not in result.output  # refused before any work
 
 
 def _python_block(path: Path) -> str:
