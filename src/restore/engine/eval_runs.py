@@ -41,7 +41,7 @@ def test_splits(
 
     spec = dataset if isinstance(dataset, DatasetSpec) else get_dataset(dataset)
     root = Path(root).expanduser()
-    if spec.location is None and spec.generate is None and not root.is_dir():
+    if spec.location is None and spec.generate is None and not root.is_dir():  # a folder or the world has its own
         raise DataError(f"data root {root} does not exist", hint="pass --root: the folder holding the dataset folders")
     if protocol == "train":
         return spec.title, {"test": load_dataset(spec, root, classes=classes)}  # type: ignore[arg-type]

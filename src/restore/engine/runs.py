@@ -99,6 +99,20 @@ class RunPlan:
     backbone: str  # how results name it
     run_dir: Path
     method: PromptedCLIP
+    # Metrics of an earlier run of the same model on the same test splits (`same_model_key`): recorded for
+    # this run instead of evaluating again; `reused_from` names that run in the log.
+    reuse_metrics: dict[str, Any] | None = None
+    reused_from: str | None = None
+
+
+def same_model_key(plan: RunPlan) -> str | None:
+    """Runs with the same key test the same model on the same splits: a method without learnable parameters
+    (zero-shot CLIP) is not changed by its training set, so runs that differ only in shots are one evaluation
+    (`restore run fewshot -m zeroshot --shots 1 2 4 8 16`). None for a method that trains."""
+    if plan.method.learnable_parameters():
+        return None
+    c = plan.config
+    return dataclasses.replace(c, data=dataclasses.replace(c.data, shots=0)).hash()
 
 
 # --- planning (validation) ------------------------------------------------------------------------------
@@ -469,7 +483,14 @@ def _execute_owned(plan: RunPlan, *, resume: bool, overwrite: bool, progress: bo
         if result.resumed_from is not None:
             timings["resumed_after_epoch"] = result.resumed_from
         t_eval = time.perf_counter()
-        metrics, skipped = _evaluate_all(plan, log, progress=progress)
+        if plan.reuse_metrics is not None:
+            metrics, skipped = json.loads(json.dumps(plan.reuse_metrics)), 0
+            log.info(
+                f"evaluation: the same model on the same test splits as {plan.reused_from} (no learnable "
+                "parameters, so the shots change nothing); its metrics are recorded, not computed again"
+            )
+        else:
+            metrics, skipped = _evaluate_all(plan, log, progress=progress)
         skipped += len(getattr(train_set, "skipped", []))
         timings["eval_s"] = round(time.perf_counter() - t_eval, 3)
         timings["total_s"] = round(time.perf_counter() - t_start, 3)
@@ -689,8 +710,17 @@ def _write_metrics(
             "timings": timings,
             "history": history,
             "notes": list(plan.data.train.notes),
+            "classnames": run_classnames(plan),
         },
     )
+
+
+def run_classnames(plan: RunPlan) -> list[str]:
+    """Every class of the run's dataset in label order, recorded so that `restore predict` classifies all of
+    them by default: the training classes, and after base-to-novel the novel ones behind them."""
+    names = list(plan.data.train.classnames)
+    novel = plan.data.evaluate.get("novel") if plan.config.protocol == "b2n" else None
+    return names + [n for n in (novel.classnames if novel is not None else []) if n not in names]
 
 
 def run(

@@ -36,6 +36,12 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     threads = spec.get("threads")
     if threads:
         torch.set_num_threads(int(threads))
+    from restore.engine.progress import PROGRESS_ENV
+
+    if spec.get("progress_file"):  # the driver shows how far the cell is from the steps the run writes here
+        os.environ[PROGRESS_ENV] = str(spec["progress_file"])
+    else:
+        os.environ.pop(PROGRESS_ENV, None)
     t0 = time.perf_counter()
     outcome: dict[str, Any] = {"status": "failed", "host": socket.gethostname(), "pid": os.getpid()}
     plan = None
