@@ -46,7 +46,7 @@ from restore.engine.precision import cast_for_precision
 from restore.engine.progress import RunLog
 from restore.engine.reserve import SpaceReserve
 from restore.engine.seeding import derive_seed, seed_everything
-from restore.engine.tracking import check_trackers, open_trackers
+from restore.engine.tracking import SUMMARY_TRACKERS, check_trackers, final_metrics, open_trackers
 from restore.engine.trainer import Trainer, TrainResult, TrainSettings
 from restore.errors import CheckpointError, ConfigError, DataError, RestoreError
 from restore.fileio import atomic_write_json, atomic_write_text
@@ -497,6 +497,7 @@ def _execute_owned(plan: RunPlan, *, resume: bool, overwrite: bool, progress: bo
         if skipped:
             metrics["skipped_images"] = skipped
         _write_metrics(plan, run_id, metrics, timings, result.history)
+        _send_result(plan, metrics, result.steps)
         recorder.finish(metrics, timings)
         run_info.update(status="finished", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         atomic_write_json(plan.run_dir / RUN_FILE, run_info)
@@ -592,8 +593,7 @@ def _train(
         precision=c.model.precision,
         log_every=c.log_every,
     )
-    label = plan.run_dir.relative_to(c.out).as_posix() if plan.run_dir.is_relative_to(c.out) else plan.run_dir.name
-    tracker = open_trackers(c.tracking, plan.run_dir, name=label, config=c.to_dict())
+    tracker = open_trackers(c.tracking, plan.run_dir, name=_tracking_name(plan), config=c.to_dict())
     trainer = Trainer(
         plan.method,
         train_set,
@@ -609,6 +609,25 @@ def _train(
     )
     try:
         return trainer.fit(resume=resume)
+    finally:
+        tracker.close()
+
+
+def _tracking_name(plan: RunPlan) -> str:
+    """The run's name in W&B / MLflow: its folder below the output root (b2n/dtd/coop/shots16_seed1-…)."""
+    c = plan.config
+    return plan.run_dir.relative_to(c.out).as_posix() if plan.run_dir.is_relative_to(c.out) else plan.run_dir.name
+
+
+def _send_result(plan: RunPlan, metrics: dict[str, Any], steps: int) -> None:
+    """The run's test metrics to the W&B / MLflow run its training logged to (the files have metrics.json)."""
+    c = plan.config
+    names = [n for n in c.tracking if n in SUMMARY_TRACKERS]
+    if not names:
+        return
+    tracker = open_trackers(names, plan.run_dir, name=_tracking_name(plan), config=c.to_dict())
+    try:
+        tracker.summary(steps, final_metrics(metrics))
     finally:
         tracker.close()
 
