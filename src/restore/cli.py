@@ -81,7 +81,6 @@ def _warning_lines() -> Iterator[None]:
         yield
 
 
-
 @contextlib.contextmanager
 def _user_errors() -> Iterator[None]:
     """The one way a command ends on a user's mistake: restore's warnings as `warning:` lines while it runs, a
@@ -423,8 +422,11 @@ def _write_json(path: Path | None, data: dict[str, Any]) -> None:
 def eval_cmd(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-k", help="A run directory or its model.safetensors.")],
     dataset: Annotated[
-        str, typer.Option("--dataset", "-d", help="Dataset to test on.", autocompletion=complete_dataset)
-    ],
+        str | None,
+        typer.Option(
+            "--dataset", "-d", help="Dataset to test on (default: the run's own).", autocompletion=complete_dataset
+        ),
+    ] = None,
     root: RootOpt = None,
     protocol: Annotated[
         str, typer.Option("--protocol", "-p", help="train (whole test split), b2n (base and novel), xd, dg, fewshot.")
@@ -440,9 +442,13 @@ def eval_cmd(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Test a trained method (a run's checkpoint) on a dataset's test split(s)."""
-    from restore.engine.eval_runs import evaluate_checkpoint
+    """Test a trained method (a run's checkpoint) on a dataset's test split(s); by default the run's own dataset,
+    from the run's own data root."""
+    from restore.engine.eval_runs import evaluate_checkpoint, run_dataset
 
+    if dataset is None:
+        dataset, run_root = run_dataset(checkpoint)
+        root = root or run_root
     metrics = evaluate_checkpoint(
         checkpoint, dataset=dataset, root=_root(root, dataset), protocol=protocol, backbone=backbone, device=device,
         precision=precision, batch_size=batch_size, workers=workers, classes=classes, progress=False if quiet else None,
@@ -469,8 +475,10 @@ def analyze(
     words: Annotated[
         int | None,
         typer.Option(
-            "--words", help="Instead: the K vocabulary words nearest to each learned text context vector (CoOp's "
-            "interpret_prompt), printed and written to <out>/words.json.", metavar="K",
+            "--words",
+            help="Instead: the K vocabulary words nearest to each learned text context vector (CoOp's "
+            "interpret_prompt), printed and written to <out>/words.json.",
+            metavar="K",
         ),
     ] = None,
 ) -> None:
@@ -512,7 +520,7 @@ def predict(
     run_dir: Annotated[Path, typer.Argument(help="A finished run's folder (the one holding model.safetensors).")],
     images: Annotated[list[Path], typer.Argument(help="Image files, or folders searched for image files.")],
     classes: Annotated[
-        str | None, typer.Option("--classes", help='Class names, comma-separated (default: every class of the run).')
+        str | None, typer.Option("--classes", help="Class names, comma-separated (default: every class of the run).")
     ] = None,
     classes_file: Annotated[
         Path | None, typer.Option("--classes-file", help="Class names, one a line (instead of --classes).")
@@ -723,9 +731,7 @@ def _methods_narrow(console: Any, rows: list[dict[str, Any]], *, single: bool) -
 
 def _b2n_schedules(schedules: list[dict[str, Any]]) -> str:
     b2n = {s["set"]: s for s in schedules if s["protocol"] == "b2n"}
-    return " | ".join(
-        f"{s['lr']} / {s['epochs']} / {s['batch_size']}" for s in b2n.values()
-    ) or "-"
+    return " | ".join(f"{s['lr']} / {s['epochs']} / {s['batch_size']}" for s in b2n.values()) or "-"
 
 
 def _schedule_table(console: Any, schedules: list[dict[str, Any]]) -> None:
@@ -767,8 +773,9 @@ def sweep(
     ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", "-s", help="Override a config key in every cell, over the grid file (repeatable).",
-                     metavar="K=V"),
+        typer.Option(
+            "--set", "-s", help="Override a config key in every cell, over the grid file (repeatable).", metavar="K=V"
+        ),
     ] = None,
 ) -> None:
     """Run a grid of runs (local processes or a Ray cluster), skipping those the database holds finished.

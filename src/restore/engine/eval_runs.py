@@ -32,9 +32,7 @@ def check_loader_options(batch_size: Any, workers: Any) -> None:
             raise ConfigError(f"{flag} {short(value)} is not from {low} to {high}", hint=f"{flag}: {what}")
 
 
-def test_splits(
-    dataset: Any, root: str | Path, protocol: str, classes: str = "all"
-) -> tuple[str, dict[str, Any]]:
+def test_splits(dataset: Any, root: str | Path, protocol: str, classes: str = "all") -> tuple[str, dict[str, Any]]:
     """(dataset title, {label: DatasetSplits}) whose test lists a protocol evaluates; no few-shot sampling.
     ``dataset``: a name, an image folder's path, or a spec."""
     from restore.data import DatasetSpec, get_dataset, get_protocol, load_dataset
@@ -96,6 +94,18 @@ def _score(method, splits: dict[str, Any], *, size: int, device, precision, batc
     if "base" in metrics and "novel" in metrics:
         metrics["hm"] = harmonic_mean(metrics["base"]["top1"], metrics["novel"]["top1"])
     return metrics
+
+
+def run_dataset(checkpoint: str | Path) -> tuple[str, Path | None]:
+    """(dataset, data root) a run trained on, for an evaluation that names no dataset."""
+    path = Path(checkpoint).expanduser()
+    run_dir = path if path.is_dir() else path.parent
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ConfigError(
+            f"{run_dir} holds no {CONFIG_FILE}, so its dataset is unknown", hint="name the dataset with -d/--dataset"
+        )
+    data = read_run_config(run_dir).data
+    return data.dataset, (Path(data.root) if data.root else None)
 
 
 def evaluate_checkpoint(

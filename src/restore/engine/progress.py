@@ -262,9 +262,7 @@ class EvalProgress:
         columns: list[ProgressColumn] = [TextColumn(f"eval {label}", table_column=Column(no_wrap=True))]
         if bar is not None:
             columns.append(BarColumn(bar_width=min(bar, 40)))
-        self._progress = Progress(
-            *columns, StepsColumn(), SteadyETAColumn(), console=self.log.console, transient=True
-        )
+        self._progress = Progress(*columns, StepsColumn(), SteadyETAColumn(), console=self.log.console, transient=True)
         self._progress.start()
         self._task = self._progress.add_task(label, total=steps)
 
