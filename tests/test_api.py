@@ -34,9 +34,9 @@ def test_run_load_run_and_evaluate(data_root, tmp_path):
     loaded = restore.load_run(result.run_dir)
     assert isinstance(loaded, restore.LoadedRun)
     assert loaded.config.to_dict() == result.config.to_dict() and loaded.metrics == result.metrics
-    assert loaded.method.name == "maple" and len(loaded.method.classnames) == 3
+    assert loaded.method.name == "maple" and len(loaded.method.classnames) == 6
     images = torch.randn(2, 3, 32, 32)
-    assert loaded.method.predict(images).shape == (2, 3)  # the 3 base classes it was trained on
+    assert loaded.method.predict(images).shape == (2, 6)  # the 3 base classes it was trained on and the 3 novel
 
     again = restore.evaluate(result.run_dir, dataset="dtd", root=data_root, protocol="b2n", device="cpu")
     assert again["base"] == result.metrics["base"] and again["novel"] == result.metrics["novel"]

@@ -163,6 +163,15 @@ def test_train_from_a_yaml_config_then_eval_and_a_refused_resume(data_root, tmp_
     ev = invoke("eval", "--checkpoint", run_dir, "-d", "dtd", "-r", data_root, "--device", "cpu", "--json", scores)
     assert ev.exit_code == 0, ev.output
     assert json.loads(scores.read_text())["test"] == saved["test"]
+    own = tmp_path / "own.json"  # no -d, no -r: the run's own dataset from the run's own root
+    ev = invoke("eval", "--checkpoint", run_dir / "model.safetensors", "--device", "cpu", "--json", own)
+    assert ev.exit_code == 0, ev.output
+    assert json.loads(own.read_text())["test"] == saved["test"]
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "model.safetensors").write_bytes((run_dir / "model.safetensors").read_bytes())
+    (error,) = _errors(invoke("eval", "--checkpoint", stray, "--device", "cpu").output)
+    assert "holds no config.yaml, so its dataset is unknown" in error
 
     refused = invoke(*args, "--resume", "--lr", "0.5")
     assert refused.exit_code != 0

@@ -16,7 +16,7 @@ from restore.errors import RestoreError
 
 __version__ = "0.1.0"
 
-_API = ("run", "train", "evaluate", "zeroshot", "load_run", "LoadedRun", "RunResult")
+_API = ("run", "train", "evaluate", "zeroshot", "load_run", "LoadedRun", "Predictions", "RunResult")
 
 
 def __getattr__(name: str) -> Any:
@@ -27,4 +27,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'restore' has no attribute {name!r}")
 
 
-__all__ = ["LoadedRun", "RestoreError", "RunResult", "__version__", "evaluate", "load_run", "run", "train", "zeroshot"]
+__all__ = [
+    "LoadedRun", "Predictions", "RestoreError", "RunResult", "__version__", "evaluate", "load_run", "run", "train",
+    "zeroshot",
+]

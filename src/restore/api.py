@@ -5,8 +5,8 @@
     result = restore.run("b2n", method="maple", dataset="dtd", root="~/data", seed=1, backbone="ViT-B/16")
     print(result.metrics["base"]["top1"], result.metrics["novel"]["top1"], result.metrics["hm"])
 
-    loaded = restore.load_run(result.run_dir)           # config, metrics and the trained method, rebuilt
-    logits = loaded.method.predict(images)               # images: (B, 3, 224, 224), CLIP-normalised
+    loaded = restore.load_run(result.run_dir)           # the trained model, its preprocessing, its classes
+    print(loaded.predict(["photo.jpg"]).top(3))         # paths, folders or PIL images; any class names
 
     scores = restore.evaluate(result.run_dir, dataset="dtd", root="~/data", protocol="b2n")
 
@@ -17,12 +17,13 @@ Keyword arguments name the common settings (``shots``, ``seed``, ``backbone``, `
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from restore.engine.config import RunConfig, load_run_config
+from restore.engine.predict import Predictions
 from restore.engine.runs import METRICS_FILE, MODEL_FILE, RUN_FILE, RunResult, read_run_config
 from restore.errors import ConfigError
 from restore.methods import PromptedCLIP
@@ -107,26 +108,67 @@ def train(**kwargs: Any) -> RunResult:
 
 @dataclass
 class LoadedRun:
-    """A finished run read back: its resolved config, metrics, and the trained method on its backbone."""
+    """A finished run read back: its resolved config and metrics, the trained method on its backbone, the
+    run's test preprocessing (PIL image -> tensor at the run's image size, as open_clip returns with its
+    models) and the classes it classifies by default: every class of its dataset, after base-to-novel the
+    base *and* the novel ones."""
 
     run_dir: Path
     config: RunConfig
     metrics: dict[str, Any]
     info: dict[str, Any]
     method: PromptedCLIP
+    preprocess: Callable[[Any], Any]
+    classnames: list[str]
+
+    @property
+    def model(self) -> PromptedCLIP:
+        """The trained method (the same object as ``method``)."""
+        return self.method
+
+    def predict(
+        self, images: Sequence[Any], *, classes: Sequence[str] | None = None, batch_size: int = 32
+    ) -> Predictions:
+        """Class probabilities of ``images`` (file paths, folders of images, or PIL images) over ``classes``
+        (default: the run's ``classnames``); ``.top(k)`` gives each image's k best (class, probability)."""
+        from restore.engine.predict import predict_images
+
+        names = list(classes) if classes is not None else self.classnames
+        try:
+            return predict_images(self.method, self.preprocess, images, names, batch_size=batch_size)
+        finally:  # other class names are for this call: the model stays set up for `classnames`
+            if self.method.classnames != self.classnames:
+                self.method.set_classes(self.classnames)
 
 
-def load_run(run_dir: str | Path, *, device: str = "cpu", backbone: str | None = None) -> LoadedRun:
-    """Rebuild a run's method from its directory (``backbone`` overrides the backbone setting it recorded)."""
+def load_run(
+    run_dir: str | Path,
+    *,
+    device: str = "cpu",
+    backbone: str | None = None,
+    classes: Sequence[str] | None = None,
+) -> LoadedRun:
+    """Rebuild a run's method from its directory, set up for ``classes`` (default: every class of the run's
+    dataset); ``backbone`` overrides the backbone setting it recorded."""
+    from restore.data import eval_transform
     from restore.engine.backbone import load_backbone
     from restore.engine.device import resolve_device
+    from restore.engine.predict import check_classnames, run_classnames
+    from restore.errors import CheckpointError
     from restore.methods.checkpoint import load_method
 
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).expanduser()
     config = read_run_config(run_dir)
+    if not (run_dir / MODEL_FILE).is_file():
+        raise CheckpointError(
+            f"{run_dir} holds no trained model ({MODEL_FILE}): the run has not finished",
+            hint="continue it with --resume (its config.yaml repeats it), or pass a finished run's folder",
+        )
     dev = resolve_device(device)
     clip = load_backbone(backbone or config.model.backbone, dev)
     method = load_method(run_dir / MODEL_FILE, clip, expect_method=config.method_name).to(dev).eval()
+    names = check_classnames(classes) if classes is not None else run_classnames(run_dir, config, method.classnames)
+    method.set_classes(names)
     metrics_file = _read_json(run_dir / METRICS_FILE)
     return LoadedRun(
         run_dir=run_dir,
@@ -134,6 +176,8 @@ def load_run(run_dir: str | Path, *, device: str = "cpu", backbone: str | None =
         metrics=(metrics_file or {}).get("metrics", {}),
         info=_read_json(run_dir / RUN_FILE) or {},
         method=method,
+        preprocess=eval_transform(config.data.image_size or clip.cfg.vision.image_size),
+        classnames=names,
     )
 
 

@@ -81,7 +81,6 @@ def _warning_lines() -> Iterator[None]:
         yield
 
 
-
 @contextlib.contextmanager
 def _user_errors() -> Iterator[None]:
     """The one way a command ends on a user's mistake: restore's warnings as `warning:` lines while it runs, a
@@ -314,7 +313,6 @@ def run_protocol(
     checked before the first run starts.
     """
     from restore.engine.config import load_run_config
-    from restore.engine.runs import execute, plan_run
 
     base = _flags(
         dataset=dataset, root=root, backbone=backbone, epochs=epochs, lr=lr, batch_size=batch_size, workers=workers,
@@ -332,11 +330,7 @@ def run_protocol(
         for n in (shots or [None])
         for s in (seed or [None])
     ]
-    results = []
-    for cfg in configs:
-        result = execute(plan_run(cfg), resume=resume, overwrite=overwrite)
-        _print_result(result)
-        results.append(result)
+    results = _execute_configs(configs, resume=resume, overwrite=overwrite)
     if len(results) > 1:
         _summary_table(results)
 
@@ -348,6 +342,31 @@ def _targets(protocol: str, targets: list[str] | None) -> list[str] | None:
             f"--target applies to xd and dg, not {protocol}", hint="drop --target, or run xd / dg with a source -d"
         )
     return targets or None
+
+
+def _execute_configs(configs: list[Any], *, resume: bool, overwrite: bool) -> list[Any]:
+    """Each config's run, one after the other. A model that does not train (zero-shot) is evaluated once for
+    runs that differ only in shots, and its metrics recorded for each of them (`same_model_key`)."""
+    from restore.engine.runs import execute, plan_run, same_model_key
+
+    evaluated: dict[str, Any] = {}
+    results = []
+    for cfg in configs:
+        plan = plan_run(cfg)
+        key = same_model_key(plan)
+        first = evaluated.get(key) if key is not None else None
+        if first is not None:
+            shots = "all" if first.config.data.shots <= 0 else first.config.data.shots
+            plan.reuse_metrics, plan.reused_from = first.metrics, f"the shots-{shots} run {first.run_dir}"
+        result = execute(plan, resume=resume, overwrite=overwrite)
+        _print_result(result)
+        if first is not None:
+            typer.echo(f"  {cfg.method_name}: the same model as the shots-{shots} run, evaluated once; its metrics are "
+                       f"recorded for shots {cfg.data.shots} too")  # fmt: skip
+        elif key is not None:
+            evaluated[key] = result
+        results.append(result)
+    return results
 
 
 def _summary_table(results: list[Any]) -> None:
@@ -386,9 +405,15 @@ def _metrics_table(metrics: dict[str, Any], title: str) -> None:
 
 def _write_json(path: Path | None, data: dict[str, Any]) -> None:
     if path is not None:
+        from restore.errors import DataError
         from restore.fileio import atomic_write_json
 
-        atomic_write_json(path, data)
+        try:
+            atomic_write_json(path, data)
+        except OSError as e:  # a folder, or a place that cannot be written
+            raise DataError(
+                f"cannot write --json {path}: {e.strerror or e}", hint="pass a file path you can write"
+            ) from None
         typer.echo(f"wrote {path}")
 
 
@@ -397,8 +422,11 @@ def _write_json(path: Path | None, data: dict[str, Any]) -> None:
 def eval_cmd(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-k", help="A run directory or its model.safetensors.")],
     dataset: Annotated[
-        str, typer.Option("--dataset", "-d", help="Dataset to test on.", autocompletion=complete_dataset)
-    ],
+        str | None,
+        typer.Option(
+            "--dataset", "-d", help="Dataset to test on (default: the run's own).", autocompletion=complete_dataset
+        ),
+    ] = None,
     root: RootOpt = None,
     protocol: Annotated[
         str, typer.Option("--protocol", "-p", help="train (whole test split), b2n (base and novel), xd, dg, fewshot.")
@@ -414,9 +442,13 @@ def eval_cmd(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Test a trained method (a run's checkpoint) on a dataset's test split(s)."""
-    from restore.engine.eval_runs import evaluate_checkpoint
+    """Test a trained method (a run's checkpoint) on a dataset's test split(s); by default the run's own dataset,
+    from the run's own data root."""
+    from restore.engine.eval_runs import evaluate_checkpoint, run_dataset
 
+    if dataset is None:
+        dataset, run_root = run_dataset(checkpoint)
+        root = root or run_root
     metrics = evaluate_checkpoint(
         checkpoint, dataset=dataset, root=_root(root, dataset), protocol=protocol, backbone=backbone, device=device,
         precision=precision, batch_size=batch_size, workers=workers, classes=classes, progress=False if quiet else None,
@@ -440,13 +472,31 @@ def analyze(
     no_zero_shot: Annotated[
         bool, typer.Option("--no-zero-shot", help="Do not evaluate zero-shot CLIP for the gains.")
     ] = False,
+    words: Annotated[
+        int | None,
+        typer.Option(
+            "--words",
+            help="Instead: the K vocabulary words nearest to each learned text context vector (CoOp's "
+            "interpret_prompt), printed and written to <out>/words.json.",
+            metavar="K",
+        ),
+    ] = None,
 ) -> None:
-    """Feature-shift diagnostics: per-layer shifts (JSON) and the paper's Fig. 3, 4a and 5 as PNG files."""
+    """Feature-shift diagnostics: per-layer shifts (JSON) and the paper's Fig. 3, 4a and 5 as PNG files; or,
+    with --words K, the nearest vocabulary words of each learned context vector."""
     from restore.analysis.analyze import analyze_runs, summary_lines
     from restore.errors import ConfigError, DataError
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file", hint="pass a folder for the analysis JSON and the figures")
+    if words is not None:
+        try:
+            _analyze_words(runs, words, out, device)
+        except OSError as e:  # an --out that cannot be written
+            raise DataError(
+                f"{e.filename or out}: {e.strerror or e}", hint="pass --out a folder you can write to"
+            ) from None
+        return
     try:
         result = analyze_runs(
             runs, out, root=root, split=split, device=device, tsne_images=tsne_images, tsne=not no_tsne,
@@ -463,7 +513,90 @@ def analyze(
         typer.echo(f"  {name}: {path}")
 
 
+# --- restore predict: a trained run on the user's own images (restore.engine.predict) ---------------------
+@app.command()
+@clean_errors
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run's folder (the one holding model.safetensors).")],
+    images: Annotated[list[Path], typer.Argument(help="Image files, or folders searched for image files.")],
+    classes: Annotated[
+        str | None, typer.Option("--classes", help="Class names, comma-separated (default: every class of the run).")
+    ] = None,
+    classes_file: Annotated[
+        Path | None, typer.Option("--classes-file", help="Class names, one a line (instead of --classes).")
+    ] = None,
+    top: Annotated[int, typer.Option("--top", help="Classes shown per image.", min=1, max=1000)] = 5,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the predictions to a JSON file.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.", min=1, max=4096)] = 32,
+) -> None:
+    """Classify images with a trained run: its model, its test preprocessing, and by default every class of its
+    dataset (after base-to-novel: base and novel); any other class names with --classes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from restore.api import load_run
+    from restore.engine.predict import image_files, parse_classes
+
+    if json_out is not None and json_out.is_dir():
+        raise ConfigError(f"--json {json_out} is a folder", hint="pass the path of the JSON file to write")
+    names = parse_classes(classes, classes_file)
+    files = image_files(images)  # a wrong path fails before the model loads
+    loaded = load_run(run_dir, device=device, classes=names)
+    result = loaded.predict(files, batch_size=batch_size)
+    console = Console()
+    k = min(top, len(result.classnames))
+    origin = "given" if names is not None else "the run's"
+    console.print(
+        f"{loaded.config.method_name} run {run_dir}: {len(result.sources)} image(s), {len(result.classnames)} "
+        f"classes ({origin}), top {k}",
+        highlight=False, soft_wrap=True,
+    )  # fmt: skip
+    for source, row in zip(result.sources, result.top(k), strict=True):
+        t = Table(title=source, title_justify="left")
+        for col, justify in (("#", "right"), ("class", "left"), ("probability", "right")):
+            t.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        for rank, (name, p) in enumerate(row, 1):
+            t.add_row(str(rank), name, f"{100 * p:.2f}%")
+        console.print(t)
+    _write_json(json_out, {"run": str(run_dir), "classes": result.classnames, "predictions": result.to_json(k)})
+
+
+def _analyze_words(runs: list[Path], k: int, out: Path, device: str) -> None:
+    """`restore analyze --words K`: a table per run of each learned context vector's nearest words."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from restore.analysis.words import nearest_words
+    from restore.engine.backbone import load_backbone
+    from restore.engine.device import resolve_device
+    from restore.engine.runs import MODEL_FILE, read_run_config
+    from restore.errors import CheckpointError
+    from restore.fileio import atomic_write_json
+    from restore.methods.checkpoint import load_method
+
+    console = Console()
+    Path(out).mkdir(parents=True, exist_ok=True)  # an --out that cannot be made fails before any work
+    result = []
+    for run in runs:
+        config = read_run_config(run)
+        if not (run / MODEL_FILE).is_file():
+            raise CheckpointError(f"{run} holds no trained model ({MODEL_FILE})", hint="pass a finished run's folder")
+        clip = load_backbone(config.model.backbone, resolve_device(device))
+        found = nearest_words(load_method(run / MODEL_FILE, clip, expect_method=config.method_name), k)
+        t = Table(title=f"{config.method_name}: {run}", title_justify="left")
+        t.add_column("context")
+        t.add_column(f"nearest {k} words (Euclidean distance)", overflow="fold")
+        for c in found:
+            t.add_row(c.position, ", ".join(f"{w!r} {d:.3f}" for w, d in c.words))
+        console.print(t)
+        result.append({"run": str(run), "method": config.method_name, "contexts": [c.to_dict() for c in found]})
+    path = atomic_write_json(Path(out) / "words.json", result)
+    typer.echo(f"wrote {path}")
+
+
 def _root(root: Path | None, dataset: str | None = None) -> Path:
+    """--root, else the dataset's own home (a world task, as `restore run` does), else $RESTORE_DATA."""
     from restore.engine.config import default_root_for
     from restore.errors import ConfigError
 
@@ -494,6 +627,9 @@ def zeroshot(
     precision: Annotated[str, typer.Option("--precision", help="auto, fp32, amp, bf16 or fp16.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 100,
     workers: Annotated[int, typer.Option("--workers", help="Data-loader worker processes.")] = 0,
+    classes: Annotated[
+        str, typer.Option("--classes", help="all, or present (only the dataset's classes with images on disk).")
+    ] = "all",
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -503,7 +639,7 @@ def zeroshot(
     metrics = zeroshot_eval(
         backbone=backbone, dataset=dataset, root=_root(root, dataset) if dataset is not None else None, images=images,
         templates=templates, protocol=protocol, device=device, precision=precision, batch_size=batch_size,
-        workers=workers, progress=False if quiet else None,
+        workers=workers, classes=classes, progress=False if quiet else None,
     )  # fmt: skip
     _metrics_table(metrics, f"zero-shot {backbone} on {dataset or images}")
     _write_json(json_out, metrics)
@@ -535,6 +671,9 @@ def methods(
         typer.echo(json.dumps(out, indent=2, default=str))
         return
     console = Console()
+    if console.width < WIDE_TABLE:
+        _methods_narrow(console, rows, single=name is not None)
+        return
     if name is None:
         t = Table(title="methods (restore methods NAME for each schedule set and every option's help)")
         for col in ("name", "summary", "b2n lr / epochs / batch: own | restore_paper", "options (defaults)"):
@@ -555,11 +694,44 @@ def methods(
     console.print(t)
 
 
+WIDE_TABLE = 120  # columns below which `restore methods` prints blocks: a 4-column table would cut words
+
+
+def _methods_narrow(console: Any, rows: list[dict[str, Any]], *, single: bool) -> None:
+    """`restore methods` on a narrow terminal: a block per method (and per option), wrapped between words,
+    so that values such as `checkpoint_text=False` are never split."""
+    from rich.text import Text
+
+    def say(text: str, indent: int = 0, style: str = "") -> None:
+        wrapped = Text(text, style=style).wrap(console, max(console.width - indent, 20))
+        for line in wrapped:
+            console.print(" " * indent + line.plain, style=style, highlight=False, crop=False, soft_wrap=True)
+
+    if not single:
+        say("methods (restore methods NAME for each schedule set and every option's help)", style="italic")
+    for r in rows:
+        console.print()
+        say(f"{r['name']}: {r['summary']}", style="bold")
+        sets = {s["set"]: s for s in r["schedules"] if s["protocol"] == "b2n"}
+        say("b2n lr / epochs / batch: " + ("; ".join(
+            f"{k} {s['lr']} / {s['epochs']} / {s['batch_size']}" for k, s in sets.items()) or "-"), 2)  # fmt: skip
+        if not single:
+            say("options (defaults): " + ", ".join(f"{f[0]}={f[2]!r}" for f in r["fields"]), 2)
+            continue
+        say("schedule sets (--schedule; dg reads xd's row; train/fewshot read fewshot's, else b2n's):", 2)
+        for sc in r["schedules"]:
+            epochs = f"{sc['epochs']} ({sc['epochs_rule']})" if sc["epochs_rule"] else str(sc["epochs"])
+            options = "".join(f", {k}={v!r}" for k, v in sc["options"].items())
+            say(f"{sc['set']} {sc['protocol']}: lr {sc['lr']}, epochs {epochs}, batch {sc['batch_size']}{options}", 4)
+            say(f"source: {sc['source']}" + (f" ({sc['note']})" if sc["note"] else ""), 6)
+        for f_name, f_type, f_default, f_help in r["fields"]:
+            say(f"method.{f_name} ({f_type}, default {f_default!r})", 2, style="bold")
+            say(str(f_help), 4)
+
+
 def _b2n_schedules(schedules: list[dict[str, Any]]) -> str:
     b2n = {s["set"]: s for s in schedules if s["protocol"] == "b2n"}
-    return " | ".join(
-        f"{s['lr']} / {s['epochs']} / {s['batch_size']}" for s in b2n.values()
-    ) or "-"
+    return " | ".join(f"{s['lr']} / {s['epochs']} / {s['batch_size']}" for s in b2n.values()) or "-"
 
 
 def _schedule_table(console: Any, schedules: list[dict[str, Any]]) -> None:
@@ -595,18 +767,31 @@ def sweep(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs and which are done; start none.")] = False,
     db: Annotated[str | None, typer.Option("--db", help="Results database (default <out>/results.sqlite).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder of run directories (default runs).")] = None,
+    root: Annotated[
+        Path | None,
+        typer.Option("--root", "-r", help="Data root of every cell whose grid names none (default $RESTORE_DATA)."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", "-s", help="Override a config key in every cell, over the grid file (repeatable).", metavar="K=V"
+        ),
+    ] = None,
 ) -> None:
     """Run a grid of runs (local processes or a Ray cluster), skipping those the database holds finished.
 
-    Failed runs are recorded with their error (and retried with --retries) without stopping the others; the
-    exit code is 1 when a run failed. Stop it any time: the same command continues where it stopped.
+    Failed runs are recorded with their error (and retried with --retries) without stopping the others; after
+    3 runs failed with the same error no new cell starts. The exit code is 1 when a run failed. Stop it any
+    time: the same command continues where it stopped.
     """
+    from restore.engine.config import default_data_root
     from restore.scale.sweep import run_sweep
 
     try:
         result = run_sweep(
-            grid, ray_address=ray_address, retries=retries, workers=workers, dry_run=dry_run, db=db, out=out
-        )
+            grid, ray_address=ray_address, retries=retries, workers=workers, dry_run=dry_run, db=db, out=out,
+            root=root if root is not None else default_data_root(), overrides=set_ or [],
+        )  # fmt: skip
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     if result.failed:

@@ -143,5 +143,24 @@ def test_data_commands_read_restore_data_when_no_root_is_given(tmp_path, monkeyp
     verify = runner.invoke(app, ["verify", "dtd", "--no-decode"])
     assert verify.exit_code == 0, verify.output
     monkeypatch.delenv("RESTORE_DATA")
-    missing = runner.invoke(app, ["info", "dtd"])
-    assert missing.exit_code == 2 and "--root" in missing.output  # neither given: click names the option
+    from restore.cli import app as restore_app
+
+    missing = runner.invoke(restore_app, ["data", "info", "dtd"])
+    assert missing.exit_code == 2 and "error: no data root given for dtd" in missing.output
+    assert "pass --root DIR" in missing.output and "Traceback" not in missing.output
+
+
+def test_a_dataset_with_its_own_home_needs_no_root(tmp_path, monkeypatch):
+    """An image folder given by its path, and a generated world task, are found without --root."""
+    from PIL import Image
+
+    monkeypatch.delenv("RESTORE_DATA", raising=False)
+    monkeypatch.setenv("RESTORE_CACHE", str(tmp_path / "cache"))
+    for name in ("red_fox", "blue_jay"):
+        (tmp_path / "mine" / name).mkdir(parents=True)
+        for i in range(10):
+            Image.new("RGB", (8, 8), (20 * i, 0, 0)).save(tmp_path / "mine" / name / f"{i}.png")
+    folder = runner.invoke(app, ["info", str(tmp_path / "mine")])
+    assert folder.exit_code == 0 and "2 classes, train/val/test (10, 4, 6)" in folder.output, folder.output
+    world = runner.invoke(app, ["verify", "world_tinted_colours", "--no-decode"])
+    assert world.exit_code == 0 and (tmp_path / "cache" / "world" / "tinted_colours").is_dir(), world.output

@@ -82,8 +82,8 @@ def test_runs_record_the_feature_shift_profile_of_the_trained_method(data_root, 
     # Recomputed from the saved model on the same 6 training images (every 2nd of the 12 base-class shots).
     from restore.data import base_to_novel, few_shot, load_dataset
 
-    loaded = load_run(result.run_dir)
     base, _ = base_to_novel(few_shot(load_dataset("dtd", data_root), 4, 1))
+    loaded = load_run(result.run_dir, classes=base.classnames)  # the run measured its text shift on these
     images = torch.stack([x for x, _ in ImageDataset(base.train[::2], eval_transform(32))])
     profile = measure_shifts(loaded.method, [images])
     assert profile.vision == pytest.approx(shift["vision"], rel=1e-5)

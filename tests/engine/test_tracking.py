@@ -25,6 +25,7 @@ from restore.engine.tracking import (
     Trackers,
     check_trackers,
     crc32c,
+    final_metrics,
     open_trackers,
     read_scalars,
 )
@@ -324,6 +325,44 @@ def _wandb_records(path):
             yield record
 
 
+def test_a_run_sends_its_test_metrics_to_the_mlflow_run_its_training_logged_to(data_root, tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    from restore.engine.runs import run
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "results")
+    result = run(_run_config(data_root, tmp_path / "runs", "tracking=[jsonl,mlflow]"))
+    run_id = json.loads((result.run_dir / "tracking.json").read_text())["mlflow"]
+    client = mlflow.tracking.MlflowClient()
+    finished = client.get_run(run_id)
+    assert finished.info.status == "FINISHED"
+    experiment = client.get_experiment_by_name("results").experiment_id
+    assert len(client.search_runs([experiment])) == 1  # the result went on the training's run, not a new one
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())["metrics"]
+    sent = {k: v for k, v in finished.data.metrics.items() if k.startswith("test/")}
+    assert sent == {"test/test_top1": metrics["test"]["top1"], "test/test_top5": metrics["test"]["top5"]}
+    history = client.get_metric_history(run_id, "test/test_top1")
+    assert [m.step for m in history] == [result.timings["steps"]]  # once, at the run's last step
+    assert "train/loss" in finished.data.metrics
+
+
+def test_final_metrics_flatten_every_evaluated_split():
+    metrics = {
+        "base": {"top1": 80.0, "top5": 95.0, "n": 10},
+        "novel": {"top1": 70.0, "top5": None, "n": 10},
+        "hm": 74.67,
+        "shift": {"vision": [1.0]},
+        "classnames": ["a", "b"],
+    }
+    assert final_metrics(metrics) == {
+        "test/base_top1": 80.0,
+        "test/base_top5": 95.0,
+        "test/novel_top1": 70.0,
+        "test/hm": 74.67,
+    }
+
+
 def test_wandb_offline_gets_the_steps_and_the_config_and_a_resume_continues_its_run(tmp_path, monkeypatch):
     wandb = pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -337,11 +376,17 @@ def test_wandb_offline_gets_the_steps_and_the_config_and_a_resume_continues_its_
         for s in steps:
             tracker.log(s, {"loss": 1.0 / s})
         tracker.close()
-        wandb.teardown()  # as at a process's exit: W&B's service writes out everything it holds
+        wandb.teardown()
+    # the run's result, sent after its evaluation, goes on the same W&B run (a third process here)
+    time.sleep(1 - time.time() % 1)
+    tracker = open_trackers(["wandb"], run_dir, name="b2n/dtd/coop", config={"optim": {"lr": 0.002}})
+    tracker.summary(4, {"test/base_top1": 81.5, "test/hm": 77.25})
+    tracker.close()
+    wandb.teardown()  # as at a process's exit: W&B's service writes out everything it holds
     run_id = json.loads((run_dir / "tracking.json").read_text())["wandb"]
     files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
-    assert len(files) == 2 and all(f.name == f"run-{run_id}.wandb" for f in files)  # one W&B run, resumed
-    logged = []
+    assert len(files) == 3 and all(f.name == f"run-{run_id}.wandb" for f in files)  # one W&B run, resumed
+    logged, summary = [], {}
     for f in files:
         for record in _wandb_records(f):
             if record.WhichOneof("record_type") == "run":
@@ -351,7 +396,12 @@ def test_wandb_offline_gets_the_steps_and_the_config_and_a_resume_continues_its_
             if record.WhichOneof("record_type") == "history":
                 items = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
                 logged.append((record.history.step.num, items["train/loss"]))
+            if record.WhichOneof("record_type") == "summary":
+                summary.update(
+                    {u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in record.summary.update}
+                )
     assert logged == [(1, 1.0), (2, 0.5), (3, 1 / 3), (3, 1 / 3), (4, 0.25)]
+    assert summary["test/base_top1"] == 81.5 and summary["test/hm"] == 77.25
 
 
 def test_the_command_line_names_the_missing_package_and_writes_nothing(data_root, tmp_path, monkeypatch):

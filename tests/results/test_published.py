@@ -97,3 +97,73 @@ def test_a_published_method_without_a_source_is_refused(tmp_path):
     )
     with pytest.raises(ResultsError, match="method 'coop' names no source"):
         load_published(bad)
+
+
+# The 11 datasets of the base-to-novel benchmark, under the names the registry (and so every report) uses.
+B2N_DATASETS = (
+    "imagenet",
+    "caltech101",
+    "oxford_pets",
+    "stanford_cars",
+    "oxford_flowers",
+    "food101",
+    "fgvc_aircraft",
+    "sun397",
+    "dtd",
+    "eurosat",
+    "ucf101",
+)
+
+
+def _packaged_methods() -> dict:
+    """The packaged JSON read directly, not through the loader, so the checks below are independent of it."""
+    return json.loads(resources.files("restore.results").joinpath("published", FILENAME).read_text())["methods"]
+
+
+def test_the_packaged_per_dataset_numbers_cover_the_eleven_registered_datasets_and_have_hm_of_base_and_novel():
+    from restore.data import list_datasets
+
+    methods = _packaged_methods()
+    with_sets = {m for m, e in methods.items() if e.get("datasets")}
+    assert with_sets == {"zeroshot_clip", "coop", "cocoop", "maple", "promptsrc"}
+    assert set(B2N_DATASETS) <= set(list_datasets())  # keys a report's dataset blocks are named by
+    for method in sorted(with_sets):
+        sets = methods[method]["datasets"]
+        assert tuple(sets) == B2N_DATASETS, method
+        assert "per-dataset" in methods[method]["source"], method  # the per-dataset numbers name their own source
+        for dataset, v in sets.items():
+            b, n, h = v["base"], v["novel"], v["hm"]
+            assert h == pytest.approx(2 * b * n / (b + n), abs=0.02), (method, dataset)  # as published, rounded
+    assert load_published(default_published_path()).datasets["coop"]["dtd"] == (79.44, 41.18, 54.24)
+
+
+def test_the_mean_over_the_eleven_datasets_reproduces_each_published_average():
+    for method, entry in _packaged_methods().items():
+        if not entry.get("datasets"):
+            continue
+        sets, avg = entry["datasets"], entry["average"]
+        base = sum(v["base"] for v in sets.values()) / len(sets)
+        novel = sum(v["novel"] for v in sets.values()) / len(sets)
+        assert len(sets) == 11
+        assert base == pytest.approx(avg["base"], abs=0.05), method
+        assert novel == pytest.approx(avg["novel"], abs=0.05), method
+        assert 2 * base * novel / (base + novel) == pytest.approx(avg["hm"], abs=0.05), method
+
+
+def test_a_report_shows_the_packaged_dataset_rows_in_each_dataset_block(filled_db):
+    """filled_db holds coop and maple runs on dtd and eurosat: each block gets the published rows of that dataset."""
+    path, _ = filled_db
+    result = invoke("report", "--db", path, "-f", "markdown", "-p", "b2n", "-b", "ViT-B/16")
+    assert result.exit_code == 0, result.output
+    blocks = {b.split("\n", 1)[0]: b.split("\n\n1. ")[0] for b in result.output.split("### ")[1:]}
+    methods = _packaged_methods()
+    for dataset in ("dtd", "eurosat"):
+        table = blocks[dataset]
+        for method, entry in methods.items():
+            row = f"| *{method} — {PUBLISHED_LABEL}* |"
+            if dataset not in entry.get("datasets", {}):
+                assert row not in table, (dataset, method)  # averages only: no row in a dataset block
+                continue
+            b, n = entry["datasets"][dataset]["base"], entry["datasets"][dataset]["novel"]
+            assert f"{row} {b:.2f} | {n:.2f} | {2 * b * n / (b + n):.2f} |" in table, (dataset, method)
+    assert "| *coop — as published* | 79.44 | 41.18 | 54.24 |" in blocks["dtd"]  # CoOp's DTD row, as printed

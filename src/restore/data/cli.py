@@ -28,9 +28,10 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-# Like `restore run`, the data commands read $RESTORE_DATA when --root is not given.
+# Like `restore run`, the data commands read $RESTORE_DATA when --root is not given; a dataset with its own
+# home (an image folder given by its path, a generated world task) needs neither.
 RootOpt = Annotated[
-    Path,
+    Path | None,
     typer.Option(
         "--root",
         "-r",
@@ -38,6 +39,21 @@ RootOpt = Annotated[
         help="folder holding the dataset folders (CoOp's $DATA; default $RESTORE_DATA)",
     ),
 ]
+
+
+def _root_for(dataset: str, root: Path | None) -> Path:
+    """--root (or $RESTORE_DATA), else the dataset's own home; one clear error when there is neither."""
+    if root is not None:
+        return root
+    spec = get_dataset(dataset)
+    if spec.default_root is not None:
+        return spec.default_root()
+    raise ConfigError(
+        f"no data root given for {spec.name}",
+        hint="pass --root DIR (the folder holding the dataset folders) or set $RESTORE_DATA",
+    )
+
+
 ClassesOpt = Annotated[
     str, typer.Option("--classes", help="'all', or 'present' to keep only the classes with images on disk")
 ]
@@ -86,7 +102,7 @@ def list_cmd(root: Annotated[Path | None, typer.Option("--root", "-r", help="als
 @app.command()
 def verify(
     dataset: Annotated[str, typer.Argument(help="dataset name, e.g. dtd or DescribableTextures")],
-    root: RootOpt,
+    root: RootOpt = None,
     classes: ClassesOpt = "all",
     split_file: SplitOpt = None,
     workers: Annotated[int, typer.Option(help="threads decoding images")] = 4,
@@ -111,7 +127,7 @@ def verify(
     with progress:
         report = verify_dataset(
             dataset,
-            root,
+            _root_for(dataset, root),
             split_file=split_file,
             classes=_classes(classes),  # type: ignore[arg-type]
             workers=workers,
@@ -158,7 +174,7 @@ def _print_counts(out, report, per_class: bool) -> None:
 @app.command()
 def download(
     dataset: Annotated[str, typer.Argument(help="dataset name, e.g. dtd")],
-    root: RootOpt,
+    root: RootOpt = None,
     force: Annotated[bool, typer.Option(help="fetch again even what is already in place")] = False,
     keep_archives: Annotated[bool, typer.Option(help="keep the downloaded archives after extraction")] = False,
     timeout: Annotated[float, typer.Option(help="seconds without data before a connection is retried")] = 60,
@@ -169,7 +185,12 @@ def download(
 
     out = _console()
     result = download_dataset(
-        dataset, root, force=force, keep_archives=keep_archives, timeout=timeout, log=lambda m: out.print(m)
+        dataset,
+        _root_for(dataset, root),
+        force=force,
+        keep_archives=keep_archives,
+        timeout=timeout,
+        log=lambda m: out.print(m),
     )
     if not result.complete:
         out.print(f"[bold yellow]{result.dataset} needs a manual step[/]:\n{result.manual}")
@@ -182,12 +203,12 @@ def download(
 @app.command()
 def info(
     dataset: Annotated[str, typer.Argument(help="dataset name")],
-    root: RootOpt,
+    root: RootOpt = None,
     classes: ClassesOpt = "all",
     split_file: SplitOpt = None,
 ) -> None:
     """Sizes, class count, base/novel split and loading notes of a dataset on disk."""
-    splits = load_dataset(dataset, root, classes=_classes(classes), split_file=split_file)  # type: ignore[arg-type]
+    splits = load_dataset(dataset, _root_for(dataset, root), classes=_classes(classes), split_file=split_file)  # type: ignore[arg-type]
     out = _console()
     out.print(f"{splits.name}: {splits.num_classes} classes, train/val/test {splits.sizes()}")
     if splits.num_classes >= 2:
@@ -203,7 +224,7 @@ def info(
 @app.command()
 def fewshot(
     dataset: Annotated[str, typer.Argument(help="dataset name")],
-    root: RootOpt,
+    root: RootOpt = None,
     shots: Annotated[int, typer.Option(help="images per class (-1 or 0: all)")] = 16,
     seed: Annotated[int, typer.Option(help="run seed (CoOp's seeds are 1, 2, 3)")] = 1,
     classes: ClassesOpt = "all",
@@ -218,7 +239,7 @@ def fewshot(
     _in_range("--seed", seed, 0, MAX_SEED)
     if out_file is not None and out_file.is_dir():
         raise ConfigError(f"--out {out_file} is a folder", hint="pass the path of the split file to write")
-    splits = load_dataset(dataset, root, classes=_classes(classes), split_file=split_file)  # type: ignore[arg-type]
+    splits = load_dataset(dataset, _root_for(dataset, root), classes=_classes(classes), split_file=split_file)  # type: ignore[arg-type]
     fs = few_shot(splits, shots, seed, strict=strict)
     out = _console()
     out.print(f"{fs.name}: {shots} shots, seed {seed}: train {len(fs.train)}, val {len(fs.val)}, test {len(fs.test)}")

@@ -90,8 +90,11 @@ class ModelSection:
     )
     text_packing: bool = option(True, help="encode each distinct class-prompt prefix once (exact; faster)")
     text_chunk: int = option(
-        0, help="encode the class prompts this many at a time (0: all at once); with text_checkpointing, "
-        "ImageNet's 1,000 classes fit in ~2.3 GiB at ~25% more time", min=0, max=MAX_COUNT
+        0,
+        help="encode the class prompts this many at a time (0: all at once); with text_checkpointing, "
+        "ImageNet's 1,000 classes fit in ~2.3 GiB at ~25% more time",
+        min=0,
+        max=MAX_COUNT,
     )
     text_checkpointing: bool = option(
         False, help="recompute the text tower in the backward pass (per chunk, or per block) to save memory"
@@ -137,11 +140,15 @@ class DataSection:
         1, help="image-folder datasets (-d PATH): seed of the train/val/test split", min=0, max=MAX_SEED
     )
     split_val: float = option(
-        0.2, help="image-folder datasets: fraction of each class's images for val (CoOp's DTD rule: 0.2)", min=0.0,
+        0.2,
+        help="image-folder datasets: fraction of each class's images for val (CoOp's DTD rule: 0.2)",
+        min=0.0,
         max=0.9,
     )
     split_test: float = option(
-        0.3, help="image-folder datasets: fraction of each class's images for test (the rest trains)", min=0.05,
+        0.3,
+        help="image-folder datasets: fraction of each class's images for test (the rest trains)",
+        min=0.05,
         max=0.95,
     )
     targets: list[str] = option(  # noqa: RUF009
@@ -168,8 +175,9 @@ class RunConfig:
     method: Any = None  # MethodConfig after `build_run_config`
     protocol: Protocol = option("train", help="train | b2n | xd | dg | fewshot")  # noqa: RUF009
     schedule: ScheduleSet = option(  # noqa: RUF009
-        DEFAULT_SET, help="schedule set filling lr/epochs/batch and the method settings it fixes: "
-        + "; ".join(f"{k}: {v}" for k, v in SET_HELP.items())
+        DEFAULT_SET,
+        help="schedule set filling lr/epochs/batch and the method settings it fixes: "
+        + "; ".join(f"{k}: {v}" for k, v in SET_HELP.items()),
     )
     seed: int = option(
         1, help="run seed (few-shot sampling, initialisation, shuffling, augmentation)", min=0, max=MAX_SEED
@@ -184,7 +192,9 @@ class RunConfig:
     quiet: bool = option(False, help="no progress bars (the log file is still written)")
     log_every: int = option(20, help="write a log line every this many training steps", min=1, max=MAX_COUNT)
     shift_images: int = option(
-        256, help="training images whose per-layer feature shift a run records in metrics.shift (0: none)", min=0,
+        256,
+        help="training images whose per-layer feature shift a run records in metrics.shift (0: none)",
+        min=0,
         max=MAX_COUNT,
     )
     imports: list[str] = option(  # noqa: RUF009

@@ -17,7 +17,8 @@ from restore.engine.device import resolve_device
 from restore.engine.evaluate import dataset_title, evaluate
 from restore.engine.precision import cast_for_precision
 from restore.engine.progress import RunLog
-from restore.engine.runs import CONFIG_FILE, MODEL_FILE, read_run_config, run_dataset
+from restore.engine.runs import CONFIG_FILE, MODEL_FILE, read_run_config
+from restore.engine.runs import run_dataset as dataset_of_run_config
 from restore.errors import CheckpointError, ConfigError, DataError, RestoreError
 from restore.methods import build_method, make_config
 from restore.methods.checkpoint import load_method, read_method
@@ -37,14 +38,12 @@ def check_loader_options(batch_size: Any, workers: Any) -> None:
             raise ConfigError(f"{flag} {short(value)} is not from {low} to {high}", hint=f"{flag}: {what}")
 
 
-def test_splits(
-    dataset: Any, root: str | Path, protocol: str, classes: str = "all"
-) -> tuple[str, dict[str, Any]]:
+def test_splits(dataset: Any, root: str | Path, protocol: str, classes: str = "all") -> tuple[str, dict[str, Any]]:
     """(dataset title, {label: DatasetSplits}) whose test lists a protocol evaluates; no few-shot sampling.
     ``dataset``: a name, an image folder's path, or a spec."""
     spec = dataset if isinstance(dataset, DatasetSpec) else get_dataset(dataset)
     root = Path(root).expanduser()
-    if spec.location is None and spec.generate is None and not root.is_dir():
+    if spec.location is None and spec.generate is None and not root.is_dir():  # a folder or the world has its own
         raise DataError(f"data root {root} does not exist", hint="pass --root: the folder holding the dataset folders")
     if protocol == "train":
         return spec.title, {"test": load_dataset(spec, root, classes=classes)}  # type: ignore[arg-type]
@@ -67,7 +66,7 @@ def _run_split(config: Any, run_dir: Path, dataset: str) -> Any:
     recorded = run_dir / SPLIT_FILE
     if spec.location is not None and recorded.is_file() and not config.data.split_file:
         return with_split_file(spec, recorded)
-    return run_dataset(config)
+    return dataset_of_run_config(config)
 
 
 def _score(method, splits: dict[str, Any], *, size: int, device, precision, batch_size, workers, progress, log):
@@ -91,6 +90,18 @@ def _score(method, splits: dict[str, Any], *, size: int, device, precision, batc
     if "base" in metrics and "novel" in metrics:
         metrics["hm"] = harmonic_mean(metrics["base"]["top1"], metrics["novel"]["top1"])
     return metrics
+
+
+def run_dataset(checkpoint: str | Path) -> tuple[str, Path | None]:
+    """(dataset, data root) a run trained on, for an evaluation that names no dataset."""
+    path = Path(checkpoint).expanduser()
+    run_dir = path if path.is_dir() else path.parent
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ConfigError(
+            f"{run_dir} holds no {CONFIG_FILE}, so its dataset is unknown", hint="name the dataset with -d/--dataset"
+        )
+    data = read_run_config(run_dir).data
+    return data.dataset, (Path(data.root) if data.root else None)
 
 
 def evaluate_checkpoint(

@@ -59,7 +59,7 @@ from restore.engine.precision import cast_for_precision
 from restore.engine.progress import RunLog
 from restore.engine.reserve import SpaceReserve
 from restore.engine.seeding import derive_seed, seed_everything
-from restore.engine.tracking import check_trackers, open_trackers
+from restore.engine.tracking import SUMMARY_TRACKERS, check_trackers, final_metrics, open_trackers
 from restore.engine.trainer import Trainer, TrainResult, TrainSettings
 from restore.errors import CheckpointError, ConfigError, DataError, RestoreError, ResultsError
 from restore.fileio import atomic_write_json, atomic_write_text
@@ -117,6 +117,20 @@ class RunPlan:
     backbone: str  # how results name it
     run_dir: Path
     method: PromptedCLIP
+    # Metrics of an earlier run of the same model on the same test splits (`same_model_key`): recorded for
+    # this run instead of evaluating again; `reused_from` names that run in the log.
+    reuse_metrics: dict[str, Any] | None = None
+    reused_from: str | None = None
+
+
+def same_model_key(plan: RunPlan) -> str | None:
+    """Runs with the same key test the same model on the same splits: a method without learnable parameters
+    (zero-shot CLIP) is not changed by its training set, so runs that differ only in shots are one evaluation
+    (`restore run fewshot -m zeroshot --shots 1 2 4 8 16`). None for a method that trains."""
+    if plan.method.learnable_parameters():
+        return None
+    c = plan.config
+    return dataclasses.replace(c, data=dataclasses.replace(c.data, shots=0)).hash()
 
 
 # --- planning (validation) ------------------------------------------------------------------------------
@@ -466,13 +480,21 @@ def _execute_owned(plan: RunPlan, *, resume: bool, overwrite: bool, progress: bo
         if result.resumed_from is not None:
             timings["resumed_after_epoch"] = result.resumed_from
         t_eval = time.perf_counter()
-        metrics, skipped = _evaluate_all(plan, log, progress=progress)
+        if plan.reuse_metrics is not None:
+            metrics, skipped = json.loads(json.dumps(plan.reuse_metrics)), 0
+            log.info(
+                f"evaluation: the same model on the same test splits as {plan.reused_from} (no learnable "
+                "parameters, so the shots change nothing); its metrics are recorded, not computed again"
+            )
+        else:
+            metrics, skipped = _evaluate_all(plan, log, progress=progress)
         skipped += len(getattr(train_set, "skipped", []))
         timings["eval_s"] = round(time.perf_counter() - t_eval, 3)
         timings["total_s"] = round(time.perf_counter() - t_start, 3)
         if skipped:
             metrics["skipped_images"] = skipped
         _write_metrics(plan, run_id, metrics, timings, result.history)
+        _send_result(plan, metrics, result.steps)
         recorder.finish(metrics, timings)
         run_info.update(status="finished", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         atomic_write_json(plan.run_dir / RUN_FILE, run_info)
@@ -555,8 +577,7 @@ def _train(
         precision=c.model.precision,
         log_every=c.log_every,
     )
-    label = plan.run_dir.relative_to(c.out).as_posix() if plan.run_dir.is_relative_to(c.out) else plan.run_dir.name
-    tracker = open_trackers(c.tracking, plan.run_dir, name=label, config=c.to_dict())
+    tracker = open_trackers(c.tracking, plan.run_dir, name=_tracking_name(plan), config=c.to_dict())
     trainer = Trainer(
         plan.method,
         train_set,
@@ -572,6 +593,25 @@ def _train(
     )
     try:
         return trainer.fit(resume=resume)
+    finally:
+        tracker.close()
+
+
+def _tracking_name(plan: RunPlan) -> str:
+    """The run's name in W&B / MLflow: its folder below the output root (b2n/dtd/coop/shots16_seed1-…)."""
+    c = plan.config
+    return plan.run_dir.relative_to(c.out).as_posix() if plan.run_dir.is_relative_to(c.out) else plan.run_dir.name
+
+
+def _send_result(plan: RunPlan, metrics: dict[str, Any], steps: int) -> None:
+    """The run's test metrics to the W&B / MLflow run its training logged to (the files have metrics.json)."""
+    c = plan.config
+    names = [n for n in c.tracking if n in SUMMARY_TRACKERS]
+    if not names:
+        return
+    tracker = open_trackers(names, plan.run_dir, name=_tracking_name(plan), config=c.to_dict())
+    try:
+        tracker.summary(steps, final_metrics(metrics))
     finally:
         tracker.close()
 
@@ -666,8 +706,17 @@ def _write_metrics(
             "timings": timings,
             "history": history,
             "notes": list(plan.data.train.notes),
+            "classnames": run_classnames(plan),
         },
     )
+
+
+def run_classnames(plan: RunPlan) -> list[str]:
+    """Every class of the run's dataset in label order, recorded so that `restore predict` classifies all of
+    them by default: the training classes, and after base-to-novel the novel ones behind them."""
+    names = list(plan.data.train.classnames)
+    novel = plan.data.evaluate.get("novel") if plan.config.protocol == "b2n" else None
+    return names + [n for n in (novel.classnames if novel is not None else []) if n not in names]
 
 
 def run(

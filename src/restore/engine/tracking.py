@@ -55,7 +55,29 @@ class Tracker(Protocol):
     def flush(self) -> None:
         """Store what was logged (called before each checkpoint, so a resume loses no step)."""
 
+    def summary(self, step: int, values: Mapping[str, float]) -> None:
+        """The run's final test metrics after its last step ``step`` (`final_metrics`). The files keep them in
+        ``metrics.json`` already; W&B and MLflow put them where their users look for a run's result."""
+
     def close(self) -> None: ...
+
+
+# Only these trackers receive a run's final metrics: the files beside metrics.json would only repeat it.
+SUMMARY_TRACKERS = ("wandb", "mlflow")
+
+
+def final_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """A run's result as flat scalars: ``test/<split>_top1`` and ``_top5`` for each evaluated split (base, novel,
+    a target dataset, ...), and ``test/hm`` for base-to-novel."""
+    out: dict[str, float] = {}
+    for label, value in metrics.items():
+        if isinstance(value, Mapping) and "top1" in value:
+            out[f"test/{label}_top1"] = float(value["top1"])
+            if value.get("top5") is not None:
+                out[f"test/{label}_top5"] = float(value["top5"])
+    if isinstance(metrics.get("hm"), int | float):
+        out["test/hm"] = float(metrics["hm"])
+    return out
 
 
 # --- choosing -------------------------------------------------------------------------------------------
@@ -111,6 +133,10 @@ class Trackers:
         for t in self.trackers:
             t.flush()
 
+    def summary(self, step: int, values: Mapping[str, float]) -> None:
+        for t in self.trackers:
+            t.summary(step, values)
+
     def close(self) -> None:
         for t in self.trackers:
             t.close()
@@ -157,6 +183,9 @@ class JsonlTracker:
 
     def flush(self) -> None:
         pass  # every line is flushed as written
+
+    def summary(self, step: int, values: Mapping[str, float]) -> None:
+        pass  # metrics.json beside this file holds the result
 
     def close(self) -> None:
         if self._file is not None:
@@ -221,6 +250,9 @@ class TensorBoardTracker:
 
     def flush(self) -> None:
         pass  # every event is flushed as written
+
+    def summary(self, step: int, values: Mapping[str, float]) -> None:
+        pass  # metrics.json beside these events holds the result
 
     def close(self) -> None:
         if self._file is not None:
@@ -398,6 +430,11 @@ class WandbTracker:
     def flush(self) -> None:
         pass  # W&B's own process stores what was logged
 
+    def summary(self, step: int, values: Mapping[str, float]) -> None:
+        if self.run is None:
+            self.begin(step)  # the training's W&B run, resumed: the result goes on the same run
+        self.run.summary.update(dict(values))
+
     def close(self) -> None:
         if self.run is not None:
             self.run.finish(exit_code=0 if _ending() == "FINISHED" else 1)
@@ -446,6 +483,15 @@ class MlflowTracker:
         self._pending.extend(Metric(f"train/{k}", float(v), now, step) for k, v in scalars.items())
         if time.monotonic() - self._sent > self.every_s:
             self.flush()
+
+    def summary(self, step: int, values: Mapping[str, float]) -> None:
+        from mlflow.entities import Metric  # optional: mlflow
+
+        if self.client is None:
+            self.begin(step)  # the training's MLflow run, continued: the result goes on the same run
+        now = int(time.time() * 1000)
+        self._pending.extend(Metric(k, float(v), now, step) for k, v in values.items())
+        self.flush()
 
     def flush(self) -> None:
         for i in range(0, len(self._pending), 1000):  # MLflow takes at most 1000 metrics per batch

@@ -53,7 +53,7 @@ from typing import Any
 
 from restore import plugins
 from restore.clip.config import get_config
-from restore.config import load_yaml
+from restore.config import load_yaml, parse_override
 from restore.data import get_dataset
 from restore.engine.backbone import check_backbone, load_backbone
 from restore.engine.config import RunConfig, build_run_config, resolve, resolve_precision
@@ -123,6 +123,26 @@ class Grid:
     out: str | None = None
     db: str | None = None
     source: Path | None = None
+    # From the command line (`restore sweep --root/--set`): the data root of every cell that names none and
+    # whose dataset has no home of its own (the world), and overrides that win over everything in the file.
+    root: str | None = None
+    force: dict[str, Any] = field(default_factory=dict)
+
+
+def with_command_line(grid: Grid, *, root: str | Path | None = None, overrides: Sequence[str] = ()) -> Grid:
+    """``grid`` with `restore sweep`'s ``--root`` and ``--set KEY=VALUE`` (applied to every cell, last)."""
+    force = dict(grid.force)
+    for text in overrides:
+        path, value = parse_override(text)
+        key = ".".join(path)
+        _check_override_key(key, f"--set {key}")
+        if key in grid.grid:
+            raise ConfigError(
+                f"--set {key}: the grid's matrix varies {key} ({grid.grid[key]})",
+                hint=f"drop {key} from `grid:` to set one value for every cell, or leave out --set {key}",
+            )
+        force[key] = value
+    return dataclasses.replace(grid, root=str(root) if root is not None else grid.root, force=force)
 
 
 def _show(value: Any) -> str:
@@ -428,9 +448,11 @@ def _cell(grid: Grid, axes: Mapping[str, Any], point: tuple[tuple[str, Any], ...
     if base_method and base_method.get("name") not in (None, method):
         base_method = {}  # the base file's method options were for its own method
     data["method"] = {**base_method, "name": method}
-    overrides = {**grid.set, **grid.methods.get(method, {}), **dict(point), **extra}
+    overrides = {**grid.set, **grid.methods.get(method, {}), **dict(point), **extra, **grid.force}
     for key, value in overrides.items():
         _put(data, key, value, label)
+    if grid.root is not None and _get(data, "data.root") is None and not _has_home(str(axes["dataset"])):
+        _put(data, "data.root", grid.root, label)
     tag = str(_get(data, "tag") or "")
     if point:
         data["tag"] = f"{tag},{point_tag(point)}" if tag else point_tag(point)
@@ -456,6 +478,14 @@ def _cell(grid: Grid, axes: Mapping[str, Any], point: tuple[tuple[str, Any], ...
         data=data,
         config=config,
     )
+
+
+def _has_home(dataset: str) -> bool:
+    """Whether the dataset lives in a folder of its own when a run names no root (the generated world)."""
+    try:
+        return get_dataset(dataset).default_root is not None
+    except ConfigError:
+        return False  # an unknown name: the cell's own check says so
 
 
 def _deep_copy(d: Any) -> Any:

@@ -25,6 +25,7 @@ import collections
 import dataclasses
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,22 @@ from rich.console import Console
 from rich.markup import escape  # run labels carry tags such as [method.n_ctx=2]
 
 from restore.errors import ConfigError, ResultsError
-from restore.scale.grid import Cell, Grid, describe_cells, expand, load_grid, record_hash, resolved_configs
+from restore.scale.grid import (
+    Cell,
+    Grid,
+    describe_cells,
+    expand,
+    load_grid,
+    record_hash,
+    resolved_configs,
+    with_command_line,
+)
 from restore.scale.jobs import Executor, Job
 
 BUSY_WAIT_S = 2.0  # how often a sweep looks again at a cell whose run directory another process owns
+# After this many runs failed with the same error, start no new cell: the next would fail the same way (a
+# missing data root, a wrong backbone path) and only bury the cause under copies of it.
+SAME_FAILURE_STOP = 3
 
 
 @dataclass
@@ -61,6 +74,7 @@ class SweepResult:
     out: Path
     results: list[CellResult]
     dry_run: bool = False
+    stopped: str | None = None  # why the sweep started no more cells (the same failure again and again)
 
     def _with(self, status: str) -> list[CellResult]:
         return [r for r in self.results if r.status == status]
@@ -112,6 +126,9 @@ def run_sweep(
     live: bool | None = None,
     report: bool = True,
     max_cells: int | None = None,
+    root: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    stop_after: int = SAME_FAILURE_STOP,
 ) -> SweepResult:
     """Run every cell of ``grid`` (a grid file or a parsed `Grid`) that the database does not hold finished.
 
@@ -123,6 +140,8 @@ def run_sweep(
         raise ConfigError(f"--retries must be 0 or more, got {retries}")
     console = console or Console(stderr=True)
     g = grid if isinstance(grid, Grid) else load_grid(grid)
+    if root is not None or overrides:
+        g = with_command_line(g, root=root, overrides=overrides)
     cells = expand(g, limit=max_cells)  # counted first, then every cell checked before anything else happens
     out_path, location = sweep_locations(g, out, db)
     if dry_run:
@@ -150,7 +169,8 @@ def run_sweep(
             f"{len(todo)} to run. {executor.describe()}. Results: {location}",
             highlight=False,
         )
-        driver = _Driver(executor, store, configs, out_path, retries, console, live)
+        driver = _Driver(executor, store, configs, out_path, retries, console, live, stop_after=stop_after,
+                         progress_dir=out_path / "sweeps" / g.name / "progress")  # fmt: skip
         results += driver.run(todo)
     finally:
         if own:
@@ -159,7 +179,7 @@ def run_sweep(
             store.close()
     order = {id(c): i for i, c in enumerate(cells)}
     results.sort(key=lambda r: order[id(r.cell)])
-    result = SweepResult(g.name, location, out_path, results)
+    result = SweepResult(g.name, location, out_path, results, stopped=driver.stopped)
     if report:
         print_report(result, console)
     return result
@@ -186,13 +206,20 @@ class _Driver:
         retries: int,
         console: Console,
         live: bool | None,
+        *,
+        stop_after: int = SAME_FAILURE_STOP,
+        progress_dir: Path | None = None,
     ) -> None:
         self.executor, self.store, self.configs, self.out, self.retries = executor, store, configs, out, retries
         self.progress = SweepProgress(console, live=live)
+        self.progress_dir = progress_dir
         self._fallback_ids: dict[int, str] = {}
+        self.stop_after = stop_after
+        self.failures: collections.Counter[str] = collections.Counter()
+        self.stopped: str | None = None
 
     def run(self, todo: list[tuple[int, Cell]]) -> list[CellResult]:
-        queue = collections.deque(Job(cell, 1, self._spec(cell), key) for key, cell in todo)
+        queue = collections.deque(Job(cell, 1, self._spec(cell, key), key) for key, cell in todo)
         waiting: list[tuple[float, Job]] = []  # cells another live process works on: (when to look again, job)
         started: dict[int, float] = {}
         results: list[CellResult] = []
@@ -210,6 +237,7 @@ class _Driver:
                         self.progress.elsewhere(job)
                         continue
                     self.executor.submit(job)
+                    self.progress.started(job)
                     started[id(job)] = time.monotonic()
                     running += 1
                 self.progress.update(running=running)
@@ -219,6 +247,7 @@ class _Driver:
                     continue
                 for job, outcome in self.executor.wait(timeout=0.5):
                     running -= 1
+                    self.progress.ended(job)
                     self.progress.running = running
                     seconds = time.monotonic() - started.pop(id(job), time.monotonic())
                     if outcome.get("status") == "busy":  # owned by another live process: wait, record nothing
@@ -236,6 +265,9 @@ class _Driver:
                     else:
                         results.append(self._result(job, outcome, run_id, seconds))
                         self.progress.failed(job, outcome, self.retries + 1)
+                        if self._same_failure_again(str(outcome.get("error")), queue, waiting, results):
+                            queue.clear()
+                            waiting = []
                     self.progress.update(running=running)
         except KeyboardInterrupt:
             self.progress.stop()
@@ -250,14 +282,38 @@ class _Driver:
             self.progress.stop()
         return results
 
+    def _same_failure_again(self, error: str, queue: Any, waiting: list, results: list[CellResult]) -> bool:
+        """After `stop_after` runs failed with ``error``, the cells not started are left (status pending) and
+        the sweep says why; True when it stops starting cells."""
+        self.failures[error] += 1
+        left = [*queue, *(job for _, job in waiting)]
+        if self.stopped is not None or self.failures[error] < self.stop_after or not left:
+            return False
+        results += [CellResult(job.cell, "pending", attempts=job.attempt - 1) for job in left]
+        self.stopped = (
+            f"{self.failures[error]} runs failed with the same error, so {len(left)} cell(s) were not started: "
+            f"{error}"
+        )
+        self.progress.total -= len(left)
+        self.progress.console.print(
+            f"[red]stopping[/]: {escape(self.stopped)}\n  fix the cause and run the same command again: finished "
+            "runs are kept, the failed and the unstarted cells run",
+            highlight=False,
+        )
+        return True
+
     def _finished_elsewhere(self, cell: Cell) -> str | None:
         """The hash of the cell's finished row if another process (a second sweep on the same database)
         finished it since this sweep started, else None."""
         return next((h for h in sorted({record_hash(c) for c in self.configs[id(cell)]}) if self.store.is_finished(h)),
                     None)  # fmt: skip
 
-    def _spec(self, cell: Cell) -> dict[str, Any]:
-        return {"config": {**cell.data, "out": str(self.out)}, "label": cell.label}
+    def _spec(self, cell: Cell, key: int) -> dict[str, Any]:
+        spec: dict[str, Any] = {"config": {**cell.data, "out": str(self.out)}, "label": cell.label}
+        if self.progress_dir is not None:  # where the run writes its step count (`SweepProgress`)
+            self.progress_dir.mkdir(parents=True, exist_ok=True)
+            spec["progress_file"] = str(self.progress_dir / f"{key:04d}.json")
+        return spec
 
     def _result(self, job: Job, outcome: dict[str, Any], run_id: str, seconds: float) -> CellResult:
         return CellResult(
@@ -356,28 +412,65 @@ class SweepProgress:
         self._task: Any = None
         self.total = self.n_done = self.n_failed = self.running = 0
         self.t0 = time.monotonic()
+        self.clock = time.monotonic
+        self.cells: dict[int, Path | None] = {}  # running job -> the file its run writes its steps to
+
+    def started(self, job: Job) -> None:
+        path = job.spec.get("progress_file")
+        self.cells[id(job)] = Path(path) if path else None
+        if path:
+            Path(path).unlink(missing_ok=True)  # an earlier attempt's count is not this one's
+
+    def ended(self, job: Job) -> None:
+        path = self.cells.pop(id(job), None)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def inside(self) -> list[float]:
+        """How far each running cell's training is (0..1), for the cells that reported their steps."""
+        from restore.engine.progress import read_steps
+
+        fractions = []
+        for path in self.cells.values():
+            steps = read_steps(path) if path is not None else None
+            if steps is not None:
+                fractions.append(min(1.0, max(0.0, steps["done"] / steps["total"])))
+        return fractions
 
     def start(self, total: int, capacity: int) -> None:
         self.total, self.t0 = total, time.monotonic()
         if self.live and total:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, Progress, TextColumn
+            from rich.table import Column
+
+            from restore.engine.progress import StepsColumn
 
             self._bar = Progress(
-                TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                TimeElapsedColumn(), console=self.console, transient=False,
+                TextColumn("sweep"), BarColumn(bar_width=10), StepsColumn(),
+                TextColumn("{task.description}", table_column=Column(overflow="fold")),
+                console=self.console, transient=False,
             )  # fmt: skip
             self._bar.start()
             self._task = self._bar.add_task(self.counts(), total=total)
 
     def counts(self) -> str:
+        """``2 done, 0 failed, 2 running (45%, 12%), 3 remaining, ETA 12:00``: the running cells' training
+        progress in brackets, once their runs reported it."""
         remaining = self.total - self.n_done - self.n_failed
-        text = f"{self.n_done} done, {self.n_failed} failed, {self.running} running, {remaining} remaining"
-        return text + (f", ETA {_fmt_seconds(self.eta())}" if self.n_done + self.n_failed and remaining else "")
+        inside = self.inside()
+        shown = f" ({', '.join(f'{100 * f:.0f}%' for f in inside)})" if inside else ""
+        text = f"{self.n_done} done, {self.n_failed} failed, {self.running} running{shown}, {remaining} remaining"
+        eta = self.eta(inside)
+        return text + (f", ETA {_fmt_seconds(eta)}" if eta is not None and remaining else "")
 
-    def eta(self) -> float:
-        """Seconds left at the pace so far (wall time per ended run, all executors' slots together)."""
-        ended = self.n_done + self.n_failed
-        return (time.monotonic() - self.t0) / max(ended, 1) * (self.total - ended)
+    def eta(self, inside: list[float] | None = None) -> float | None:
+        """Seconds left at the pace so far: wall time per cell's worth of work done, counting the ended cells
+        and the fraction each running cell has trained (so there is an ETA before the first cell ends);
+        None before anything is done."""
+        done = self.n_done + self.n_failed + sum(inside if inside is not None else self.inside())
+        if done <= 0:
+            return None
+        return (self.clock() - self.t0) / done * (self.total - done)
 
     def update(self, *, running: int) -> None:
         self.running = running
@@ -447,6 +540,8 @@ def print_report(result: SweepResult, console: Console) -> None:
         f"{len(result.skipped)} finished before ({result.attempts} run(s) started)",
         highlight=False,
     )
+    if result.stopped:
+        console.print(f"[red]stopped early[/]: {escape(result.stopped)}", highlight=False)
     records = sweep_records(result)
     if records:
         from restore.results.report import build_report, render_terminal

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from restore.engine.ownership import RunBusy
+from restore.engine.progress import PROGRESS_ENV
 from restore.errors import RestoreError
 
 PARENT_ENV = "RESTORE_SWEEP_DRIVER"  # the driver's pid: the local executor's children die with it
@@ -37,6 +38,11 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     threads = spec.get("threads")
     if threads:
         torch.set_num_threads(int(threads))
+
+    if spec.get("progress_file"):  # the driver shows how far the cell is from the steps the run writes here
+        os.environ[PROGRESS_ENV] = str(spec["progress_file"])
+    else:
+        os.environ.pop(PROGRESS_ENV, None)
     t0 = time.perf_counter()
     outcome: dict[str, Any] = {"status": "failed", "host": socket.gethostname(), "pid": os.getpid()}
     plan = None

@@ -25,7 +25,7 @@ def pretrain(
     config: Path = typer.Option(None, help="pretraining config YAML (default: the one shipped with the weights)"),
     out: Path = typer.Option(Path("world_clip_run"), help="folder for the weights, config and training record"),
     steps: int = typer.Option(None, help="override the config's step count (a shorter run does not reproduce)"),
-    threads: int = typer.Option(None, help="override the config's torch thread count", min=1),
+    threads: int = typer.Option(None, help="override the config's torch thread count", min=1, max=1024),
     seed: int = typer.Option(None, help="override the config's seed"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
@@ -63,7 +63,7 @@ def tasks(
 @app.command()
 def evaluate(
     weights: Path = typer.Option(None, help="a world CLIP safetensors file (default: the shipped one)"),
-    threads: int = typer.Option(2, help="torch threads", min=1),
+    threads: int = typer.Option(2, help="torch threads", min=1, max=1024),
 ) -> None:
     """Zero-shot top-1 accuracy of a world CLIP on each task's full test split."""
     import torch
