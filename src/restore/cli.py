@@ -444,10 +444,10 @@ def eval_cmd(
 ) -> None:
     """Test a trained method (a run's checkpoint) on a dataset's test split(s); by default the run's own dataset,
     from the run's own data root."""
-    from restore.engine.eval_runs import evaluate_checkpoint, run_dataset
+    from restore.engine.eval_runs import evaluate_checkpoint, trained_on
 
     if dataset is None:
-        dataset, run_root = run_dataset(checkpoint)
+        dataset, run_root = trained_on(checkpoint)
         root = root or run_root
     metrics = evaluate_checkpoint(
         checkpoint, dataset=dataset, root=_root(root, dataset), protocol=protocol, backbone=backbone, device=device,

@@ -17,8 +17,7 @@ from restore.engine.device import resolve_device
 from restore.engine.evaluate import dataset_title, evaluate
 from restore.engine.precision import cast_for_precision
 from restore.engine.progress import RunLog
-from restore.engine.runs import CONFIG_FILE, MODEL_FILE, read_run_config
-from restore.engine.runs import run_dataset as dataset_of_run_config
+from restore.engine.runs import CONFIG_FILE, MODEL_FILE, read_run_config, run_dataset
 from restore.errors import CheckpointError, ConfigError, DataError, RestoreError
 from restore.methods import build_method, make_config
 from restore.methods.checkpoint import load_method, read_method
@@ -66,7 +65,7 @@ def _run_split(config: Any, run_dir: Path, dataset: str) -> Any:
     recorded = run_dir / SPLIT_FILE
     if spec.location is not None and recorded.is_file() and not config.data.split_file:
         return with_split_file(spec, recorded)
-    return dataset_of_run_config(config)
+    return run_dataset(config)
 
 
 def _score(method, splits: dict[str, Any], *, size: int, device, precision, batch_size, workers, progress, log):
@@ -92,7 +91,7 @@ def _score(method, splits: dict[str, Any], *, size: int, device, precision, batc
     return metrics
 
 
-def run_dataset(checkpoint: str | Path) -> tuple[str, Path | None]:
+def trained_on(checkpoint: str | Path) -> tuple[str, Path | None]:
     """(dataset, data root) a run trained on, for an evaluation that names no dataset."""
     path = Path(checkpoint).expanduser()
     run_dir = path if path.is_dir() else path.parent
