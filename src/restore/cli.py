@@ -597,13 +597,9 @@ def _analyze_words(runs: list[Path], k: int, out: Path, device: str) -> None:
 
 def _root(root: Path | None, dataset: str | None = None) -> Path:
     """--root, else the dataset's own home (a world task, as `restore run` does), else $RESTORE_DATA."""
-    from restore.engine.config import default_root_for
-    from restore.errors import ConfigError
+    from restore.data.registry import data_root
 
-    root = root or default_root_for(dataset or "")  # an image folder or a generated dataset has its own
-    if root is None:
-        raise ConfigError("no data root given", hint="pass --root DIR or set $RESTORE_DATA")
-    return root
+    return data_root(dataset, root)
 
 
 @app.command()
@@ -784,7 +780,7 @@ def sweep(
     3 runs failed with the same error no new cell starts. The exit code is 1 when a run failed. Stop it any
     time: the same command continues where it stopped.
     """
-    from restore.engine.config import default_data_root
+    from restore.data.registry import default_data_root
     from restore.scale.sweep import run_sweep
 
     try:

@@ -17,7 +17,7 @@ from restore.config import short
 from restore.data.fewshot import few_shot
 from restore.data.load import load_dataset
 from restore.data.protocols import base_to_novel
-from restore.data.registry import get_dataset, list_datasets
+from restore.data.registry import data_root, get_dataset, list_datasets
 from restore.data.verify import verify_dataset
 from restore.errors import ConfigError, DataError, RestoreError
 from restore.fileio import atomic_write_text
@@ -39,19 +39,6 @@ RootOpt = Annotated[
         help="folder holding the dataset folders (CoOp's $DATA; default $RESTORE_DATA)",
     ),
 ]
-
-
-def _root_for(dataset: str, root: Path | None) -> Path:
-    """--root (or $RESTORE_DATA), else the dataset's own home; one clear error when there is neither."""
-    if root is not None:
-        return root
-    spec = get_dataset(dataset)
-    if spec.default_root is not None:
-        return spec.default_root()
-    raise ConfigError(
-        f"no data root given for {spec.name}",
-        hint="pass --root DIR (the folder holding the dataset folders) or set $RESTORE_DATA",
-    )
 
 
 ClassesOpt = Annotated[
@@ -119,7 +106,6 @@ def verify(
         TimeRemainingColumn,
     )
 
-
     progress = Progress(
         TextColumn("decoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=_console(True)
     )
@@ -127,7 +113,7 @@ def verify(
     with progress:
         report = verify_dataset(
             dataset,
-            _root_for(dataset, root),
+            data_root(dataset, root),
             split_file=split_file,
             classes=_classes(classes),  # type: ignore[arg-type]
             workers=workers,
@@ -186,7 +172,7 @@ def download(
     out = _console()
     result = download_dataset(
         dataset,
-        _root_for(dataset, root),
+        data_root(dataset, root),
         force=force,
         keep_archives=keep_archives,
         timeout=timeout,
@@ -208,7 +194,7 @@ def info(
     split_file: SplitOpt = None,
 ) -> None:
     """Sizes, class count, base/novel split and loading notes of a dataset on disk."""
-    splits = load_dataset(dataset, _root_for(dataset, root), classes=_classes(classes), split_file=split_file)  # type: ignore[arg-type]
+    splits = load_dataset(dataset, data_root(dataset, root), classes=_classes(classes), split_file=split_file)  # type: ignore[arg-type]
     out = _console()
     out.print(f"{splits.name}: {splits.num_classes} classes, train/val/test {splits.sizes()}")
     if splits.num_classes >= 2:
@@ -239,7 +225,7 @@ def fewshot(
     _in_range("--seed", seed, 0, MAX_SEED)
     if out_file is not None and out_file.is_dir():
         raise ConfigError(f"--out {out_file} is a folder", hint="pass the path of the split file to write")
-    splits = load_dataset(dataset, _root_for(dataset, root), classes=_classes(classes), split_file=split_file)  # type: ignore[arg-type]
+    splits = load_dataset(dataset, data_root(dataset, root), classes=_classes(classes), split_file=split_file)  # type: ignore[arg-type]
     fs = few_shot(splits, shots, seed, strict=strict)
     out = _console()
     out.print(f"{fs.name}: {shots} shots, seed {seed}: train {len(fs.train)}, val {len(fs.val)}, test {len(fs.test)}")

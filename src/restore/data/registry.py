@@ -9,6 +9,7 @@ downstream (few-shot, protocols, verify) works unchanged.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -159,6 +160,34 @@ def get_dataset(name: str) -> DatasetSpec:
             "(<folder>/<class name>/<image>)",
         )
     return _REGISTRY[key]
+
+
+def default_data_root() -> Path | None:
+    """$RESTORE_DATA: the folder holding the dataset folders, for a command that names none."""
+    env = os.environ.get("RESTORE_DATA")
+    return Path(env).expanduser() if env else None
+
+
+def default_root_for(dataset: str) -> Path | None:
+    """The data root of a run that names none: a generated dataset (the synthetic world) or an image folder has
+    its own home; others use $RESTORE_DATA."""
+    if dataset:
+        spec = get_dataset(dataset)
+        if spec.default_root is not None:
+            return spec.default_root()
+    return default_data_root()
+
+
+def data_root(dataset: str | None, root: Path | str | None) -> Path:
+    """The root a command reads ``dataset`` from: ``root`` if given, else `default_root_for`; one clear error
+    when there is none (used by runs, `restore eval`/`zeroshot` and the data commands alike)."""
+    found = root if root is not None else default_root_for(dataset or "")
+    if found is None:
+        raise ConfigError(
+            "no data root given" + (f" for {dataset}" if dataset else ""),
+            hint="pass --root DIR (the folder holding the dataset folders) or set $RESTORE_DATA",
+        )
+    return Path(found)
 
 
 def list_datasets() -> list[str]:

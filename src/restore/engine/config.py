@@ -25,6 +25,7 @@ import torch
 from restore import plugins
 from restore.config import apply_overrides, config_hash, from_dict, load_yaml, option, to_dict
 from restore.data import get_dataset
+from restore.data.registry import default_root_for
 from restore.engine.evaluate import dataset_title
 from restore.errors import ConfigError, RestoreError
 from restore.methods import MethodConfig, make_config, method_class
@@ -250,21 +251,6 @@ def _required(value: Any, key: str) -> Any:
     if value is None:
         raise ConfigError(f"{key} is not set and the method has no default for it", hint=f"set it: --set {key}=...")
     return value
-
-
-def default_data_root() -> Path | None:
-    env = os.environ.get("RESTORE_DATA")
-    return Path(env).expanduser() if env else None
-
-
-def default_root_for(dataset: str) -> Path | None:
-    """The data root of a run that names none: a generated dataset (the synthetic world) has its own home;
-    others use $RESTORE_DATA."""
-    if dataset:
-        spec = get_dataset(dataset)
-        if spec.default_root is not None:
-            return spec.default_root()
-    return default_data_root()
 
 
 def build_run_config(data: dict[str, Any] | None) -> RunConfig:

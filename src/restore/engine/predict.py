@@ -21,7 +21,7 @@ from PIL import Image
 
 from restore.data import load_dataset
 from restore.data.images import DECODE_ERRORS, _decode
-from restore.engine.config import default_root_for
+from restore.data.registry import default_root_for
 from restore.engine.device import autocast
 from restore.engine.eval_runs import IMAGE_SUFFIXES
 from restore.engine.runs import METRICS_FILE

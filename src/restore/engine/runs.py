@@ -48,11 +48,11 @@ from restore.data import (
     train_transform,
 )
 from restore.data.folder import SPLIT_FILE, FolderSplit, configured_spec, looks_like_path, write_split_file
-from restore.data.registry import get_dataset
+from restore.data.registry import data_root, get_dataset
 from restore.engine import ownership
 from restore.engine.backbone import apply_model_options, backbone_label, check_backbone, load_backbone
 from restore.engine.checkpointing import differences
-from restore.engine.config import RunConfig, build_run_config, default_root_for, resolve
+from restore.engine.config import RunConfig, build_run_config, resolve
 from restore.engine.device import autocast, resolve_device
 from restore.engine.evaluate import dataset_title, evaluate
 from restore.engine.precision import cast_for_precision
@@ -166,12 +166,7 @@ def _check_dataset(config: RunConfig) -> tuple[Any, str, Path]:
             "no dataset given", hint="pass --dataset NAME (see `restore data list`) or the path of an image folder"
         )
     spec = run_dataset(config)
-    root = config.data.root if config.data.root is not None else default_root_for(name)
-    if root is None:
-        raise ConfigError(
-            "no data root given", hint="pass --root DIR (the folder holding the dataset folders) or set $RESTORE_DATA"
-        )
-    root = Path(root).expanduser()
+    root = data_root(name, config.data.root).expanduser()
     # A generated dataset makes its root (read_dataset); an image folder needs none.
     if spec.generate is None and spec.location is None and not root.is_dir():
         raise DataError(f"data root {root} does not exist", hint="pass --root: the folder holding the dataset folders")
@@ -641,7 +636,6 @@ def _evaluate_all(plan: RunPlan, log: RunLog, *, progress: bool | None) -> tuple
     if c.protocol == "b2n":
         metrics["hm"] = harmonic_mean(metrics["base"]["top1"], metrics["novel"]["top1"])
     if c.data.classes != "all":  # reports label a class-subset run "dtd (10/47 classes)"
-
         kept = class_subset_note([*plan.data.notes, *plan.data.train.notes])
         metrics.setdefault("extra", {})["classes"] = kept or {"subset": False}
     if plan.data.skipped:  # xd/dg targets whose data is not there
