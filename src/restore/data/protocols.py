@@ -24,12 +24,17 @@ from restore.errors import ConfigError, DataError
 FEWSHOT_SHOTS = (1, 2, 4, 8, 16)
 
 
+def base_class_count(n: int) -> int:
+    """How many of ``n`` classes are base in base-to-novel: labels 0..ceil(n/2)-1 (CoOp's split)."""
+    return math.ceil(n / 2)
+
+
 def base_to_novel(splits: DatasetSplits) -> tuple[DatasetSplits, DatasetSplits]:
     """Labels 0..ceil(n/2)-1 are base, the rest novel; each relabelled from 0, train/val/test all kept."""
     n = splits.num_classes
     if n < 2:
         raise ConfigError(f"{splits.name} has {n} class; base-to-novel needs at least 2")
-    m = math.ceil(n / 2)
+    m = base_class_count(n)
     base = splits.subset_labels(range(m), note=f"base-to-novel: base classes = labels 0..{m - 1} of {n}")
     novel = splits.subset_labels(range(m, n), note=f"base-to-novel: novel classes = labels {m}..{n - 1} of {n}")
     return base, novel

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from restore.data.protocols import base_class_count
 from restore.world.tasks import TASKS, ZERO_SHOT_TEMPLATE
 
 
@@ -26,7 +27,7 @@ def regime_rows(regime: dict[str, tuple[float, float]]) -> list[list[str]]:
     rows = []
     for name, (base, novel) in regime.items():
         task = TASKS[name]
-        n_base = (len(task.classes) + 1) // 2
+        n_base = base_class_count(len(task.classes))
         n_novel = len(task.classes) - n_base
         rows.append(
             [

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from restore.clip.model import CLIP
 from restore.clip.tokenizer import tokenize
+from restore.data.protocols import base_class_count
 from restore.world.tasks import get_task, task_images
 
 # OpenAI CLIP's normalisation: the world model is trained with it so the standard CLIP transforms apply.
@@ -58,7 +59,7 @@ def base_novel_zero_shot(model: CLIP, task: str, template: str = "a photo of a {
     classes as base-to-novel does (base = the first ceil(n/2) labels)."""
     names = get_task(task).classnames
     images, labels = task_images(task, "test")
-    n_base = (len(names) + 1) // 2
+    n_base = base_class_count(len(names))
     base = labels < n_base
     return (
         zero_shot_accuracy(model, images[base], labels[base], names[:n_base], template),
