@@ -59,7 +59,7 @@ from restore.engine.precision import cast_for_precision
 from restore.engine.progress import RunLog
 from restore.engine.reserve import SpaceReserve
 from restore.engine.seeding import derive_seed, seed_everything
-from restore.engine.tracking import SUMMARY_TRACKERS, check_trackers, final_metrics, open_trackers
+from restore.engine.tracking import check_trackers, final_metrics, open_trackers
 from restore.engine.trainer import Trainer, TrainResult, TrainSettings
 from restore.errors import CheckpointError, ConfigError, DataError, RestoreError, ResultsError
 from restore.fileio import atomic_write_json, atomic_write_text
@@ -599,12 +599,10 @@ def _tracking_name(plan: RunPlan) -> str:
 
 
 def _send_result(plan: RunPlan, metrics: dict[str, Any], steps: int) -> None:
-    """The run's test metrics to the W&B / MLflow run its training logged to (the files have metrics.json)."""
+    """The run's test metrics to the trackers its training logged to: W&B and MLflow put them on the same run;
+    the files leave them to metrics.json (their `summary` writes nothing)."""
     c = plan.config
-    names = [n for n in c.tracking if n in SUMMARY_TRACKERS]
-    if not names:
-        return
-    tracker = open_trackers(names, plan.run_dir, name=_tracking_name(plan), config=c.to_dict())
+    tracker = open_trackers(c.tracking, plan.run_dir, name=_tracking_name(plan), config=c.to_dict())
     try:
         tracker.summary(steps, final_metrics(metrics))
     finally:

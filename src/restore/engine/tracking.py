@@ -62,10 +62,6 @@ class Tracker(Protocol):
     def close(self) -> None: ...
 
 
-# Only these trackers receive a run's final metrics: the files beside metrics.json would only repeat it.
-SUMMARY_TRACKERS = ("wandb", "mlflow")
-
-
 def final_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """A run's result as flat scalars: ``test/<split>_top1`` and ``_top5`` for each evaluated split (base, novel,
     a target dataset, ...), and ``test/hm`` for base-to-novel."""
@@ -158,15 +154,30 @@ def _write_or_give_up(tracker: Any, data: str | bytes) -> None:
         print(f"warning: tracking stopped writing {tracker.path}: {e.strerror or e}", file=sys.stderr)
 
 
-# --- JSONL ----------------------------------------------------------------------------------------------
-class JsonlTracker:
-    """One line per step: ``{"step": 7, "time": <unix seconds>, "loss": ..., "ce": ..., "lr": ..., ...}``.
-    Each line is flushed as written, so a kill never loses a step that a checkpoint holds."""
+class _FileTracker:
+    """What the run-folder files share: each write is flushed as made (a kill never loses a step that a
+    checkpoint holds), and the result is left to metrics.json beside them."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.path = path  # named in the warning of a full disk
         self._file: Any = None
         self._begun = False
+
+    def flush(self) -> None:
+        pass  # every write is flushed as made
+
+    def summary(self, step: int, values: Mapping[str, float]) -> None:
+        pass  # metrics.json beside these files holds the result
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+# --- JSONL ----------------------------------------------------------------------------------------------
+class JsonlTracker(_FileTracker):
+    """One line per step: ``{"step": 7, "time": <unix seconds>, "loss": ..., "ce": ..., "lr": ..., ...}``."""
 
     def begin(self, step: int) -> None:
         self._begun = True
@@ -180,17 +191,6 @@ class JsonlTracker:
         if not self._begun:
             self.begin(0)
         _write_or_give_up(self, json.dumps({"step": step, "time": round(time.time(), 3), **scalars}) + "\n")
-
-    def flush(self) -> None:
-        pass  # every line is flushed as written
-
-    def summary(self, step: int, values: Mapping[str, float]) -> None:
-        pass  # metrics.json beside this file holds the result
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
 
 
 def read_jsonl_lines(path: Path) -> list[str]:
@@ -213,15 +213,13 @@ def read_scalars(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 # --- TensorBoard ----------------------------------------------------------------------------------------
-class TensorBoardTracker:
+class TensorBoardTracker(_FileTracker):
     """Scalars as TensorBoard events under ``<run>/tensorboard/`` (tags ``train/<name>``); one event file per
     run, cut back and continued on a resume. `tensorboard --logdir runs/` shows every run."""
 
     def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
         self.folder = folder
-        self.path = folder  # named in the warning of a full disk
-        self._file: Any = None
-        self._begun = False
 
     def begin(self, step: int) -> None:
         self._begun = True
@@ -247,17 +245,6 @@ class TensorBoardTracker:
 
     def _write(self, event: bytes) -> None:
         _write_or_give_up(self, tf_record(event))
-
-    def flush(self) -> None:
-        pass  # every event is flushed as written
-
-    def summary(self, step: int, values: Mapping[str, float]) -> None:
-        pass  # metrics.json beside these events holds the result
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
 
 
 def _crc32c_table() -> list[int]:
