@@ -30,6 +30,8 @@ from restore.world.shifts import Shift
 # Bump when anything that changes task pixels or splits changes; caches with another version regenerate.
 TASK_FORMAT_VERSION = 1
 IMAGE_SIZE = 48
+# The random stream of a task's camera noise, apart from the generator's scene/caption/group streams (0-2).
+_STREAM_CAMERA = 7
 SPLITS = ("train", "val", "test")
 _ATTRS = {"shape": L.SHAPES, "colour": L.COLOURS, "pattern": L.PATTERNS}
 
@@ -76,7 +78,9 @@ class Task:
 
     def image_keys(self, labels_and_ks: list[tuple[int, int]], split: str) -> np.ndarray:
         """Per-image keys that seed the rendering shift's noise: a pure function of (task, split, label, k)."""
-        return np.array([_key(self.seed, 7, self._index(label, split, k)) for label, k in labels_and_ks], np.uint64)
+        return np.array(
+            [_key(self.seed, _STREAM_CAMERA, self._index(label, split, k)) for label, k in labels_and_ks], np.uint64
+        )
 
     def render(self, entries: list[tuple[int, int, object]], split: str) -> np.ndarray:
         """Pixels of (label, k, scene) entries of ``split``: the pretraining renderer, then the task's shift."""
