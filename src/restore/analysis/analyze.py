@@ -100,7 +100,7 @@ def _profile(plan, split: str) -> ShiftProfile:
         raise ConfigError(f"split {split!r} is not one of this run's: train, {', '.join(plan.data.evaluate)}")
     splits = plan.data.evaluate[split]
     plan.method.set_classes(splits.classnames)
-    settings = getattr(plan.method, "restore_settings", {})
+    settings = plan.method.restore_settings
     try:
         return measure_shifts(
             plan.method,

@@ -74,8 +74,8 @@ def measure_shifts(
     text_prompts = method.text.layer_prompts() if not method.text.conditional else []
     vision_prompts = method.vision.layer_prompts(text_prompts) if method.vision is not None else []
     if measure == "parameter":
-        initial = getattr(method, "shift_measure", None)
-        if initial is None or getattr(initial, "measure", None) != "parameter":
+        initial = method.shift_measure
+        if initial is None or initial.measure != "parameter":
             raise ValueError("the parameter measure needs the first-step prompts a parameter-measure run stored")
         vis = _dense(parameter_shifts(vision_prompts, initial.initial("vision")), n_v)
         txt = _dense(parameter_shifts(text_prompts, initial.initial("text")), n_t)

@@ -660,7 +660,7 @@ def _shift_profile(plan: RunPlan, transform: Any) -> dict[str, Any]:
     items = plan.data.train.train
     items = items[:: max(1, len(items) // c.shift_images)][: c.shift_images]  # spread over the classes
     loader = DataLoader(_image_dataset(items, transform, c.data.on_corrupt), batch_size=c.data.eval_batch_size)
-    settings = getattr(plan.method, "restore_settings", {})
+    settings = plan.method.restore_settings
     with autocast(plan.device, c.model.precision):
         profile = measure_shifts(
             plan.method,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,9 @@ from restore.clip.zeroshot import clean_classname
 from restore.config import describe, from_dict
 from restore.errors import CheckpointError, ConfigError
 from restore.methods.schedules import describe_schedules
+
+if TYPE_CHECKING:  # feature_shift builds on this module; the annotation only names its class
+    from restore.methods.feature_shift import ShiftMeasure
 
 # --- configs and the registry ---------------------------------------------------------------------------
 # Prompt lengths checked when a method's config is read (before anything is allocated): a text prompt lives in
@@ -193,6 +196,10 @@ class PromptedCLIP(nn.Module):
         self.text_adapter = text_adapter
         # Set by parts that need the in-block feature shift during training (RESTORE).
         self.shift_request: ShiftRequest | None = None
+        # RESTORE's measure of (s^v, s^t) per step, and the settings it ran with (the run's record and
+        # `restore analyze` read them); None / empty for every method without the regulariser.
+        self.shift_measure: ShiftMeasure | None = None
+        self.restore_settings: dict[str, Any] = {}
         # Called after each training forward (e.g. to update a moving average); never at evaluation.
         self.step_hooks: list[StepHook] = []
         # Called at the end of each epoch with (epoch, total_epochs), epoch counting from 1 (e.g. PromptSRC's
