@@ -22,7 +22,7 @@ from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 from benchmarks.common import interleaved, median, ratio_line
 from restore.clip import build_model, get_config
 from restore.methods import build_method, make_config, method_names
-from restore.methods.checkpoint import save_method
+from restore.methods.model_file import save_method
 
 ARCH, BATCH, N_CLASSES, THREADS = "ViT-B/16", 4, 50, 2
 BASELINE = "coop"

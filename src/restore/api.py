@@ -22,11 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from restore.engine.config import RunConfig, load_run_config
-from restore.engine.predict import Predictions
+from restore.data import eval_transform
+from restore.engine.backbone import load_backbone
+from restore.engine.device import resolve_device
+from restore.engine.predict import Predictions, check_classnames, predict_images, run_classnames
+from restore.engine.run_config import RunConfig, load_run_config
 from restore.engine.run_dir import METRICS_FILE, MODEL_FILE, RUN_FILE, RunResult, read_run_config
-from restore.errors import ConfigError
+from restore.engine.runs import run as run_config
+from restore.engine.standalone_eval import evaluate_checkpoint, zeroshot_eval
+from restore.errors import CheckpointError, ConfigError
 from restore.methods import PromptedCLIP
+from restore.methods.model_file import load_method
 
 # Keyword -> dotted config key.
 FLAG_KEYS: dict[str, str] = {
@@ -95,8 +101,6 @@ def run(
 ) -> RunResult:
     """Run a protocol (``b2n``, ``xd``, ``dg``, ``fewshot`` or ``train``): train, evaluate every split it
     needs, write the run directory and a results-database row. Returns the metrics and where they are."""
-    from restore.engine.runs import run as run_config
-
     cfg = make_config(protocol, config=config, options=options, overrides=overrides, **settings)
     return run_config(cfg, resume=resume, overwrite=overwrite, progress=progress, run_dir=run_dir)
 
@@ -131,8 +135,6 @@ class LoadedRun:
     ) -> Predictions:
         """Class probabilities of ``images`` (file paths, folders of images, or PIL images) over ``classes``
         (default: the run's ``classnames``); ``.top(k)`` gives each image's k best (class, probability)."""
-        from restore.engine.predict import predict_images
-
         names = list(classes) if classes is not None else self.classnames
         try:
             return predict_images(self.method, self.preprocess, images, names, batch_size=batch_size)
@@ -150,12 +152,6 @@ def load_run(
 ) -> LoadedRun:
     """Rebuild a run's method from its directory, set up for ``classes`` (default: every class of the run's
     dataset); ``backbone`` overrides the backbone setting it recorded."""
-    from restore.data import eval_transform
-    from restore.engine.backbone import load_backbone
-    from restore.engine.device import resolve_device
-    from restore.engine.predict import check_classnames, run_classnames
-    from restore.errors import CheckpointError
-    from restore.methods.checkpoint import load_method
 
     run_dir = Path(run_dir).expanduser()
     config = read_run_config(run_dir)
@@ -210,8 +206,6 @@ def evaluate(
     ``protocol`` picks the splits: ``train``/``fewshot`` the whole test split, ``b2n`` base and novel,
     ``xd``/``dg`` every target. Returns ``{split: {"top1", "top5", "n"}}`` (and ``hm`` for b2n).
     """
-    from restore.engine.eval_runs import evaluate_checkpoint
-
     return evaluate_checkpoint(
         checkpoint,
         dataset=dataset,
@@ -245,8 +239,6 @@ def zeroshot(
 ) -> dict[str, Any]:
     """Zero-shot CLIP accuracy on a registered dataset (``dataset`` + ``root``) or an image folder
     (``images``: ``<folder>/<class>/*.jpg``). ``templates``: single, ensemble, or a template with ``{}``."""
-    from restore.engine.eval_runs import zeroshot_eval
-
     return zeroshot_eval(
         backbone=backbone,
         dataset=dataset,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from restore.clip import build_model, get_config, load, save_clip
-from restore.clip.config import CLIPConfig, TextConfig
+from restore.clip.architectures import CLIPConfig, TextConfig
 from tests.clip.load_helpers import (
     assert_parity,
     hf_model,
@@ -23,7 +23,7 @@ from tests.clip.load_helpers import (
     save_openai_torchscript,
 )
 
-LOADER = "restore.clip.load"
+LOADER = "restore.clip.checkpoint_loading"
 
 
 def test_openai_torchscript_archive(tmp_path, caplog):

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from restore.engine.config import load_run_config
+from restore.engine.run_config import load_run_config
 from restore.engine.runs import run
 from restore.errors import ConfigError, DataError, TrainingError
 from tests.engine.fakes import TINY
@@ -182,7 +182,7 @@ def test_restore_data_is_the_data_root_of_a_run_that_names_none(data_root, tmp_p
 
 @pytest.mark.parametrize(("protocol", "command"), [("b2n", "restore run b2n"), ("train", "restore train")])
 def test_config_yaml_names_the_command_that_repeats_the_run(tmp_path, protocol, command):
-    from restore.engine.config import load_run_config
+    from restore.engine.run_config import load_run_config
     from restore.engine.run_dir import read_run_config, write_config
 
     cfg = load_run_config(flags={"method": "coop", "protocol": protocol, "data.dataset": "dtd"})

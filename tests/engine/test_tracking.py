@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from restore.engine.config import build_run_config, load_run_config
+from restore.engine.run_config import build_run_config, load_run_config
 from restore.engine.schedule import lr_at_epoch
 from restore.engine.tracking import (
     SCALARS_FILE,

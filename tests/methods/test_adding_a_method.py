@@ -15,7 +15,7 @@ import restore
 import restore.methods as methods
 from restore.cli import app
 from restore.methods import base, build_method, import_modules, method_names
-from restore.methods.checkpoint import load_method, save_method
+from restore.methods.model_file import load_method, save_method
 from tests.engine.fakes import make_tree
 
 TINY = {"backbone": "random:tiny", "workers": 0, "quiet": True, "overrides": ["data.eval_batch_size=16"]}

@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from restore.config import load_yaml
-from restore.engine.config import load_run_config, resolve
+from restore.engine.run_config import load_run_config, resolve
 from restore.errors import ConfigError
 from restore.methods import method_names
 from restore.methods.schedules import SCHEDULE_SETS, TABLE
+from restore.options import load_yaml
 
 MAPLE = {"n_ctx": 2, "depth": 9, "ctx_init": "a photo of a"}
 IVLP_2x12 = {"n_ctx_text": 2, "n_ctx_vision": 2, "depth_text": 12, "depth_vision": 12}
@@ -143,7 +143,7 @@ def test_user_values_win_over_the_set_in_every_layer(tmp_path):
 def test_unknown_set_lists_the_sets():
     from typing import get_args
 
-    from restore.engine.config import ScheduleSet
+    from restore.engine.run_config import ScheduleSet
 
     assert get_args(ScheduleSet) == SCHEDULE_SETS  # the run config's type and the table name the same sets
     with pytest.raises(ConfigError, match="unknown schedule set 'paper'; valid sets: own, restore_paper"):

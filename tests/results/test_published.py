@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import restore.results.cli as results_cli
+import restore.results.results_commands as results_cli
 from restore.errors import ResultsError
 from restore.results.published import FILENAME, PUBLISHED_LABEL, default_published_path, load_published
 

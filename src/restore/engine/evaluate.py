@@ -15,9 +15,9 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from restore import distributed
-from restore.clip.zeroshot import topk_correct
+from restore.clip.text_classifier import topk_correct
 from restore.data import ImageDataset, eval_transform, get_dataset
-from restore.data.loader import ImageLoader
+from restore.data.batches import ImageLoader
 from restore.engine.device import autocast
 from restore.engine.progress import EvalProgress, RunLog
 from restore.engine.seeding import worker_init

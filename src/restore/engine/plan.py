@@ -1,6 +1,6 @@
 """Planning a run: everything a user's input can break is checked here, before anything is written.
 
-`plan_run` validates the config, resolves it (`restore.engine.config.resolve`), loads the backbone and the
+`plan_run` validates the config, resolves it (`restore.engine.run_config.resolve`), loads the backbone and the
 protocol's data and builds the method. A bad setting never leaves a run directory or a database row behind.
 `run_dir_for` names the folder the run will own (`restore.engine.run_dir` writes it).
 """
@@ -17,15 +17,15 @@ import torch
 
 from restore import distributed
 from restore.clip import CLIP
-from restore.clip.config import get_config
+from restore.clip.architectures import get_config
 from restore.data import ProtocolData, few_shot, get_protocol, load_dataset
 from restore.data.folder import FolderSplit, configured_spec, looks_like_path
 from restore.data.registry import data_root
 from restore.engine.backbone import apply_model_options, backbone_label, check_backbone, load_backbone
-from restore.engine.config import RunConfig, build_run_config, resolve, resolve_precision
 from restore.engine.device import resolve_device
 from restore.engine.evaluate import dataset_title
 from restore.engine.precision import cast_for_precision
+from restore.engine.run_config import RunConfig, build_run_config, resolve, resolve_precision
 from restore.engine.seeding import derive_seed, seed_everything
 from restore.engine.tracking import check_trackers
 from restore.errors import ConfigError, DataError

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from restore.engine.config import RunConfig
 from restore.engine.plan import RunPlan
+from restore.engine.run_config import RunConfig
 from restore.errors import ResultsError
 from restore.results import RunRecord, open_results
 from restore.results.records import new_run_id as record_run_id

@@ -6,7 +6,7 @@ metrics.json), and the rule that a folder holding a run is not reused without --
         log.txt              what happened, appended across resumes
         run.json             run id, status, backbone, code version, times
         checkpoints/last.pt  the training checkpoint of the last finished epoch (resume)
-        model.safetensors    the learnable state (restore.methods.checkpoint format)
+        model.safetensors    the learnable state (restore.methods.model_file format)
         metrics.json         per evaluated split top-1/top-5/n (+ HM for base-to-novel), timings, history
         .owner.lock          while a process works here: its lock (`restore.engine.ownership`)
 """
@@ -21,16 +21,16 @@ from typing import Any
 
 import yaml
 
-from restore.config import load_yaml
 from restore.data import load_dataset
 from restore.data.folder import SPLIT_FILE, write_split_file
 from restore.data.registry import get_dataset
 from restore.engine import ownership
-from restore.engine.checkpointing import differences
-from restore.engine.config import RunConfig, build_run_config
 from restore.engine.plan import RunPlan, run_classnames, run_dataset
+from restore.engine.run_config import RunConfig, build_run_config
+from restore.engine.train_checkpoint import differences
 from restore.errors import ConfigError, RestoreError
 from restore.fileio import atomic_write_json, atomic_write_text
+from restore.options import load_yaml
 
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "log.txt"

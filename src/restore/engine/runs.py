@@ -22,13 +22,13 @@ from restore import distributed
 from restore.analysis.shift import measure_shifts
 from restore.data import ImageDataset, eval_transform, train_transform
 from restore.engine import ownership
-from restore.engine.config import RunConfig
 from restore.engine.device import autocast
 from restore.engine.evaluate import evaluate_splits
 from restore.engine.plan import RunPlan, plan_run
 from restore.engine.progress import RunLog
 from restore.engine.recorder import Recorder, new_run_id
 from restore.engine.reserve import SpaceReserve
+from restore.engine.run_config import RunConfig
 from restore.engine.run_dir import (
     CHECKPOINT_FILE,
     LOG_FILE,
@@ -48,7 +48,7 @@ from restore.engine.tracking import final_metrics, open_trackers
 from restore.engine.trainer import Trainer, TrainResult, TrainSettings
 from restore.errors import CheckpointError, RestoreError
 from restore.fileio import atomic_write_json
-from restore.methods.checkpoint import save_method
+from restore.methods.model_file import save_method
 from restore.results.grouping import class_subset_note
 from restore.results.records import code_version
 

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from restore import distributed
-from restore.config import flatten
 from restore.errors import ConfigError
 from restore.fileio import atomic_write, atomic_write_json
+from restore.options import flatten
 
 TRACKERS = ("tensorboard", "jsonl", "wandb", "mlflow")
 SCALARS_FILE = "scalars.jsonl"

@@ -33,8 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from restore import distributed
-from restore.data.loader import ImageLoader
-from restore.engine.checkpointing import check_same_config, load_training_checkpoint, save_training_checkpoint
+from restore.data.batches import ImageLoader
 from restore.engine.device import autocast, grad_scaler
 from restore.engine.progress import RunLog, TrainProgress
 from restore.engine.schedule import lr_at_epoch
@@ -49,6 +48,7 @@ from restore.engine.seeding import (
     worker_init,
 )
 from restore.engine.tracking import Tracker, Trackers
+from restore.engine.train_checkpoint import check_same_config, load_training_checkpoint, save_training_checkpoint
 from restore.errors import CheckpointError, TrainingError
 from restore.methods import PromptedCLIP
 
@@ -100,7 +100,7 @@ def make_train_loader(
 
     Like Dassl, the last incomplete batch is dropped when there is at least one full batch. ``skip`` leaves
     out the epoch's first batches (a resume inside the epoch); the batches after them are unchanged. A
-    DataError raised in a loader worker reads as if raised here (`restore.data.loader.ImageLoader`).
+    DataError raised in a loader worker reads as if raised here (`restore.data.batches.ImageLoader`).
     """
     generator = loader_generator(seed, epoch)
     sampler = distributed.GlobalBatchSampler(

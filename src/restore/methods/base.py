@@ -20,11 +20,11 @@ from torch.utils.checkpoint import checkpoint
 
 from restore import plugins
 from restore.clip.model import CLIP, ShiftRequest, ShiftStats
+from restore.clip.text_classifier import clean_classname
 from restore.clip.tokenizer import tokenize
-from restore.clip.zeroshot import clean_classname
-from restore.config import describe, from_dict
 from restore.errors import CheckpointError, ConfigError
 from restore.methods.schedules import describe_schedules
+from restore.options import describe, from_dict
 
 if TYPE_CHECKING:  # feature_shift builds on this module; the annotation only names its class
     from restore.methods.feature_shift import ShiftMeasure

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from restore.clip.model import CLIP
-from restore.config import option
 from restore.methods.base import MAX_TEXT_PROMPT_TOKENS, MAX_VISION_PROMPT_TOKENS, MethodConfig, PromptedCLIP, register
 from restore.methods.parts import ContextText, DeepVisionPrompts
+from restore.options import option
 
 
 @register

@@ -10,9 +10,9 @@ from torch import Tensor
 
 from restore.clip.model import CLIP
 from restore.clip.templates import KGCOOP_TEMPLATES
-from restore.config import option
 from restore.methods.base import MAX_TEXT_PROMPT_TOKENS, LossTerm, MethodConfig, Output, PromptedCLIP, register
 from restore.methods.parts import ContextText, FrozenTeacher
+from restore.options import option
 
 
 class KnowledgeGuidance(LossTerm):

@@ -13,7 +13,6 @@ from torch import Tensor
 
 from restore.clip.model import CLIP
 from restore.clip.templates import resolve
-from restore.config import option
 from restore.methods.base import (
     MAX_TEXT_PROMPT_TOKENS,
     MAX_VISION_PROMPT_TOKENS,
@@ -24,6 +23,7 @@ from restore.methods.base import (
     register,
 )
 from restore.methods.parts import ContextText, DeepVisionPrompts, FrozenTeacher
+from restore.options import option
 
 
 class SelfConsistency(LossTerm):

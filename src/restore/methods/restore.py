@@ -14,7 +14,6 @@ from typing import Literal
 import torch
 
 from restore.clip.model import CLIP, ShiftRequest
-from restore.config import option
 from restore.errors import ConfigError
 from restore.methods.base import Output, PromptedCLIP, register
 from restore.methods.feature_shift import (
@@ -28,6 +27,7 @@ from restore.methods.ivlp import IVLPConfig
 from restore.methods.maple import MaPLeConfig
 from restore.methods.promptsrc import PromptSRCConfig
 from restore.methods.surgery import RELEASED_COEF, Activation, Mode, SurgeryAdapter, released_update_epoch
+from restore.options import option
 
 # The authors' run script: (vis_r, text_r, fs_loss weight) per dataset (run_maple_fsa.sh; docs/fidelity.md).
 PRESETS: dict[str, tuple[float, float, float]] = {

@@ -66,7 +66,7 @@ class Schedule:
         return self.epochs
 
     def settings(self, dataset: str = "", shots: int = 16) -> dict[str, Any]:
-        """Dotted run-config keys -> values, for `restore.engine.config` to fill under the user's values."""
+        """Dotted run-config keys -> values, for `restore.engine.run_config` to fill under the user's values."""
         return {
             "optim.lr": self.lr,
             "optim.epochs": self.epochs_for(dataset, shots),

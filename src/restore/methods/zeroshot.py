@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from restore.clip.model import CLIP
 from restore.clip.templates import resolve
-from restore.config import option
 from restore.methods.base import MethodConfig, PromptedCLIP, register
 from restore.methods.parts import HandcraftedText
+from restore.options import option
 
 
 @register

@@ -13,7 +13,6 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -29,12 +28,10 @@ from restore.results.aggregate import (
     TargetTable,
     aggregate,
 )
-from restore.results.plots import Plot, table_plots
+from restore.results.charts import Plot, table_plots
+from restore.results.claims import AVERAGES, RULES, Claim
 from restore.results.published import PUBLISHED_LABEL, Published, applies_to, published_rows
 from restore.results.records import RunRecord, utc_now
-
-if TYPE_CHECKING:
-    from restore.results.claims import Claim
 
 PROTOCOL_TITLES = {
     "b2n": "Base-to-novel",
@@ -270,8 +267,6 @@ def build_report(
 
 def claims_section(claims: Sequence[Claim], sweep: str = "") -> Section:
     """The paper's claims as one table: a row per claim with its verdict, then a row per check."""
-    from restore.results.claims import AVERAGES, RULES  # slow: claims loads the engine (torch)
-
     rows = []
     missing: set[str] = set()
     for claim in claims:

@@ -51,12 +51,12 @@ from pathlib import Path
 from typing import Any
 
 from restore import plugins
-from restore.config import load_yaml, parse_override
 from restore.data import get_dataset
 from restore.engine.backbone import check_backbone
-from restore.engine.config import RunConfig, build_run_config
 from restore.engine.plan import record_configs
+from restore.engine.run_config import RunConfig, build_run_config
 from restore.errors import ConfigError, RestoreError
+from restore.options import load_yaml, parse_override
 
 GRID_KEYS = (
     "name", "config", "out", "db", "protocols", "methods", "datasets", "shots", "seeds", "set", "grid", "include",
@@ -387,8 +387,8 @@ def iter_cells(grid: Grid) -> Iterator[Cell]:
             continue
         for values in itertools.product(*grid.grid.values()):
             cell = _cell(grid, axes, tuple(zip(keys, values, strict=True)), {})
-            if _key(cell) not in seen:
-                seen.add(_key(cell))
+            if world_key(cell) not in seen:
+                seen.add(world_key(cell))
                 yield cell
     for i, entry in enumerate(grid.include):
         values: dict[str, list[Any]] = {}
@@ -413,8 +413,8 @@ def iter_cells(grid: Grid) -> Iterator[Cell]:
         point = tuple(_overrides(entry.get("set"), f"include[{i}]: set").items())
         for combo in itertools.product(*values.values()):
             cell = _cell(grid, dict(zip(values, combo, strict=True)), point, {})
-            if _key(cell) not in seen:
-                seen.add(_key(cell))
+            if world_key(cell) not in seen:
+                seen.add(world_key(cell))
                 yield cell
 
 
@@ -428,7 +428,7 @@ def _axis_value(value: Any, axis: str, where: str) -> Any:
     return value
 
 
-def _key(cell: Cell) -> str:
+def world_key(cell: Cell) -> str:
     return json.dumps(cell.config.identity(), sort_keys=True, default=str)
 
 

@@ -23,13 +23,13 @@ from typing import Any, Literal
 import torch
 
 from restore import plugins
-from restore.config import apply_overrides, from_dict, load_yaml, option, to_dict
 from restore.data import get_dataset
 from restore.data.registry import default_root_for
 from restore.engine.evaluate import dataset_title
 from restore.errors import ConfigError, RestoreError
 from restore.methods import MethodConfig, make_config, method_class
 from restore.methods.schedules import DEFAULT_SET, SET_HELP, check_set, schedule_settings
+from restore.options import apply_overrides, from_dict, load_yaml, option, to_dict
 from restore.results.records import config_hash
 
 PROTOCOLS = ("train", "b2n", "xd", "dg", "fewshot")

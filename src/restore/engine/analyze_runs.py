@@ -35,7 +35,7 @@ from restore.engine.runs import shift_profile
 from restore.errors import ConfigError
 from restore.fileio import atomic_write_json
 from restore.methods import build_method
-from restore.methods.checkpoint import read_method
+from restore.methods.model_file import read_method
 
 
 @dataclasses.dataclass

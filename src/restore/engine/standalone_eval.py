@@ -8,20 +8,20 @@ from types import SimpleNamespace
 from typing import Any
 
 from restore.clip.templates import check_template
-from restore.config import short
 from restore.data import DatasetSpec, Datum, get_dataset, get_protocol, load_dataset
 from restore.data.folder import SPLIT_FILE, with_split_file
 from restore.engine.backbone import check_backbone, load_backbone
-from restore.engine.config import MAX_BATCH, MAX_WORKERS, resolve_precision
 from restore.engine.device import resolve_device
 from restore.engine.evaluate import evaluate_splits
 from restore.engine.plan import run_dataset
 from restore.engine.precision import cast_for_precision
 from restore.engine.progress import RunLog
+from restore.engine.run_config import MAX_BATCH, MAX_WORKERS, resolve_precision
 from restore.engine.run_dir import CONFIG_FILE, MODEL_FILE, read_run_config
 from restore.errors import CheckpointError, ConfigError, DataError, RestoreError
 from restore.methods import build_method, make_config
-from restore.methods.checkpoint import load_method, read_method
+from restore.methods.model_file import load_method, read_method
+from restore.options import short
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
