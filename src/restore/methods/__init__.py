@@ -1,7 +1,7 @@
 """Prompt-learning methods, each a composition of parts registered under a name.
 
 Importing this package registers every method: ``zeroshot``, ``coop``, ``cocoop``, ``kgcoop``, ``vpt``,
-``deep_text``, ``ivlp``, ``maple``, ``promptsrc`` and the RESTORE variants.
+``deep_text``, ``ivlp``, ``maple``, ``promptsrc``, ``tcp`` and the RESTORE variants.
 """
 
 from restore.methods import (  # noqa: F401  (importing registers)
@@ -12,6 +12,7 @@ from restore.methods import (  # noqa: F401  (importing registers)
     maple,
     promptsrc,
     restore,
+    tcp,
     vpt,
     zeroshot,
 )
