@@ -322,6 +322,32 @@ TABLE: dict[tuple[str, str], dict[str, Schedule]] = {
 }
 
 
+# --- TCP (i16tcp) -----------------------------------------------------------------------------------------
+TCP = "htyao89/Textual-based_Class-aware_prompt_tuning"
+_TCP = {"n_ctx": 4, "ctx_init": None, "weight": 8.0, "insert_layer": 8}
+_TCP_FILES = (
+    f"{TCP}: scripts/base2new_train.sh (NCTX 4) + configs/trainers/TCP/vit_b16_ep100_ctxv1.yaml (lr 0.002, "
+    "MAX_EPOCH 50, batch 32, CTX_INIT False) + trainers/tcp.py (loss weight 8.0), trainers/clip_text/model.py (layer 8)"
+)
+_TCP_OPTIM = "the release trains with Adam (eps 1e-3, its README), this engine with SGD"
+_TCP_OWN_B2N = Schedule(
+    0.002, 50, 32, _TCP, _TCP_FILES,
+    f"{_TCP_OPTIM}; the script tests SUN397 and ImageNet at epoch 25 (LOADEP=25), which a 50-epoch run never saves",
+)  # fmt: skip
+_TCP_OWN_XD = Schedule(
+    0.002, 50, 32, _TCP, _TCP_FILES, f"{_TCP_OPTIM}; the release has no cross-dataset script: its one config"
+)
+_TCP_RESTORE = (
+    "the RESTORE paper never ran TCP: the set's budget for a text-only CoOp-family method (its KgCoOp re-run, "
+    f"{RESTORE}: configs/trainers/KgCoOp/vit_b16_ep10_ctxv1.yaml, ep2 crossdataset) with TCP's own settings"
+)
+_R_TCP_B2N = Schedule(0.002, 10, 4, _TCP, _TCP_FILES, _TCP_RESTORE)
+_R_TCP_XD = Schedule(0.002, 2, 4, _TCP, _TCP_FILES, _TCP_RESTORE)
+TABLE[("tcp", "own")] = {"b2n": _TCP_OWN_B2N, "xd": _TCP_OWN_XD}
+TABLE[("tcp", "restore_paper")] = {"b2n": _R_TCP_B2N, "xd": _R_TCP_XD}
+# --- end TCP ----------------------------------------------------------------------------------------------
+
+
 def check_set(name: str) -> str:
     """``name`` if it is a schedule set; otherwise a `ConfigError` listing the sets."""
     if name not in SCHEDULE_SETS:
