@@ -5,6 +5,8 @@ replace the context positions at the input of text block 8 (the tiny tower's las
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -214,3 +216,18 @@ def test_engine_run_trains_base_classes_and_tests_novel_ones(data_root, tmp_path
     # novel classes the model never saw, evaluated again from the saved model: the recorded numbers
     again = evaluate(result.run_dir, dataset="dtd", root=data_root, protocol="b2n", device="cpu")
     assert again["base"] == m["base"] and again["novel"] == m["novel"]
+
+
+def test_restore_methods_prints_its_settings_and_schedules():
+    from typer.testing import CliRunner
+
+    from restore.cli import app
+
+    result = CliRunner().invoke(app, ["methods", "tcp"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "text tower only, so no RESTORE variant" in result.output
+    for field in ("n_ctx", "ctx_init", "weight", "insert_layer", "reduction", "template", "prompt_suffix"):
+        assert re.search(rf"│ method\.{field}\s", result.output), field
+    assert "clip_text/model.py layers=[8]" in result.output
+    assert re.search(r"│ own\s+│ b2n\s+│ 0\.002 │ 50\s+│ 32\s+│ n_ctx=4, ctx_init=None, weight=8\.0", result.output)
+    assert re.search(r"│ restore_paper │ xd\s+│ 0\.002 │ 2\s+│ 4\s+│", result.output)
