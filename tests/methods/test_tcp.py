@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from restore.clip import tokenize
-from restore.engine.config import load_run_config
+from restore.engine.config import load_run_config, resolve
 from restore.engine.runs import run
 from restore.errors import ConfigError
 from restore.methods import build_method, make_config
@@ -229,5 +229,16 @@ def test_restore_methods_prints_its_settings_and_schedules():
     for field in ("n_ctx", "ctx_init", "weight", "insert_layer", "reduction", "template", "prompt_suffix"):
         assert re.search(rf"│ method\.{field}\s", result.output), field
     assert "clip_text/model.py layers=[8]" in result.output
-    assert re.search(r"│ own\s+│ b2n\s+│ 0\.002 │ 50\s+│ 32\s+│ n_ctx=4, ctx_init=None, weight=8\.0", result.output)
+    own = r"│ own\s+│ b2n\s+│ 0\.002 │ 50 \(sun397: 25; imagenet: 25\)\s+│ 32\s+│ n_ctx=4, ctx_init=None, weight=8\.0"
+    assert re.search(own, result.output)
     assert re.search(r"│ restore_paper │ xd\s+│ 0\.002 │ 2\s+│ 4\s+│", result.output)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "epochs"), [("dtd", 50), ("eurosat", 50), ("sun397", 25), ("SUN397", 25), ("imagenet", 25)]
+)
+def test_own_schedule_trains_sun397_and_imagenet_25_epochs(dataset, epochs):
+    # the authors' log (scripts/nohup.out, removed in eec9d57) shows MAX_EPOCH 25 for these two, 50 elsewhere
+    values = {"method": "tcp", "protocol": "b2n", "data.dataset": dataset, "data.shots": 16}
+    cfg = resolve(load_run_config(None, values), image_size=224)
+    assert (cfg.optim.epochs, cfg.optim.lr, cfg.data.batch_size) == (epochs, 0.002, 32)
