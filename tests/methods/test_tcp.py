@@ -210,6 +210,10 @@ def test_engine_run_trains_base_classes_and_tests_novel_ones(data_root, tmp_path
     assert m["base"]["n"] == 12 and m["novel"]["n"] == 12  # 3 + 3 classes of the fake DTD, 4 test images each
     # the own set filled TCP's settings (50 epochs and batch 32 are overridden here)
     assert result.config.method == make_config("tcp") and result.config.optim.lr == 0.002
+    # feature shift: text blocks 0 (context) and 2 (class-aware tokens) carry prompts; the image tower none
+    shift = m["shift"]
+    assert shift["vision"] == [0.0, 0.0, 0.0] and shift["text"][1] == 0.0
+    assert shift["text"][0] > 0 and shift["text"][2] > 0
     with open_results(out / "results.sqlite") as store:
         (row,) = store.query()
     assert row.status == "finished" and row.method == "tcp" and row.metrics["novel"] == m["novel"]
