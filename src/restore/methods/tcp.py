@@ -113,7 +113,10 @@ class ClassAwareText(ContextText):
         # The release's block 8 of 12; a smaller backbone (tests) gets its last block.
         self.insert_layer = min(insert_layer, layers - 1)
         if self.insert_layer < 1:
-            raise ConfigError(f"TCP needs a text tower of at least 2 blocks; this one has {layers}")
+            raise ConfigError(
+                f"TCP needs a text tower of 2 blocks or more (context at block 0, class tokens after); it has {layers}",
+                hint="use a backbone with a deeper text tower",
+            )
         self.prefix = init.replace("_", " ").strip() if init else " ".join(["X"] * n_ctx)
         self.fixed_suffix = fixed_suffix
         self.templates = (f"{self.prefix} {suffix}",)
