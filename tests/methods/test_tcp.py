@@ -5,13 +5,14 @@ replace the context positions at the input of text block 8 (the tiny tower's las
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from restore.clip import tokenize
+from restore.clip import build_model, get_config, tokenize
 from restore.engine.config import load_run_config, resolve
 from restore.engine.runs import run
 from restore.errors import ConfigError
@@ -246,3 +247,11 @@ def test_own_schedule_trains_sun397_and_imagenet_25_epochs(dataset, epochs):
     values = {"method": "tcp", "protocol": "b2n", "data.dataset": dataset, "data.shots": 16}
     cfg = resolve(load_run_config(None, values), image_size=224)
     assert (cfg.optim.epochs, cfg.optim.lr, cfg.data.batch_size) == (epochs, 0.002, 32)
+
+
+def test_a_one_block_text_tower_is_refused():
+    cfg = get_config("tiny")
+    clip = build_model(dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, layers=1)))
+    with pytest.raises(ConfigError, match=r"TCP needs a text tower of 2 blocks or more .*it has 1") as err:
+        build_method("tcp", clip, CLASSNAMES)
+    assert err.value.hint == "use a backbone with a deeper text tower"
