@@ -24,7 +24,7 @@ from typing import Any
 
 from restore.engine.config import RunConfig, load_run_config
 from restore.engine.predict import Predictions
-from restore.engine.runs import METRICS_FILE, MODEL_FILE, RUN_FILE, RunResult, read_run_config
+from restore.engine.run_dir import METRICS_FILE, MODEL_FILE, RUN_FILE, RunResult, read_run_config
 from restore.errors import ConfigError
 from restore.methods import PromptedCLIP
 

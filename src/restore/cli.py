@@ -347,7 +347,8 @@ def _targets(protocol: str, targets: list[str] | None) -> list[str] | None:
 def _execute_configs(configs: list[Any], *, resume: bool, overwrite: bool) -> list[Any]:
     """Each config's run, one after the other. A model that does not train (zero-shot) is evaluated once for
     runs that differ only in shots, and its metrics recorded for each of them (`same_model_key`)."""
-    from restore.engine.runs import execute, plan_run, same_model_key
+    from restore.engine.plan import plan_run, same_model_key
+    from restore.engine.runs import execute
 
     evaluated: dict[str, Any] = {}
     results = []
@@ -570,7 +571,7 @@ def _analyze_words(runs: list[Path], k: int, out: Path, device: str) -> None:
     from restore.analysis.words import nearest_words
     from restore.engine.backbone import load_backbone
     from restore.engine.device import resolve_device
-    from restore.engine.runs import MODEL_FILE, read_run_config
+    from restore.engine.run_dir import MODEL_FILE, read_run_config
     from restore.errors import CheckpointError
     from restore.fileio import atomic_write_json
     from restore.methods.checkpoint import load_method

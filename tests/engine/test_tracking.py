@@ -251,7 +251,7 @@ def test_a_full_disk_stops_the_file_with_one_warning_not_the_run(tmp_path, capsy
 
 
 def test_only_rank_0_writes(tmp_path, monkeypatch):
-    from restore.scale import distributed
+    from restore import distributed
 
     monkeypatch.setattr(distributed, "is_main", lambda: False)
     tracker = open_trackers(["tensorboard", "jsonl"], tmp_path)

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from restore.engine.checkpointing import load_training_checkpoint
-from restore.engine.runs import read_run_config
+from restore.engine.run_dir import read_run_config
 from restore.methods.checkpoint import read_method
 from tests.reliability.helpers import TINY, db_rows
 from tests.reliability.killpoints import POINTS, KillPoint

@@ -9,19 +9,19 @@ from typing import Any
 
 from restore.clip.templates import check_template
 from restore.config import short
-from restore.data import DatasetSpec, Datum, ImageDataset, eval_transform, get_dataset, get_protocol, load_dataset
+from restore.data import DatasetSpec, Datum, get_dataset, get_protocol, load_dataset
 from restore.data.folder import SPLIT_FILE, with_split_file
 from restore.engine.backbone import check_backbone, load_backbone
 from restore.engine.config import MAX_BATCH, MAX_WORKERS, resolve_precision
 from restore.engine.device import resolve_device
-from restore.engine.evaluate import dataset_title, evaluate
+from restore.engine.evaluate import evaluate_splits
+from restore.engine.plan import run_dataset
 from restore.engine.precision import cast_for_precision
 from restore.engine.progress import RunLog
-from restore.engine.runs import CONFIG_FILE, MODEL_FILE, read_run_config, run_dataset
+from restore.engine.run_dir import CONFIG_FILE, MODEL_FILE, read_run_config
 from restore.errors import CheckpointError, ConfigError, DataError, RestoreError
 from restore.methods import build_method, make_config
 from restore.methods.checkpoint import load_method, read_method
-from restore.results.records import harmonic_mean
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
@@ -66,29 +66,6 @@ def _run_split(config: Any, run_dir: Path, dataset: str) -> Any:
     if spec.location is not None and recorded.is_file() and not config.data.split_file:
         return with_split_file(spec, recorded)
     return run_dataset(config)
-
-
-def _score(method, splits: dict[str, Any], *, size: int, device, precision, batch_size, workers, progress, log):
-    transform = eval_transform(size)
-    metrics: dict[str, Any] = {}
-    for label, s in splits.items():
-        r = evaluate(
-            method,
-            ImageDataset(s.test, transform),
-            s.classnames,
-            batch_size=batch_size,
-            device=device,
-            precision=precision,
-            workers=workers,
-            label=label,
-            dataset_name=dataset_title(getattr(s, "name", None)),
-            log=log,
-            progress=progress,
-        )
-        metrics[label] = {"top1": r["top1"], "top5": r["top5"], "n": r["n"]}
-    if "base" in metrics and "novel" in metrics:
-        metrics["hm"] = harmonic_mean(metrics["base"]["top1"], metrics["novel"]["top1"])
-    return metrics
 
 
 def trained_on(checkpoint: str | Path) -> tuple[str, Path | None]:
@@ -149,10 +126,11 @@ def evaluate_checkpoint(
     clip = load_backbone(spec, dev)
     method = cast_for_precision(load_method(model_file, clip).to(dev), prec)
     size = image_size or (config.data.image_size if config is not None else None) or clip.cfg.vision.image_size
-    return _score(
-        method, splits, size=size, device=dev, precision=prec, batch_size=batch_size, workers=workers,
-        progress=progress, log=log,
+    metrics, _ = evaluate_splits(
+        method, splits, image_size=size, batch_size=batch_size, device=dev, precision=prec, workers=workers,
+        log=log, progress=progress,
     )  # fmt: skip
+    return metrics
 
 
 def image_folder(folder: str | Path) -> tuple[list[str], list[Any]]:
@@ -210,7 +188,8 @@ def zeroshot_eval(
     clip = load_backbone(backbone, dev)
     first = next(iter(splits.values()))
     method = cast_for_precision(build_method(config, clip, first.classnames, title).to(dev), prec)
-    return _score(
-        method, splits, size=clip.cfg.vision.image_size, device=dev, precision=prec, batch_size=batch_size,
-        workers=workers, progress=progress, log=log,
+    metrics, _ = evaluate_splits(
+        method, splits, image_size=clip.cfg.vision.image_size, batch_size=batch_size, device=dev, precision=prec,
+        workers=workers, log=log, progress=progress,
     )  # fmt: skip
+    return metrics

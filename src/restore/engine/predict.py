@@ -24,7 +24,7 @@ from restore.data.images import DECODE_ERRORS, _decode
 from restore.data.registry import default_root_for
 from restore.engine.device import autocast
 from restore.engine.eval_runs import IMAGE_SUFFIXES
-from restore.engine.runs import METRICS_FILE
+from restore.engine.run_dir import METRICS_FILE
 from restore.errors import ConfigError, DataError, RestoreError, RestoreWarning
 
 MAX_CLASS_NAMES = 100_000
