@@ -24,6 +24,7 @@ COCOOP = {"n_ctx": 4, "ctx_init": "a photo of a"}
 SRC_B2N = {**IVLP_4x9, "gpa_mean": None, "gpa_std": 1.0}
 SRC_XD = {"n_ctx_text": 4, "n_ctx_vision": 4, "depth_text": 3, "depth_vision": 3, "gpa_mean": 6.0, "gpa_std": 10.0}
 SRC_FEW = {**IVLP_4x9, "gpa_mean": 30.0, "gpa_std": 30.0}
+TCP = {"n_ctx": 4, "ctx_init": None, "weight": 8.0, "insert_layer": 8}
 
 # (method, set, protocol) -> (lr, epochs, batch size, method settings), for 16 shots on dtd (b2n, fewshot)
 # or ImageNet (xd). dg reads the xd row in every release; fewshot the b2n row unless a release has its own.
@@ -81,6 +82,12 @@ EXPECTED = {
     ("restore_p", "own", "b2n"): (0.0025, 10, 4, SRC_B2N),
     ("restore_p", "restore_paper", "b2n"): (0.0025, 10, 4, SRC_B2N),
     ("restore_p", "restore_paper", "xd"): (0.0025, 20, 4, SRC_XD),
+    # TCP: TCP/vit_b16_ep100_ctxv1.yaml (50 epochs, batch 32, random context), NCTX 4, weight 8 in trainers/tcp.py;
+    # restore_paper: the KgCoOp re-run's budget (RESTORE_ KgCoOp/vit_b16_ep10_ctxv1, ep2 crossdataset)
+    ("tcp", "own", "b2n"): (0.002, 50, 32, TCP),
+    ("tcp", "own", "xd"): (0.002, 25, 32, TCP),  # ImageNet: 25 epochs in the authors' log (LOADEP=25)
+    ("tcp", "restore_paper", "b2n"): (0.002, 10, 4, TCP),
+    ("tcp", "restore_paper", "xd"): (0.002, 2, 4, TCP),
     ("zeroshot", "own", "b2n"): (0.002, 0, 32, {}),
     ("zeroshot", "restore_paper", "xd"): (0.002, 0, 32, {}),
 }
