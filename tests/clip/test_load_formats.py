@@ -1,4 +1,4 @@
-"""restore.clip.load on every supported format equals open_clip / transformers on the same random weights."""
+"""restore.clip.load() on every supported format equals open_clip / transformers on the same random weights."""
 
 from __future__ import annotations
 

@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from restore.clip import build_model, get_config, tokenize
-from restore.engine.config import load_run_config, resolve
+from restore.engine.run_config import load_run_config, resolve
 from restore.engine.runs import run
 from restore.errors import ConfigError
 from restore.methods import build_method, make_config
-from restore.methods.checkpoint import load_method, save_method
+from restore.methods.model_file import load_method, save_method
 from tests.engine.fakes import TINY, make_tree
 from tests.methods.conftest import CLASSNAMES, loss_of, train_steps
 from tests.methods.test_checkpoint import fresh_backbone

@@ -23,11 +23,11 @@ from torch import Tensor, nn
 
 from restore.clip.model import CLIP
 from restore.clip.templates import KGCOOP_TEMPLATES, check_template
-from restore.config import option
 from restore.errors import ConfigError
 from restore.methods.base import MAX_TEXT_PROMPT_TOKENS, MethodConfig, PromptedCLIP, register
 from restore.methods.kgcoop import KnowledgeGuidance
 from restore.methods.parts import ContextText, FrozenTeacher
+from restore.options import option
 
 # trainers/tcp.py CUSTOM_TEMPLATES_ori: the frozen CLIP's sentence per dataset, the TKE's input and the
 # target of the knowledge guidance. KgCoOp's table except two datasets.
