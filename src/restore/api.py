@@ -27,7 +27,7 @@ from restore.engine.backbone import load_backbone
 from restore.engine.device import resolve_device
 from restore.engine.predict import Predictions, check_classnames, predict_images, run_classnames
 from restore.engine.run_config import RunConfig, load_run_config
-from restore.engine.run_dir import METRICS_FILE, MODEL_FILE, RUN_FILE, RunResult, read_run_config
+from restore.engine.run_dir import METRICS_FILE, MODEL_FILE, RUN_FILE, RunResult, read_json, read_run_config
 from restore.engine.runs import run as run_config
 from restore.engine.standalone_eval import evaluate_checkpoint, zeroshot_eval
 from restore.errors import CheckpointError, ConfigError
@@ -165,91 +165,18 @@ def load_run(
     method = load_method(run_dir / MODEL_FILE, clip, expect_method=config.method_name).to(dev).eval()
     names = check_classnames(classes) if classes is not None else run_classnames(run_dir, config, method.classnames)
     method.set_classes(names)
-    metrics_file = _read_json(run_dir / METRICS_FILE)
+    metrics_file = read_json(run_dir / METRICS_FILE)
     return LoadedRun(
         run_dir=run_dir,
         config=config,
         metrics=(metrics_file or {}).get("metrics", {}),
-        info=_read_json(run_dir / RUN_FILE) or {},
+        info=read_json(run_dir / RUN_FILE) or {},
         method=method,
         preprocess=eval_transform(config.data.image_size or clip.cfg.vision.image_size),
         classnames=names,
     )
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def evaluate(
-    checkpoint: str | Path,
-    *,
-    dataset: str,
-    root: str | Path,
-    protocol: str = "train",
-    backbone: str | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-    batch_size: int = 100,
-    workers: int = 0,
-    classes: str = "all",
-    image_size: int | None = None,
-    progress: bool | None = False,
-) -> dict[str, Any]:
-    """Test a trained method on a dataset: ``checkpoint`` is a run directory or its ``model.safetensors``.
-
-    ``protocol`` picks the splits: ``train``/``fewshot`` the whole test split, ``b2n`` base and novel,
-    ``xd``/``dg`` every target. Returns ``{split: {"top1", "top5", "n"}}`` (and ``hm`` for b2n).
-    """
-    return evaluate_checkpoint(
-        checkpoint,
-        dataset=dataset,
-        root=root,
-        protocol=protocol,
-        backbone=backbone,
-        device=device,
-        precision=precision,
-        batch_size=batch_size,
-        workers=workers,
-        classes=classes,
-        image_size=image_size,
-        progress=progress,
-    )
-
-
-def zeroshot(
-    *,
-    backbone: str,
-    dataset: str | None = None,
-    root: str | Path | None = None,
-    images: str | Path | None = None,
-    templates: str = "single",
-    protocol: str = "train",
-    device: str = "auto",
-    precision: str = "auto",
-    batch_size: int = 100,
-    workers: int = 0,
-    classes: str = "all",
-    progress: bool | None = False,
-) -> dict[str, Any]:
-    """Zero-shot CLIP accuracy on a registered dataset (``dataset`` + ``root``) or an image folder
-    (``images``: ``<folder>/<class>/*.jpg``). ``templates``: single, ensemble, or a template with ``{}``."""
-    return zeroshot_eval(
-        backbone=backbone,
-        dataset=dataset,
-        root=root,
-        images=images,
-        templates=templates,
-        protocol=protocol,
-        device=device,
-        precision=precision,
-        batch_size=batch_size,
-        workers=workers,
-        classes=classes,
-        progress=progress,
-    )
+# The Python names of `restore eval` and `restore zeroshot`.
+evaluate = evaluate_checkpoint
+zeroshot = zeroshot_eval

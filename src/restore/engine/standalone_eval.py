@@ -96,7 +96,11 @@ def evaluate_checkpoint(
     progress: bool | None = False,
     log: RunLog | None = None,
 ) -> dict[str, Any]:
-    """Metrics of a trained method (a run directory or its model.safetensors) on ``dataset``'s test splits."""
+    """Test a trained method on a dataset: ``checkpoint`` is a run directory or its ``model.safetensors``.
+
+    ``protocol`` picks the splits: ``train``/``fewshot`` the whole test split, ``b2n`` base and novel,
+    ``xd``/``dg`` every target. Returns ``{split: {"top1", "top5", "n"}}`` (and ``hm`` for b2n).
+    """
     check_loader_options(batch_size, workers)
     path = Path(checkpoint).expanduser()
     model_file = path / MODEL_FILE if path.is_dir() else path
@@ -167,8 +171,8 @@ def zeroshot_eval(
     progress: bool | None = False,
     log: RunLog | None = None,
 ) -> dict[str, Any]:
-    """Zero-shot CLIP on a registered dataset's test split(s) or on an image folder (split ``images``)."""
-
+    """Zero-shot CLIP accuracy on a registered dataset (``dataset`` + ``root``) or an image folder
+    (``images``: ``<folder>/<class>/*.jpg``). ``templates``: single, ensemble, or a template with ``{}``."""
     if (images is None) == (dataset is None):
         raise ConfigError("give either a dataset (with --root) or an image folder (--images), not both or neither")
     check_loader_options(batch_size, workers)

@@ -57,11 +57,19 @@ class MethodConfig:
 _REGISTRY: dict[str, type[MethodConfig]] = {}
 
 
-def register(cls: type[MethodConfig]) -> type[MethodConfig]:
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} has no name")
-    _REGISTRY[cls.name] = cls
-    return cls
+def register(name: str | type[MethodConfig], summary: str = "") -> Any:
+    """Register a method config under its name: ``@register("coop", "CoOp: ...")`` above ``@dataclass``, or a
+    bare ``@register`` on a class that sets ``name`` and ``summary`` itself (extensions written that way)."""
+
+    def add(cls: type[MethodConfig]) -> type[MethodConfig]:
+        if isinstance(name, str):
+            cls.name, cls.summary = name, summary
+        if not cls.name:
+            raise ValueError(f"{cls.__name__} has no name")
+        _REGISTRY[cls.name] = cls
+        return cls
+
+    return add(name) if isinstance(name, type) else add
 
 
 def _load_extensions() -> None:

@@ -207,31 +207,22 @@ def attach_restore(method: PromptedCLIP, options: RestoreOptions, dataset: str |
     return method
 
 
-@register
+@register("restore_m", "RESTORE on MaPLe: feature-shift consistency + FS-guided surgery adapters")
 @dataclass
 class RestoreMConfig(RestoreOptions, MaPLeConfig):
-    name = "restore_m"
-    summary = "RESTORE on MaPLe: feature-shift consistency + FS-guided surgery adapters"
-
     def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
         return attach_restore(MaPLeConfig.build(self, clip, dataset=dataset, n_classes=n_classes), self, dataset)
 
 
-@register
+@register("restore_p", "RESTORE on PromptSRC: feature-shift consistency + FS-guided surgery adapters")
 @dataclass
 class RestorePConfig(RestoreOptions, PromptSRCConfig):
-    name = "restore_p"
-    summary = "RESTORE on PromptSRC: feature-shift consistency + FS-guided surgery adapters"
-
     def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
         return attach_restore(PromptSRCConfig.build(self, clip, dataset=dataset, n_classes=n_classes), self, dataset)
 
 
-@register
+@register("restore_ivlp", "RESTORE on IVLP (independent deep prompts): consistency loss + FS-guided surgery")
 @dataclass
 class RestoreIVLPConfig(RestoreOptions, IVLPConfig):
-    name = "restore_ivlp"
-    summary = "RESTORE on IVLP (independent deep prompts): consistency loss + FS-guided surgery"
-
     def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
         return attach_restore(IVLPConfig.build(self, clip, dataset=dataset, n_classes=n_classes), self, dataset)

@@ -162,15 +162,14 @@ class TCPModel(PromptedCLIP):
         self.text.set_class_embeddings(self.guidance.teacher.text_features(self.clip, self.classnames))
 
 
-@register
+@register(
+    "tcp",
+    "TCP: CoOp + class-aware tokens (TKE of frozen class text features) at text block 8 + KgCoOp term (w=8); "
+    "text tower only, so no RESTORE variant"
+    ,
+)
 @dataclass
 class TCPConfig(MethodConfig):
-    name = "tcp"
-    summary = (
-        "TCP: CoOp + class-aware tokens (TKE of frozen class text features) at text block 8 + KgCoOp term (w=8); "
-        "text tower only, so no RESTORE variant"
-    )
-
     n_ctx: int = option(
         4, help="context tokens, also the class-aware tokens per class (scripts/base2new_train.sh NCTX=4)",
         min=1, max=MAX_TEXT_PROMPT_TOKENS,

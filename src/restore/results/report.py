@@ -133,11 +133,9 @@ def _b2n_section(table: B2NTable) -> tuple[Grid, list[str]]:
     columns = ["Base", "Novel", "HM"] * (len(table.datasets) + 1)
     groups = [("Average", 3)] + [(d, 3) for d in table.datasets]
     rows = []
-    partial = False
+    partial = any(row.n_datasets < len(table.datasets) for row in table.rows)
     for row in table.rows:
-        mark = ""
-        if row.n_datasets < len(table.datasets):
-            partial, mark = True, " †"
+        mark = " †" if row.n_datasets < len(table.datasets) else ""
         cells = [MISSING] * 3 if row.average is None else [f"{v:.2f}{mark}" for v in row.average]
         for d in table.datasets:
             c = row.cells.get(d)
@@ -189,11 +187,9 @@ def _fewshot_section(table: FewShotTable) -> tuple[Grid, list[str]]:
     full, seeds_text = _seeds_note(s for r in table.rows for s in r.cells.values())
     columns = ["Shots", *table.datasets, "Average"]
     rows = []
-    partial = False
+    partial = any(row.n_datasets < len(table.datasets) for row in table.rows)
     for row in table.rows:
-        mark = ""
-        if row.n_datasets < len(table.datasets):
-            partial, mark = True, " †"
+        mark = " †" if row.n_datasets < len(table.datasets) else ""
         cells = [str(row.shots), *(fmt_stat(row.cells.get(d), full) for d in table.datasets)]
         cells.append(MISSING if row.average is None else f"{row.average:.2f}{mark}")
         rows.append(GridRow(row.label, cells))
