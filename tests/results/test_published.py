@@ -125,7 +125,7 @@ def test_the_packaged_per_dataset_numbers_cover_the_eleven_registered_datasets_a
 
     methods = _packaged_methods()
     with_sets = {m for m, e in methods.items() if e.get("datasets")}
-    assert with_sets == {"zeroshot_clip", "coop", "cocoop", "maple", "promptsrc"}
+    assert with_sets == {"zeroshot_clip", "coop", "cocoop", "maple", "promptsrc", "tcp"}
     assert set(B2N_DATASETS) <= set(list_datasets())  # keys a report's dataset blocks are named by
     for method in sorted(with_sets):
         sets = methods[method]["datasets"]
