@@ -63,6 +63,17 @@ _SURGERY = {
 EXPECTED["restore_m"] = {**EXPECTED["maple"], **_SURGERY}
 EXPECTED["restore_p"] = {**EXPECTED["promptsrc"], **_SURGERY}
 EXPECTED["restore_ivlp"] = {**EXPECTED["ivlp"], **_SURGERY}
+# CLIP-LoRA: rank-2 (A, B) on q, k, v of every block of both towers (tiny: 3 layers each).
+EXPECTED["clip_lora"] = {
+    f"lora.{tower}.{layer}.{m}.{t}": (2, w) if m == "A" else (w, 2)
+    for tower, w in (("vision", V), ("text", T))
+    for layer in range(3)
+    for m in ("A", "B")
+    for t in ("q", "k", "v")
+}
+EXPECTED["restore_lora"] = {**EXPECTED["clip_lora"], **_SURGERY}
+# B = 0 at the start makes the loss's gradient in A exactly zero at the first step (it flows once B moves).
+ZERO_FIRST_GRAD = {"clip_lora": ".A.", "restore_lora": ".A."}
 
 TRAINABLE = [n for n in method_names() if n != "zeroshot"]
 STEPS = 3
@@ -95,7 +106,9 @@ def test_training_moves_only_the_method_parameters(name, tiny_clip, images, labe
     first = loss_of(method, images, labels)
     first.backward()
     for k, p in method.named_parameters():
-        if k in trainable:
+        if k in trainable and name in ZERO_FIRST_GRAD and ZERO_FIRST_GRAD[name] in k:
+            assert p.grad is not None and float(p.grad.abs().sum()) == 0, f"{k}: B = 0 gives no gradient yet"
+        elif k in trainable:
             assert p.grad is not None and float(p.grad.abs().sum()) > 0, f"{k} received no gradient"
         else:
             assert p.grad is None, f"frozen {k} received a gradient"

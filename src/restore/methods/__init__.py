@@ -1,10 +1,11 @@
 """Prompt-learning methods, each a composition of parts registered under a name.
 
 Importing this package registers every method: ``zeroshot``, ``coop``, ``cocoop``, ``kgcoop``, ``vpt``,
-``deep_text``, ``ivlp``, ``maple``, ``promptsrc`` and the RESTORE variants.
+``deep_text``, ``ivlp``, ``maple``, ``promptsrc``, ``clip_lora`` and the RESTORE variants.
 """
 
 from restore.methods import (  # noqa: F401  (importing registers)
+    clip_lora,
     cocoop,
     coop,
     ivlp,
