@@ -79,7 +79,8 @@ TRAINABLE = [n for n in method_names() if n != "zeroshot"]
 STEPS = 3
 # SGD learning rates for the tiny random model. KgCoOp's term is zero at its initialisation and grows
 # quadratically, so a large first step overshoots; CoCoOp's meta-net needs a larger one to move in 4 steps.
-LR = {"kgcoop": 1e-3, "cocoop": 2e-2}
+# LoRA's B starts at zero, so its first step only moves B: a larger step lets 4 of them lower the loss.
+LR = {"kgcoop": 1e-3, "cocoop": 2e-2, "clip_lora": 2e-2, "restore_lora": 2e-2}
 # PromptSRC's 60-template teacher costs seconds on this machine and changes nothing here (test_promptsrc
 # checks the teacher itself).
 OVERRIDES = {"promptsrc": {"teacher_templates": "a photo of a {}."}}
