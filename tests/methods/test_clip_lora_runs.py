@@ -87,3 +87,13 @@ def test_analyze_profiles_lora_runs_as_they_recorded(runs, tmp_path):
     for name in ("layer_shifts", "discrepancy_vs_gain"):
         assert (out / f"{name}.png").stat().st_size > 1000
     assert torch.is_grad_enabled()
+
+
+def test_restore_methods_lists_clip_lora_and_its_fields(capsys):
+    assert main(["methods", "clip_lora"]) == 0
+    printed = capsys.readouterr().out
+    for field in ("method.rank", "method.alpha", "method.dropout", "method.targets", "method.position"):
+        assert field in printed
+    assert "500 x shots iterations" in printed
+    assert main(["methods", "restore_lora"]) == 0
+    assert "method.fs_weight" in capsys.readouterr().out
