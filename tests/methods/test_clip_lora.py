@@ -247,3 +247,31 @@ def test_restore_lora_needs_both_towers(tiny_clip):
     with pytest.raises(ConfigError) as err:
         build_method(make_config("restore_lora", {"encoder": "vision"}), tiny_clip, CLASSNAMES)
     assert err.value.message == "RESTORE needs a base method that tunes both towers; 'restore_lora' tunes vision"
+
+
+def test_lora_block_shift_with_token_sampling_reweights_the_sampled_tokens(tiny_clip, images):
+    """``token_fraction`` < 1: the free branch runs on CLS plus a random sample of the other tokens, each
+    standing for (n - 1) / m tokens — the estimate computed by hand from the same draws."""
+    method = build_method(make_config("clip_lora", NO_DROPOUT), tiny_clip, CLASSNAMES).eval()
+    _randomise(method)
+    blocks = tiny_clip.visual.transformer.resblocks
+    inputs: dict[int, torch.Tensor] = {}
+    hooks = [b.register_forward_hook(_recorder(inputs, i)) for i, b in enumerate(blocks)]
+    request = ShiftRequest(fraction=0.5, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        shifts = method(images, shift=request).vision_shifts
+    for hk in hooks:
+        hk.remove()
+    draws = torch.Generator().manual_seed(3)
+    for i, block in enumerate(blocks):
+        x = inputs[i]
+        n = x.shape[1]
+        m = max(1, round(0.5 * (n - 1)))
+        picked = torch.randperm(n - 1, generator=draws)[:m].sort().values + 1
+        with torch.no_grad():
+            delta = _fused_delta(method.lora.vision[str(i)], x.shape[-1])
+            omega = _block_by_hand(block, x, delta, False) - _block_by_hand(block, x, None, False)
+        sq = omega.pow(2).sum(-1)
+        expected = (sq[:, 0] + sq[:, picked].sum(1) * (n - 1) / m) / n
+        assert m < n - 1
+        torch.testing.assert_close(shifts[i].shift_ms, expected, rtol=1e-4, atol=1e-6)

@@ -7,6 +7,9 @@ Prompt placement (as the MaPLe/IVLP releases do it): vision prompts are appended
 text prompts are written over the positions right after the start token. A block given prompts replaces
 whatever occupied those positions, so deep prompts are "fresh learnable tokens at each prompted layer"; after
 the last prompted layer the tokens simply flow on, as in MaPLe and IVLP.
+
+A method may also change the blocks' weights: an attention's optional ``delta`` (LoRA, `AttentionDelta`) adds
+to its projections on every path. The feature shift of a block is then Φ_{W+ΔW}(X) − Φ_W(X) on the same input.
 """
 
 from __future__ import annotations
