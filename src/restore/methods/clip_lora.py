@@ -69,7 +69,9 @@ class CLIPLoRAConfig(MethodConfig):
     )
     encoder: Literal["both", "vision", "text"] = option("both", help="towers with adapters (--encoder both)")
     templates: str = option(
-        "single", help="class prompt: the dataset's hand-written template (CLIP-LoRA encodes dataset.template[0])"
+        "a photo of a {}.",
+        help="class prompt; the release's datasets/*.py set 'a photo of a {}.' for every dataset (their own "
+        "templates commented out); single | ensemble | ... as in zeroshot",
     )
 
     def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
