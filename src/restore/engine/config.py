@@ -166,7 +166,7 @@ class OptimSection:
     )
     warmup_lr: float = option(1e-5, help="learning rate of the warm-up epochs", min=0.0)
     momentum: float = option(0.9, help="SGD momentum", min=0.0)
-    weight_decay: float = option(5e-4, help="SGD weight decay", min=0.0)
+    weight_decay: float = option(5e-4, help="weight decay (SGD's; AdamW's decoupled one under adamw)", min=0.0)
     optimizer: Literal["sgd", "adamw"] = option(
         "sgd", help="sgd (Dassl's, every prompt method) | adamw (betas 0.9/0.999: CLIP-LoRA's); a schedule may set it"
     )
