@@ -31,7 +31,7 @@ def test_a_method_flag_replaces_the_file_method_and_its_options(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "message", "hint"),
     [
-        (["optim.lrr=0.1"], "unknown config key optim.lrr", "lr, momentum, warmup_epochs"),
+        (["optim.lrr=0.1"], "unknown config key optim.lrr", "lr, momentum, optimizer, warmup_epochs"),
         (["data.classes=some"], "data.classes: 'some' is not one of ['all', 'present']", None),
         (["model.precision=fp8"], "model.precision: 'fp8' is not one of ['auto', 'fp32', 'amp', 'bf16', 'fp16']", None),
         (["optim.lr=fast"], "optim.lr", None),

@@ -88,6 +88,20 @@ EXPECTED = {
     ("tcp", "own", "xd"): (0.002, 25, 32, TCP),  # ImageNet: 25 epochs in the authors' log (LOADEP=25)
     ("tcp", "restore_paper", "b2n"): (0.002, 10, 4, TCP),
     ("tcp", "restore_paper", "xd"): (0.002, 2, 4, TCP),
+    # CLIP-LoRA run_utils.py (lr 2e-4, batch 32, 500 x shots iterations): DTD b2n 24 base classes x 16 shots =
+    # 12 steps -> 667 epochs; DTD 47 classes -> 23 steps -> 348; ImageNet 1000 classes -> 500 steps -> 16.
+    # restore_paper: the set's 10 / 2 epochs at batch 4 (the paper never ran it); RESTORE on it the same.
+    **{
+        (m, s, p): row
+        for m in ("clip_lora", "restore_lora")
+        for (s, p), row in {
+            ("own", "b2n"): (2e-4, 667, 32, {}),
+            ("own", "fewshot"): (2e-4, 348, 32, {}),
+            ("own", "xd"): (2e-4, 16, 32, {}),
+            ("restore_paper", "b2n"): (2e-4, 10, 4, {}),
+            ("restore_paper", "xd"): (2e-4, 2, 4, {}),
+        }.items()
+    },
     ("zeroshot", "own", "b2n"): (0.002, 0, 32, {}),
     ("zeroshot", "restore_paper", "xd"): (0.002, 0, 32, {}),
 }

@@ -71,12 +71,24 @@ _SURGERY = {
 EXPECTED["restore_m"] = {**EXPECTED["maple"], **_SURGERY}
 EXPECTED["restore_p"] = {**EXPECTED["promptsrc"], **_SURGERY}
 EXPECTED["restore_ivlp"] = {**EXPECTED["ivlp"], **_SURGERY}
+# CLIP-LoRA: rank-2 (A, B) on q, k, v of every block of both towers (tiny: 3 layers each).
+EXPECTED["clip_lora"] = {
+    f"lora.{tower}.{layer}.{m}.{t}": (2, w) if m == "A" else (w, 2)
+    for tower, w in (("vision", V), ("text", T))
+    for layer in range(3)
+    for m in ("A", "B")
+    for t in ("q", "k", "v")
+}
+EXPECTED["restore_lora"] = {**EXPECTED["clip_lora"], **_SURGERY}
+# B = 0 at the start makes the loss's gradient in A exactly zero at the first step (it flows once B moves).
+ZERO_FIRST_GRAD = {"clip_lora": ".A.", "restore_lora": ".A."}
 
 TRAINABLE = [n for n in method_names() if n != "zeroshot"]
 STEPS = 3
 # SGD learning rates for the tiny random model. KgCoOp's term is zero at its initialisation and grows
 # quadratically, so a large first step overshoots; CoCoOp's meta-net needs a larger one to move in 4 steps.
-LR = {"kgcoop": 1e-3, "cocoop": 2e-2}
+# LoRA's B starts at zero, so its first step only moves B: a larger step lets 4 of them lower the loss.
+LR = {"kgcoop": 1e-3, "cocoop": 2e-2, "clip_lora": 2e-2, "restore_lora": 2e-2}
 # PromptSRC's 60-template teacher costs seconds on this machine and changes nothing here (test_promptsrc
 # checks the teacher itself).
 OVERRIDES = {"promptsrc": {"teacher_templates": "a photo of a {}."}}
@@ -103,7 +115,9 @@ def test_training_moves_only_the_method_parameters(name, tiny_clip, images, labe
     first = loss_of(method, images, labels)
     first.backward()
     for k, p in method.named_parameters():
-        if k in trainable:
+        if k in trainable and name in ZERO_FIRST_GRAD and ZERO_FIRST_GRAD[name] in k:
+            assert p.grad is not None and float(p.grad.abs().sum()) == 0, f"{k}: B = 0 gives no gradient yet"
+        elif k in trainable:
             assert p.grad is not None and float(p.grad.abs().sum()) > 0, f"{k} received no gradient"
         else:
             assert p.grad is None, f"frozen {k} received a gradient"

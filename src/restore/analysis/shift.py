@@ -2,12 +2,15 @@
 
 The profile is what `restore analyze` writes and what a run records at the end of training (``metrics.shift``):
 ``s_l^v`` (mean over images), ``s_l^t`` (mean over the class prompts), their squared discrepancy per layer and
-the totals. Layers without prompts in a tower count as 0 there; zero-shot CLIP has every shift 0.
+the totals. The shift of a block is that of its learnable part: its prompt tokens, or its weight delta (LoRA: the
+block run with and without ΔW on the same input). Layers without either count as 0; zero-shot CLIP has every
+shift 0.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import torch
@@ -82,19 +85,23 @@ def measure_shifts(
         method.train(was_training)
         return ShiftProfile("parameter", vis, txt, 0)
     request = ShiftRequest()
-    text_stats = method.clip.forward_text(method.tokens, text_prompts, request).shifts if text_prompts else []
-    txt = _dense(activation_shifts(text_stats, normalisation), n_t)
-    sums = [0.0] * n_v
-    count = 0
-    for item in batches:
-        images = item[0] if isinstance(item, tuple | list) else item
-        images = images.to(device)
-        stats = method.clip.forward_image(images, vision_prompts, request).shifts
-        for layer, s in enumerate(stats):
-            if s is not None:
-                per_image = activation_shifts([s], normalisation)[0]  # mean over this batch
-                sums[layer] += float(per_image) * images.shape[0]
-        count += images.shape[0]
+    # A method that changes the blocks' weights (LoRA) runs its towers with them attached.
+    tuned = getattr(method, "tuned_backbone", nullcontext)
+    with tuned():
+        text_tuned = text_prompts or any(method.clip.transformer.has_delta(i) for i in range(n_t))
+        text_stats = method.clip.forward_text(method.tokens, text_prompts, request).shifts if text_tuned else []
+        txt = _dense(activation_shifts(text_stats, normalisation), n_t)
+        sums = [0.0] * n_v
+        count = 0
+        for item in batches:
+            images = item[0] if isinstance(item, tuple | list) else item
+            images = images.to(device)
+            stats = method.clip.forward_image(images, vision_prompts, request).shifts
+            for layer, s in enumerate(stats):
+                if s is not None:
+                    per_image = activation_shifts([s], normalisation)[0]  # mean over this batch
+                    sums[layer] += float(per_image) * images.shape[0]
+            count += images.shape[0]
     method.train(was_training)
     vis = [s / count if count else 0.0 for s in sums]
     return ShiftProfile(f"activation/{normalisation}", vis, txt, count)

@@ -7,6 +7,9 @@ Prompt placement (as the MaPLe/IVLP releases do it): vision prompts are appended
 text prompts are written over the positions right after the start token. A block given prompts replaces
 whatever occupied those positions, so deep prompts are "fresh learnable tokens at each prompted layer"; after
 the last prompted layer the tokens simply flow on, as in MaPLe and IVLP.
+
+A method may also change the blocks' weights: an attention's optional ``delta`` (LoRA, `AttentionDelta`) adds
+to its projections on every path. The feature shift of a block is then Φ_{W+ΔW}(X) − Φ_W(X) on the same input.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -105,8 +109,26 @@ def _take(x: Tensor, index: Tensor | slice, dim: int) -> Tensor:
     return x.index_select(dim, index)
 
 
+class AttentionDelta(Protocol):
+    """A learnable change of an attention's projections (LoRA), owned by a method, not by the backbone.
+
+    ``in_proj(h, part)`` is what it adds to ``F.linear(h, W_part, b_part)`` for ``part`` "qkv", "q" or "kv"
+    (the rows of the fused projection); ``out_proj(z)`` what it adds to the output projection. Either may
+    return None (no change there).
+    """
+
+    def in_proj(self, h: Tensor, part: str) -> Tensor | None: ...
+
+    def out_proj(self, z: Tensor) -> Tensor | None: ...
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention with nn.MultiheadAttention's parameter names, on the fused SDPA kernel."""
+    """Multi-head self-attention with nn.MultiheadAttention's parameter names, on the fused SDPA kernel.
+
+    ``delta`` (None unless a method attaches one, `set_delta`) changes the projections; every path of the
+    block (full, rows-only, packed text, the shift) projects through `in_proj` / `project`, so each sees
+    W + ΔW. It is a plain attribute, not a submodule: its parameters belong to the method that owns it.
+    """
 
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
@@ -116,22 +138,53 @@ class Attention(nn.Module):
         self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
         self.out_proj = nn.Linear(width, width)
+        self.delta: AttentionDelta | None = None
 
-    def qkv(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        b, n, d = h.shape
-        qkv = F.linear(h, self.in_proj_weight, self.in_proj_bias)
+    def set_delta(self, delta: AttentionDelta | None) -> None:
+        object.__setattr__(self, "delta", delta)  # never registered as a submodule of the backbone
+
+    def in_proj(self, h: Tensor, part: str = "qkv", with_delta: bool = True) -> Tensor:
+        """The fused input projection's ``part`` rows ("qkv", "q", "kv") of ``h`` (..., D), plus the delta."""
+        d = h.shape[-1]
+        if part == "qkv":
+            out = F.linear(h, self.in_proj_weight, self.in_proj_bias)
+        elif part == "q":
+            out = F.linear(h, self.in_proj_weight[:d], self.in_proj_bias[:d])
+        else:
+            out = F.linear(h, self.in_proj_weight[d:], self.in_proj_bias[d:])
+        if with_delta and self.delta is not None:
+            extra = self.delta.in_proj(h, part)
+            if extra is not None:
+                out = out + extra
+        return out
+
+    def project(self, z: Tensor, with_delta: bool = True) -> Tensor:
+        """The output projection, plus the delta."""
+        out = self.out_proj(z)
+        if with_delta and self.delta is not None:
+            extra = self.delta.out_proj(z)
+            if extra is not None:
+                out = out + extra
+        return out
+
+    def split_qkv(self, qkv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        b, n, d3 = qkv.shape
+        d = d3 // 3
         qkv = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         return qkv[0], qkv[1], qkv[2]
+
+    def qkv(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.split_qkv(self.in_proj(h))
 
     def q_rows(self, h: Tensor) -> Tensor:
         """Queries only: (B, heads, Q, head_dim) of the tokens ``h`` (B, Q, D)."""
         b, n, d = h.shape
-        q = F.linear(h, self.in_proj_weight[:d], self.in_proj_bias[:d])
+        q = self.in_proj(h, "q")
         return q.view(b, n, self.heads, d // self.heads).transpose(1, 2)
 
     def kv(self, h: Tensor) -> tuple[Tensor, Tensor]:
         b, n, d = h.shape
-        kv = F.linear(h, self.in_proj_weight[d:], self.in_proj_bias[d:])
+        kv = self.in_proj(h, "kv")
         kv = kv.view(b, n, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         return kv[0], kv[1]
 
@@ -149,7 +202,7 @@ class Attention(nn.Module):
         return out.transpose(1, 2).reshape(b, n, h * hd)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, causal: bool, hide: tuple[int, int] | None = None) -> Tensor:
-        return self.out_proj(self.sdpa(q, k, v, causal, hide))
+        return self.project(self.sdpa(q, k, v, causal, hide))
 
 
 def hidden_key_mask(q: Tensor, k: Tensor, causal: bool, hide: tuple[int, int]) -> Tensor:
@@ -222,6 +275,10 @@ class ResidualAttentionBlock(nn.Module):
             x = torch.cat([x[:, :r0], prompts.to(x.dtype), x[:, r1:]], dim=1)
         if rows is not None:
             return self._rows(x, rows, causal), None
+        if shift is not None and self.attn.delta is not None:
+            if prompts is not None:
+                raise ValueError("a block with both prompts and a weight delta cannot measure its shift")
+            return self._forward_delta_shift(x, region, causal, shift, sample, counted)
         q, k, v = self.attn.qkv(self.ln_1(x))
         if shift is not None and shift.hide_prompts:
             assert region is not None
@@ -248,7 +305,7 @@ class ResidualAttentionBlock(nn.Module):
             mask = None
             if causal:
                 mask = (torch.arange(x.shape[1], device=x.device)[None, None, :] <= rows[:, :, None])[:, None]
-        attended = self.attn.out_proj(self.attn.sdpa(self.attn.q_rows(h_r), k, v, False, mask=mask))
+        attended = self.attn.project(self.attn.sdpa(self.attn.q_rows(h_r), k, v, False, mask=mask))
         return self._tail(x_r, attended)
 
     def _forward_packed(
@@ -271,17 +328,21 @@ class ResidualAttentionBlock(nn.Module):
         hd = d // self.attn.heads
         h = self.ln_1(x)
         if rows is not None:
-            kv = F.linear(h, self.attn.in_proj_weight[d:], self.attn.in_proj_bias[d:]).view(n, 2, self.attn.heads, hd)
+            kv = self.attn.in_proj(h, "kv").view(n, 2, self.attn.heads, hd)
             k, v = kv[packed.paths].permute(2, 0, 3, 1, 4)  # (S, heads, L, hd) each
             q = self.attn.q_rows(h[rows][:, None])  # (S, heads, 1, hd)
             mask = packed.valid[:, None, None, :]  # every real token is at or before the end-of-text token
-            attended = self.attn.out_proj(self.attn.sdpa(q, k, v, False, mask=mask)[:, 0])
+            attended = self.attn.project(self.attn.sdpa(q, k, v, False, mask=mask)[:, 0])
             return self._tail(x[rows], attended), None
-        qkv = F.linear(h, self.attn.in_proj_weight, self.attn.in_proj_bias).view(n, 3, self.attn.heads, hd)
+        if shift is not None and self.attn.delta is not None:
+            if prompts is not None:
+                raise ValueError("a block with both prompts and a weight delta cannot measure its shift")
+            return self._packed_delta_shift(x, h, packed, region, shift)
+        qkv = self.attn.in_proj(h).view(n, 3, self.attn.heads, hd)
         q, k, v = qkv[packed.paths].permute(2, 0, 3, 1, 4)  # (S, heads, L, hd) each
         hide = region if shift is not None and shift.hide_prompts else None
         grid = self.attn.sdpa(q, k, v, True, hide)  # (S, L, D)
-        y = self._tail(x, self.attn.out_proj(grid.reshape(-1, d)[packed.owner]))
+        y = self._tail(x, self.attn.project(grid.reshape(-1, d)[packed.owner]))
         if shift is None:
             return y, None
         assert region is not None
@@ -290,7 +351,7 @@ class ResidualAttentionBlock(nn.Module):
         grad = nullcontext() if not shift.detach else torch.no_grad()
         with grad:
             free_grid = self.attn.sdpa(q, k, v, True, region)
-            free = self._tail(x[nodes], self.attn.out_proj(free_grid.reshape(-1, d)[packed.owner[nodes]]))
+            free = self._tail(x[nodes], self.attn.project(free_grid.reshape(-1, d)[packed.owner[nodes]]))
         sq = (y[nodes] - free).float().pow(2).sum(-1)
         ref = (free.detach() if shift.detach else free).float().pow(2).sum(-1)
         weight = cells.to(sq.dtype)
@@ -301,6 +362,111 @@ class ResidualAttentionBlock(nn.Module):
             return (full[packed.paths] * weight).sum(1) / denom
 
         return y, ShiftStats(per_prompt(sq), per_prompt(ref))
+
+    def _forward_delta_shift(
+        self,
+        x: Tensor,
+        region: tuple[int, int] | None,
+        causal: bool,
+        shift: ShiftRequest,
+        sample: Tensor | None,
+        counted: Tensor | None,
+    ) -> tuple[Tensor, ShiftStats]:
+        """The block with its weight delta, and Ω = Φ_{W+ΔW}(X) − Φ_W(X) on the same input X.
+
+        Shared between the two branches: the LayerNorm and the frozen projection W·h (the tuned one is W·h
+        plus the delta's term, exactly what the block computes without a shift). Prompt tokens that flow on
+        from earlier layers (``region``) stay in both branches' input and are not counted.
+        """
+        self.prompt_free_calls += 1
+        h = self.ln_1(x)
+        base = self.attn.in_proj(h, with_delta=False)
+        extra = self.attn.delta.in_proj(h, "qkv") if self.attn.delta is not None else None
+        q, k, v = self.attn.split_qkv(base + extra if extra is not None else base)
+        y = self._tail(x, self.attn.attend(q, k, v, causal))
+        n = x.shape[1]
+        keep = _positions(region, n, x.device) if region is not None else slice(0, n)
+        n_keep = n - (region[1] - region[0]) if region is not None else n
+        queries, weight = self._sampled(keep, n_keep, sample, causal, x.device, y.dtype)
+        grad = nullcontext() if not shift.detach else torch.no_grad()
+        with grad:
+            q0, k0, v0 = self.attn.split_qkv(base)
+            if causal:  # every query, then the counted rows: the causal mask needs aligned positions
+                free = _take(self._tail(x, self.attn.project(self.attn.sdpa(q0, k0, v0, True), False)), queries, 1)
+            else:
+                attended = self.attn.project(self.attn.sdpa(_take(q0, queries, 2), k0, v0, False), False)
+                free = self._tail(_take(x, queries, 1), attended)
+        return y, self._stats(_take(y, queries, 1) - free, free, queries, shift, counted, weight, n_keep)
+
+    def _packed_delta_shift(
+        self, x: Tensor, h: Tensor, packed: PackedText, region: tuple[int, int] | None, shift: ShiftRequest
+    ) -> tuple[Tensor, ShiftStats]:
+        """`_forward_delta_shift` on the nodes of packed text: per prompt, the mean over its real tokens."""
+        self.prompt_free_calls += 1
+        n, d = x.shape
+        hd = d // self.attn.heads
+        base = self.attn.in_proj(h, with_delta=False)
+        extra = self.attn.delta.in_proj(h, "qkv") if self.attn.delta is not None else None
+        qkv = (base + extra if extra is not None else base).view(n, 3, self.attn.heads, hd)
+        q, k, v = qkv[packed.paths].permute(2, 0, 3, 1, 4)
+        y = self._tail(x, self.attn.project(self.attn.sdpa(q, k, v, True).reshape(-1, d)[packed.owner]))
+        grad = nullcontext() if not shift.detach else torch.no_grad()
+        with grad:
+            q0, k0, v0 = base.view(n, 3, self.attn.heads, hd)[packed.paths].permute(2, 0, 3, 1, 4)
+            free_grid = self.attn.sdpa(q0, k0, v0, True).reshape(-1, d)[packed.owner]
+            free = self._tail(x, self.attn.project(free_grid, False))
+        if region is not None:
+            nodes, cells = packed.free_nodes(region)
+        else:
+            nodes, cells = torch.arange(n, device=x.device), packed.valid
+        sq = (y[nodes] - free[nodes]).float().pow(2).sum(-1)
+        ref = (free[nodes].detach() if shift.detach else free[nodes]).float().pow(2).sum(-1)
+        weight = cells.to(sq.dtype)
+        denom = weight.sum(1).clamp_min(1.0)
+
+        def per_prompt(values: Tensor) -> Tensor:
+            full = values.new_zeros(n).index_put((nodes,), values)
+            return (full[packed.paths] * weight).sum(1) / denom
+
+        return y, ShiftStats(per_prompt(sq), per_prompt(ref))
+
+    @staticmethod
+    def _sampled(
+        keep: Tensor | slice, n_keep: int, sample: Tensor | None, causal: bool, device: torch.device, dtype
+    ) -> tuple[Tensor | slice, Tensor | None]:
+        """The query positions of the free branch and, with token sampling, each sampled token's weight."""
+        if sample is None:
+            return keep, None
+        if causal:
+            raise ValueError("token sampling of the shift applies to the (non-causal) image tower only")
+        base = torch.arange(n_keep, device=device) if isinstance(keep, slice) else keep
+        # CLS is always in the sample; every other sampled token stands for (n_keep - 1) / m tokens.
+        m = sample.numel() - 1
+        weight = torch.full((sample.numel(),), (n_keep - 1) / max(m, 1), device=device, dtype=dtype)
+        weight[0] = 1.0
+        return base[sample], weight
+
+    @staticmethod
+    def _stats(
+        omega: Tensor,
+        free: Tensor,
+        queries: Tensor | slice,
+        shift: ShiftRequest,
+        counted: Tensor | None,
+        weight: Tensor | None,
+        n_keep: int,
+    ) -> ShiftStats:
+        """Per-sample means of ‖Ω‖² and ‖Φ(X)‖² over the counted (or sampled, reweighted) tokens."""
+        sq = omega.float().pow(2).sum(-1)  # (B, Q)
+        ref = free.detach().float().pow(2).sum(-1) if shift.detach else free.float().pow(2).sum(-1)
+        if counted is not None:
+            mask = _take(counted, queries, 1).to(sq.dtype)
+            denom = mask.sum(1).clamp_min(1.0)
+            return ShiftStats((sq * mask).sum(1) / denom, (ref * mask).sum(1) / denom)
+        if weight is not None:
+            w = weight.float()
+            return ShiftStats((sq * w).sum(1) / n_keep, (ref * w).sum(1) / n_keep)
+        return ShiftStats(sq.mean(1), ref.mean(1))
 
     def _shift(
         self,
@@ -323,33 +489,13 @@ class ResidualAttentionBlock(nn.Module):
         self.prompt_free_calls += 1
         keep = _positions(region, x.shape[1], x.device)
         n_keep = x.shape[1] - (region[1] - region[0])
-        queries: Tensor | slice = keep
-        weight: Tensor | None = None
-        if sample is not None:
-            if causal:
-                raise ValueError("token sampling of the shift applies to the (non-causal) image tower only")
-            base = torch.arange(n_keep, device=x.device) if isinstance(keep, slice) else keep
-            queries = base[sample]
-            # CLS is always in the sample; every other sampled token stands for (n_keep - 1) / m tokens.
-            m = sample.numel() - 1
-            weight = torch.full((sample.numel(),), (n_keep - 1) / max(m, 1), device=x.device, dtype=y.dtype)
-            weight[0] = 1.0
+        queries, weight = self._sampled(keep, n_keep, sample, causal, x.device, y.dtype)
         grad = nullcontext() if not shift.detach else torch.no_grad()
         with grad:
             kk, vv = _take(k, keep, 2), _take(v, keep, 2)
             qq = _take(q, queries, 2)
             free = self._tail(_take(x, queries, 1), self.attn.attend(qq, kk, vv, causal))
-        omega = _take(y, queries, 1) - free
-        sq = omega.float().pow(2).sum(-1)  # (B, Q)
-        ref = free.detach().float().pow(2).sum(-1) if shift.detach else free.float().pow(2).sum(-1)
-        if counted is not None:
-            mask = _take(counted, queries, 1).to(sq.dtype)
-            denom = mask.sum(1).clamp_min(1.0)
-            return ShiftStats((sq * mask).sum(1) / denom, (ref * mask).sum(1) / denom)
-        if weight is not None:
-            w = weight.float()
-            return ShiftStats((sq * w).sum(1) / n_keep, (ref * w).sum(1) / n_keep)
-        return ShiftStats(sq.mean(1), ref.mean(1))
+        return self._stats(_take(y, queries, 1) - free, free, queries, shift, counted, weight, n_keep)
 
 
 class Transformer(nn.Module):
@@ -375,6 +521,10 @@ class Transformer(nn.Module):
         if use and torch.is_grad_enabled():
             return checkpoint(block, x, use_reentrant=False, **kwargs)
         return block(x, **kwargs)
+
+    def has_delta(self, index: int) -> bool:
+        """Whether block ``index`` carries a method's weight delta (then a shift request measures it)."""
+        return self.resblocks[index].attn.delta is not None
 
     def pruned(self, index: int, shift: ShiftRequest | None) -> bool:
         """Whether block ``index`` computes only the rows that are read."""
@@ -422,7 +572,7 @@ class VisionTransformer(nn.Module):
                 p = self.ln_pre(p.to(x.dtype))  # the tokens' dtype, as if concatenated before ln_pre
             n_prompt = p.shape[-2] if p is not None else x.shape[1] - n_real
             region = (n_real, n_real + n_prompt) if n_prompt else None
-            measure = shift if (p is not None and shift is not None) else None
+            measure = shift if ((p is not None or self.transformer.has_delta(layer)) and shift is not None) else None
             sample = self._sample(n_real, measure, x.device) if measure is not None else None
             rows = slice(0, 1) if self.transformer.pruned(layer, measure) else None
             x, s = self.transformer.run_block(
@@ -618,7 +768,7 @@ class CLIP(nn.Module):
                 n_prompt = p.shape[-2]
             region = (1, 1 + n_prompt) if n_prompt else None
             prompted = _layer_prompt(prompts, layer) is not None
-            measure = shift if (prompted and shift is not None) else None
+            measure = shift if ((prompted or self.transformer.has_delta(layer)) and shift is not None) else None
             rows = eot[:, None].to(x.device) if self.transformer.pruned(layer, measure) else None
             x, s = self.transformer.run_block(
                 layer, x, checkpointed=checkpointed, causal=True, prompts=p, region=region, shift=measure,
@@ -651,7 +801,7 @@ class CLIP(nn.Module):
                 n_prompt = p.shape[-2]
             region = (1, 1 + n_prompt) if n_prompt else None
             prompted = _layer_prompt(prompts, layer) is not None
-            measure = shift if (prompted and shift is not None) else None
+            measure = shift if ((prompted or self.transformer.has_delta(layer)) and shift is not None) else None
             rows = packed.eot if self.transformer.pruned(layer, measure) else None
             x, s = self.transformer.run_block(
                 layer, x, checkpointed=checkpointed, prompts=p, region=region, shift=measure, packed=packed,

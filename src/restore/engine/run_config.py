@@ -55,7 +55,7 @@ ADMIN_KEYS = (
 # Keys added after runs existed: at their default value they are left out of the identity, so an earlier run
 # keeps its hash (its directory, its resume check, its "already done" in a sweep).
 OPTIONAL_KEYS = (
-    "data.split_file", "data.split_seed", "data.split_val", "data.split_test", "data.targets",
+    "data.split_file", "data.split_seed", "data.split_val", "data.split_test", "data.targets", "optim.optimizer",
 )  # fmt: skip
 
 # Upper bounds of counts, far above any real run, checked when the config is read: an absurd value is one
@@ -167,7 +167,10 @@ class OptimSection:
     )
     warmup_lr: float = option(1e-5, help="learning rate of the warm-up epochs", min=0.0)
     momentum: float = option(0.9, help="SGD momentum", min=0.0)
-    weight_decay: float = option(5e-4, help="SGD weight decay", min=0.0)
+    weight_decay: float = option(5e-4, help="weight decay (SGD's; AdamW's decoupled one under adamw)", min=0.0)
+    optimizer: Literal["sgd", "adamw"] = option(
+        "sgd", help="sgd (Dassl's, every prompt method) | adamw (betas 0.9/0.999: CLIP-LoRA's); a schedule may set it"
+    )
 
 
 @dataclass
@@ -279,6 +282,7 @@ def build_run_config(data: dict[str, Any] | None) -> RunConfig:
         if not name:
             raise ConfigError("the method section has no 'name'", hint="e.g. method: {name: maple, depth: 9}")
         method_cfg = make_config(str(name), _with_schedule(str(name), method, data))
+        data = _optim_from_schedule(method_cfg.name, data)
     cfg = from_dict(RunConfig, data)
     cfg.method = method_cfg
     return cfg
@@ -295,16 +299,33 @@ def _import_recorded(modules: Any) -> None:
     plugins.import_modules(modules)
 
 
-def _with_schedule(method: str, options: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    """The method's options with the schedule set's method settings under them (the user's win)."""
+def _schedule_of(method: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The schedule set's settings for this run (dotted keys), read from the unchecked config data."""
     schedule = check_set(str(data.get("schedule", DEFAULT_SET)))
     section = data.get("data") if isinstance(data.get("data"), dict) else {}
     protocol, dataset, shots = data.get("protocol", "train"), section.get("dataset", ""), section.get("shots", 16)
-    settings = schedule_settings(
+    return schedule_settings(
         method_class(method).name, schedule, str(protocol), str(dataset or ""), shots if isinstance(shots, int) else 16
     )
+
+
+def _with_schedule(method: str, options: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """The method's options with the schedule set's method settings under them (the user's win)."""
+    settings = _schedule_of(method, data)
     fixed = {k.removeprefix("method."): v for k, v in settings.items() if k.startswith("method.")}
     return {**fixed, **options}
+
+
+def _optim_from_schedule(method: str, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the optim settings the schedule entry fixes beyond lr/epochs (a method trained with AdamW:
+    optimizer, weight decay, warm-up) under the user's values. Entries of the SGD methods fix none."""
+    settings = _schedule_of(method, data)
+    fixed = {k.removeprefix("optim."): v for k, v in settings.items() if k.startswith("optim.")}
+    fixed = {k: v for k, v in fixed.items() if k not in ("lr", "epochs")}  # `resolve` fills those
+    if not fixed:
+        return data
+    optim = data.get("optim") if isinstance(data.get("optim"), dict) else {}
+    return {**data, "optim": {**fixed, **optim}}
 
 
 def load_run_config(

@@ -241,6 +241,7 @@ def _train(
         warmup_lr=c.optim.warmup_lr,
         momentum=c.optim.momentum,
         weight_decay=c.optim.weight_decay,
+        optimizer=c.optim.optimizer,
         workers=c.data.workers,
         precision=c.model.precision,
         log_every=c.log_every,

@@ -52,6 +52,8 @@ from restore.engine.train_checkpoint import check_same_config, load_training_che
 from restore.errors import CheckpointError, TrainingError
 from restore.methods import PromptedCLIP
 
+ADAMW_BETAS = (0.9, 0.999)
+
 
 @dataclass
 class TrainSettings:
@@ -63,6 +65,7 @@ class TrainSettings:
     warmup_lr: float = 1e-5
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    optimizer: str = "sgd"  # or "adamw" (betas ADAMW_BETAS)
     workers: int = 0
     precision: str = "fp32"
     log_every: int = 20
@@ -204,9 +207,14 @@ class Trainer:
         self.world = distributed.current()
         # The forward pass of training; DDP syncs the learnable parameters' gradients across ranks.
         self.model = distributed.wrap_ddp(method, self.device) if self.world is not None else method
-        self.optimizer = torch.optim.SGD(
-            params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
-        )
+        if settings.optimizer == "adamw":  # CLIP-LoRA's (MaxZanella/CLIP-LoRA lora.py)
+            self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(
+                params, lr=settings.lr, betas=ADAMW_BETAS, weight_decay=settings.weight_decay
+            )
+        else:
+            self.optimizer = torch.optim.SGD(
+                params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+            )
         self.scaler = grad_scaler(self.device, settings.precision)
         self.history: list[dict[str, float]] = []
         self.epoch = 0  # epochs completed

@@ -1,4 +1,4 @@
-"""RESTORE (arXiv 2403.06136): feature-shift consistency plus FS-guided surgery, added to a deep-prompt method.
+"""RESTORE (arXiv 2403.06136): feature-shift consistency plus FS-guided surgery, added to any two-tower tuning.
 
 Each variant is its base method's config plus `RestoreOptions`; `attach_restore` adds the shift measure, the
 consistency loss and the surgery adapters to the base method's model, so ``restore_m`` with ``fs_weight=0``
@@ -16,6 +16,7 @@ import torch
 from restore.clip.model import CLIP, ShiftRequest
 from restore.errors import ConfigError
 from restore.methods.base import Output, PromptedCLIP, register
+from restore.methods.clip_lora import CLIPLoRAConfig
 from restore.methods.feature_shift import (
     FeatureShiftConsistency,
     Measure,
@@ -136,15 +137,44 @@ class RestoreOptions:
         )
 
 
+def prompted_towers(method: PromptedCLIP) -> set[str]:
+    """The towers a method changes through prompt tokens."""
+    towers = {"vision"} if method.vision is not None else set()
+    return towers | ({"text"} if not method.text.conditional and method.text.layer_prompts() else set())
+
+
+def tuned_towers(method: PromptedCLIP) -> set[str]:
+    """The towers a method changes: its own `tuned_towers()` when it declares one (weight deltas, adapters
+    inside the blocks: LoRA), else the towers it prompts."""
+    declared = getattr(method, "tuned_towers", None)
+    return set(declared()) | prompted_towers(method) if callable(declared) else prompted_towers(method)
+
+
 def attach_restore(method: PromptedCLIP, options: RestoreOptions, dataset: str | None) -> PromptedCLIP:
-    """Add the shift measure, L_fs and the surgery adapters to a built deep-prompt method."""
-    if method.vision is None or not method.text.layer_prompts():
-        raise ConfigError("RESTORE needs prompts in both towers (a multi-modal deep-prompt base method)")
+    """Add the shift measure, L_fs and the surgery adapters to a built method that changes both towers (deep
+    prompts, LoRA, ...): the activation shift compares each tuned block with and without its learnable part.
+
+    The ``parameter`` measure and the ``released`` surgery read the Gram norm of deep prompts; on a method
+    without prompts in both towers they have no meaning and are refused."""
+    if tuned_towers(method) != {"vision", "text"}:
+        raise ConfigError(
+            f"RESTORE needs a base method that tunes both towers; {method.name!r} tunes "
+            f"{', '.join(sorted(tuned_towers(method))) or 'neither'}",
+            hint="use a multi-modal method (deep prompts in both towers, or LoRA with encoder: both)",
+        )
     options = options.for_run(None, dataset)  # a no-op on a config the engine resolved
     vis_ratio, txt_ratio, fs_weight = options.vision_ratio, options.text_ratio, options.fs_weight
     assert vis_ratio is not None and txt_ratio is not None and fs_weight is not None
     surgery: Mode = options.surgery  # type: ignore[assignment]
     measure_kind: Measure = options.shift_measure  # type: ignore[assignment]
+    prompts_both = prompted_towers(method) == {"vision", "text"}
+    if not prompts_both and (measure_kind == "parameter" or surgery == "released"):
+        what = "shift_measure: parameter" if measure_kind == "parameter" else "surgery: released"
+        raise ConfigError(
+            f"RESTORE's {what} reads the Gram norm of deep prompts, which {method.name!r} does not have",
+            hint="use recipe: paper (the activation shift, guided surgery), or shift_measure: activation and "
+            "surgery: guided | fixed | none",
+        )
     normalisation: Normalisation = options.normalisation
     needs_shift = fs_weight > 0 or surgery == "guided"
     if not needs_shift and surgery == "none":
@@ -226,3 +256,10 @@ class RestorePConfig(RestoreOptions, PromptSRCConfig):
 class RestoreIVLPConfig(RestoreOptions, IVLPConfig):
     def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
         return attach_restore(IVLPConfig.build(self, clip, dataset=dataset, n_classes=n_classes), self, dataset)
+
+
+@register("restore_lora", "RESTORE on CLIP-LoRA: consistency of the LoRA blocks' shifts + FS-guided surgery")
+@dataclass
+class RestoreLoRAConfig(RestoreOptions, CLIPLoRAConfig):
+    def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
+        return attach_restore(CLIPLoRAConfig.build(self, clip, dataset=dataset, n_classes=n_classes), self, dataset)

@@ -64,6 +64,10 @@ class SurgeryAdapter(nn.Module):
     def guide(self, total_shift: Tensor, ratio: float, momentum: float, scale: float | None) -> None:
         """One training step of FS guidance: α ← m·α + (1−m)·scale·Σ_l s_l."""
         total = total_shift.detach().float().to(self.alpha.device)
+        if torch.isnan(self.scale) and scale is None and float(total) <= 0:
+            # Nothing to calibrate against yet (LoRA starts with B = 0, so no shift): α stays at the ratio and
+            # calibrates at the first step with a shift. Prompts shift from the first step, as before.
+            return
         if torch.isnan(self.scale):
             fixed = scale if scale is not None else (ratio / float(total) if float(total) > 0 else 0.0)
             self.scale.fill_(fixed)
