@@ -1,4 +1,5 @@
-"""The RESTORE paper's claims C1–C5, checked on the runs of a claims sweep: numbers, spread, verdict.
+"""The RESTORE paper's claims C1–C5, and C6 beyond the paper (does its regulariser help the methods that came
+after it?), checked on the runs of a claims sweep: numbers, spread, verdict.
 
 The sweep file (``configs/sweeps/world_claims.yaml``) names the runs; each of its cells is found in the
 results database by the config hash the sweep itself uses to skip finished cells (`restore.scale.claim_runs`), so a
@@ -15,7 +16,7 @@ runs are averaged over whatever seeds it has).
 
 Decision rules (``K = 2``, ``ALPHA = 0.05``):
 
-- *Paired comparison* "A beats B" (C1, C4, C5): per seed s, d_s = world metric of A − that of B (seeds
+- *Paired comparison* "A beats B" (C1, C4, C5, C6): per seed s, d_s = world metric of A − that of B (seeds
   pair the runs: same few-shot draw, same initial draws where the methods share them). With the mean d̄
   and its standard error SE = sd(d_s)/√n over the n seeds: **holds** if d̄ > K·SE, **does not hold** if
   d̄ < −K·SE, otherwise **inconclusive**; fewer than 2 seeds is inconclusive (no spread to judge by).
@@ -369,6 +370,8 @@ MAPLE, PROMPTSRC, IVLP, VPT, TEXT, COOP = (
     Arm.of(m) for m in ("maple", "promptsrc", "ivlp", "vpt", "deep_text", "coop")
 )
 RESTORE_M, RESTORE_P = Arm.of("restore_m"), Arm.of("restore_p")
+#: C6: (RESTORE on a method that came after the paper, that method), each on its own two-tower tuning.
+BEYOND = ((Arm.of("restore_lora"), Arm.of("clip_lora"), "CLIP-LoRA"),)
 #: λ_fs of each C3 arm; the untagged restore_m runs at the world tasks' preset λ_fs (1, the "other" row).
 LAMBDAS = (0.0, 0.5, 1.0, 2.0, 4.0)
 
@@ -384,11 +387,12 @@ def claims_arms() -> set[Arm]:
         Arm.of("restore_m", recipe="released"), Arm.of("restore_p", recipe="released"),
         *(_lambda_arm(lam) for lam in LAMBDAS), Arm.of("restore_m", surgery="none"),
         Arm.of("restore_m", surgery="fixed"), Arm.of("restore_ivlp", surgery="none"),
+        *(arm for pair in BEYOND for arm in pair[:2]),
     }  # fmt: skip
 
 
 def check_claims(runs: ClaimRuns) -> list[Claim]:
-    """C1–C5 on the matched runs, each check by the rule of the module docstring."""
+    """C1–C6 on the matched runs, each check by the rule of the module docstring."""
     released_m, released_p = Arm.of("restore_m", recipe="released"), Arm.of("restore_p", recipe="released")
     c1 = Claim("C1", "Table 1", "RESTORE beats its base method on HM, for both recipes", (
         compare(runs, RESTORE_M, MAPLE, "hm", "RESTORE_m (paper) HM > MaPLe HM"),
@@ -415,7 +419,15 @@ def check_claims(runs: ClaimRuns) -> list[Claim]:
         compare(runs, TEXT, IVLP, "discrepancy", "language-only (deep_text) discrepancy > IVLP discrepancy"),
         compare(runs, Arm.of("restore_ivlp", surgery="none"), IVLP, "novel", "IVLP + L_fs Novel > IVLP Novel"),
     ))  # fmt: skip
-    return [c1, c2, c3, c4, c5]
+    c6 = Claim("C6", "beyond", "RESTORE's regulariser helps the tuning methods that came after the paper", tuple(
+        check
+        for restored, base, name in BEYOND
+        for check in (
+            compare(runs, restored, base, "hm", f"RESTORE on {name} HM > {name} HM"),
+            compare(runs, restored, base, "novel", f"RESTORE on {name} Novel > {name} Novel"),
+        )
+    ))  # fmt: skip
+    return [c1, c2, c3, c4, c5, c6]
 
 
 RULES = (

@@ -90,7 +90,7 @@ def report(
     claims: Path | None = typer.Option(
         None,
         "--claims",
-        help="A claims sweep file (configs/sweeps/world_claims.yaml): add the paper's claims C1-C5 checked on its "
+        help="A claims sweep file (configs/sweeps/world_claims.yaml): add the paper's claims C1-C5 (and C6, beyond the paper) checked on its "
         "runs, each with its numbers, spread over seeds and verdict.",
     ),
 ) -> None:
