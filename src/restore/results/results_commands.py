@@ -90,8 +90,8 @@ def report(
     claims: Path | None = typer.Option(
         None,
         "--claims",
-        help="A claims sweep file (configs/sweeps/world_claims.yaml): add the paper's claims C1-C5 (and C6, beyond the paper) checked on its "
-        "runs, each with its numbers, spread over seeds and verdict.",
+        help="A claims sweep file (configs/sweeps/world_claims.yaml): add the paper's claims C1-C5 (and C6, "
+        "beyond the paper) checked on its runs, each with its numbers, spread over seeds and verdict.",
     ),
 ) -> None:
     """Mean ± std over seeds per method × dataset: the paper-style tables, with plots in Markdown/HTML."""
