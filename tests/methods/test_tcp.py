@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from restore.clip import build_model, get_config, tokenize
 from restore.engine.run_config import load_run_config, resolve
 from restore.engine.runs import run
+from restore.engine.trainer import Trainer, TrainSettings
 from restore.errors import ConfigError
 from restore.methods import build_method, make_config
 from restore.methods.model_file import load_method, save_method
@@ -255,3 +256,19 @@ def test_a_one_block_text_tower_is_refused():
     with pytest.raises(ConfigError, match=r"TCP needs a text tower of 2 blocks or more .*it has 1") as err:
         build_method("tcp", clip, CLASSNAMES)
     assert err.value.hint == "use a backbone with a deeper text tower"
+
+
+@pytest.mark.parametrize("schedule", ["own", "restore_paper"])
+def test_both_sets_train_tcp_with_its_release_s_adam_and_eps(schedule, images, labels, tiny_clip):
+    """configs/trainers/TCP/*.yaml OPTIM.NAME adam, and the README's eps 1e-3 (Dassl's Adam, changed for fp16)."""
+    values = {"method": "tcp", "protocol": "b2n", "schedule": schedule, "data.dataset": "dtd"}
+    cfg = resolve(load_run_config(None, values), image_size=224)
+    assert (cfg.optim.optimizer, cfg.optim.adam_eps, cfg.optim.weight_decay) == ("adam", 1e-3, 5e-4)
+    maple = resolve(load_run_config(None, {**values, "method": "maple"}), image_size=224)
+    assert (maple.optim.optimizer, "adam_eps" in maple.identity()["optim"]) == ("sgd", False)  # hashes kept
+    method = build_method("tcp", tiny_clip, CLASSNAMES)
+    settings = TrainSettings(epochs=1, lr=0.002, batch_size=4, optimizer="adam", adam_eps=1e-3)
+    trainer = Trainer(method, [], settings, device="cpu")
+    assert type(trainer.optimizer) is torch.optim.Adam
+    (group,) = trainer.optimizer.param_groups
+    assert (group["eps"], tuple(group["betas"]), group["weight_decay"]) == (1e-3, (0.9, 0.999), 5e-4)

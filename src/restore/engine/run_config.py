@@ -56,6 +56,7 @@ ADMIN_KEYS = (
 # keeps its hash (its directory, its resume check, its "already done" in a sweep).
 OPTIONAL_KEYS = (
     "data.split_file", "data.split_seed", "data.split_val", "data.split_test", "data.targets", "optim.optimizer",
+    "optim.adam_eps",
 )  # fmt: skip
 
 # Upper bounds of counts, far above any real run, checked when the config is read: an absurd value is one
@@ -168,9 +169,12 @@ class OptimSection:
     warmup_lr: float = option(1e-5, help="learning rate of the warm-up epochs", min=0.0)
     momentum: float = option(0.9, help="SGD momentum", min=0.0)
     weight_decay: float = option(5e-4, help="weight decay (SGD's; AdamW's decoupled one under adamw)", min=0.0)
-    optimizer: Literal["sgd", "adamw"] = option(
-        "sgd", help="sgd (Dassl's, every prompt method) | adamw (betas 0.9/0.999: CLIP-LoRA's); a schedule may set it"
+    optimizer: Literal["sgd", "adam", "adamw"] = option(
+        "sgd",
+        help="sgd (Dassl's, most prompt methods) | adam (Dassl's, betas 0.9/0.999: TCP's) | adamw (betas "
+        "0.9/0.999: CLIP-LoRA's); a schedule may set it",
     )
+    adam_eps: float = option(1e-8, help="Adam/AdamW epsilon (TCP's release: 1e-3, for fp16)", min=0.0)
 
 
 @dataclass

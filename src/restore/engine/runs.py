@@ -242,6 +242,7 @@ def _train(
         momentum=c.optim.momentum,
         weight_decay=c.optim.weight_decay,
         optimizer=c.optim.optimizer,
+        adam_eps=c.optim.adam_eps,
         workers=c.data.workers,
         precision=c.model.precision,
         log_every=c.log_every,

@@ -65,7 +65,8 @@ class TrainSettings:
     warmup_lr: float = 1e-5
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    optimizer: str = "sgd"  # or "adamw" (betas ADAMW_BETAS)
+    optimizer: str = "sgd"  # or "adam" / "adamw" (betas ADAMW_BETAS)
+    adam_eps: float = 1e-8
     workers: int = 0
     precision: str = "fp32"
     log_every: int = 20
@@ -207,9 +208,10 @@ class Trainer:
         self.world = distributed.current()
         # The forward pass of training; DDP syncs the learnable parameters' gradients across ranks.
         self.model = distributed.wrap_ddp(method, self.device) if self.world is not None else method
-        if settings.optimizer == "adamw":  # CLIP-LoRA's (MaxZanella/CLIP-LoRA lora.py)
-            self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(
-                params, lr=settings.lr, betas=ADAMW_BETAS, weight_decay=settings.weight_decay
+        if settings.optimizer in ("adam", "adamw"):  # TCP's Dassl Adam; CLIP-LoRA's AdamW (its lora.py)
+            adam = torch.optim.Adam if settings.optimizer == "adam" else torch.optim.AdamW
+            self.optimizer: torch.optim.Optimizer = adam(
+                params, lr=settings.lr, betas=ADAMW_BETAS, weight_decay=settings.weight_decay, eps=settings.adam_eps
             )
         else:
             self.optimizer = torch.optim.SGD(
