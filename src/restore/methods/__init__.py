@@ -1,15 +1,18 @@
 """Prompt-learning methods, each a composition of parts registered under a name.
 
 Importing this package registers every method: ``zeroshot``, ``coop``, ``cocoop``, ``kgcoop``, ``vpt``,
-``deep_text``, ``ivlp``, ``maple``, ``promptsrc`` and the RESTORE variants.
+``deep_text``, ``ivlp``, ``maple``, ``promptsrc``, the RESTORE variants, DePT on CoOp/MaPLe/PromptSRC
+(``dept_coop``, ``dept_maple``, ``dept_promptsrc``) and ``mmrl``.
 """
 
 from restore.methods import (  # noqa: F401  (importing registers)
     cocoop,
     coop,
+    dept,
     ivlp,
     kgcoop,
     maple,
+    mmrl,
     promptsrc,
     restore,
     vpt,
