@@ -180,3 +180,19 @@ def test_a_dept_maple_run_records_fused_base_and_clip_only_novel_and_restore_eva
     assert done.returncode == 0, done.stdout + done.stderr
     again = json.loads(out.read_text())
     assert again["base"] == metrics["base"] and again["novel"] == metrics["novel"]
+
+
+def test_restore_methods_prints_the_dept_and_mmrl_fields():
+    from typer.testing import CliRunner
+
+    from restore.cli import app
+
+    runner = CliRunner()
+    env = {"COLUMNS": "200", "NO_COLOR": "1"}
+    dept = runner.invoke(app, ["methods", "dept_maple"], env=env)
+    assert dept.exit_code == 0, dept.output
+    assert "method.dept_weight" in dept.output and "LINEAR_PROBE.WEIGHT 0.7" in dept.output
+    assert "method.depth" in dept.output and "Koorye/DePT" in dept.output  # MaPLe's fields; the schedule's source
+    mmrl = runner.invoke(app, ["methods", "mmrl"], env=env)
+    assert mmrl.exit_code == 0, mmrl.output
+    assert "method.rep_start" in mmrl.output and "REP_LAYERS 6..12" in mmrl.output
