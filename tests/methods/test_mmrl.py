@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from restore.clip.model import ShiftRequest
 from restore.clip.tokenizer import tokenize
 from restore.clip.zeroshot import class_text_features
 from restore.methods import build_method, make_config
@@ -80,6 +81,23 @@ def test_representation_tokens_enter_both_towers_from_their_start_block(tiny_cli
     torch.testing.assert_close(out.measured["logits_rep"], logits_rep, rtol=1e-4, atol=1e-4)
     # The training classes: α·class-token + (1 - α)·representation logits.
     torch.testing.assert_close(out.logits, 0.6 * logits + 0.4 * logits_rep, rtol=1e-4, atol=1e-4)
+
+
+def test_the_in_block_shift_is_measured_at_the_representation_blocks_only(tiny_clip, images):
+    """What RESTORE's activation measure reads: Ω at each block with tokens, here checked against running the
+    first such image block with and without them."""
+    method = _mmrl(tiny_clip).eval()
+    with torch.no_grad():
+        out = method(images, shift=ShiftRequest())
+        v = tiny_clip.visual
+        x = v.transformer.resblocks[0](v.embed(images))[0]
+        tokens = method.rep.to_vision[0](method.rep.tokens).expand(x.shape[0], -1, -1)
+        with_tokens = v.transformer.resblocks[1](torch.cat([x, tokens], dim=1))[0][:, : x.shape[1]]
+        without = v.transformer.resblocks[1](x)[0]
+    assert [s is not None for s in out.vision_shifts] == [False, True, True]
+    assert [s is not None for s in out.text_shifts] == [False, True, True]
+    expected = (with_tokens - without).pow(2).sum(-1).mean(1)
+    torch.testing.assert_close(out.vision_shifts[1].shift_ms, expected, rtol=1e-4, atol=1e-6)
 
 
 def test_the_loss_is_the_release_weighting_of_two_heads_and_the_alignment(tiny_clip, images, labels):

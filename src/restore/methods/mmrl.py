@@ -169,10 +169,11 @@ class MMRLModel(PromptedCLIP):
         cls, rep, vshifts = self._image(images, reps_vision, shift)
         raw_text, tshifts = self._text(self.tokens, reps_text, shift)
         text_features = self._class_features(raw_text)
-        logits, logits_rep = self._logits(cls, rep, text_features)
+        image = self._adapt(self.image_adapter, cls)  # adapters (RESTORE's surgery) act on the class token
+        logits, logits_rep = self._logits(image, rep, text_features)
         out = Output(
             logits if self.training else self._test_logits(logits, logits_rep),
-            F.normalize(cls, dim=-1), text_features, cls, raw_text, images,
+            F.normalize(image, dim=-1), text_features, cls, raw_text, images,
             text_prompts=[None] * self.rep_start + list(reps_text),
             vision_prompts=[None] * self.rep_start + list(reps_vision),
             vision_shifts=vshifts, text_shifts=tshifts,
@@ -191,7 +192,7 @@ class MMRLModel(PromptedCLIP):
             return self.forward(images, shift=None).logits
         _, reps_vision = self.rep.layer_tokens()
         cls, rep, _ = self._image(images, reps_vision)
-        return self._test_logits(*self._logits(cls, rep, class_features))
+        return self._test_logits(*self._logits(self._adapt(self.image_adapter, cls), rep, class_features))
 
 
 @register
