@@ -115,10 +115,15 @@ class MMRLModel(PromptedCLIP):
             region = (n_real, n_real + n_rep) if p is not None else None
             measure = shift if p is not None else None
             sample = v._sample(n_real, measure, x.device) if measure is not None else None
-            x, s = v.transformer.run_block(layer, x, prompts=p, region=region, shift=measure, sample=sample)
+            rows = None
+            if v.transformer.pruned(layer, measure):  # the last block: only CLS and the tokens are read
+                keep = torch.cat([torch.zeros(1, dtype=torch.long), torch.arange(n_real, n_real + n_rep)])
+                rows = keep.to(x.device).expand(x.shape[0], -1)
+            x, s = v.transformer.run_block(layer, x, prompts=p, region=region, shift=measure, sample=sample, rows=rows)
             shifts.append(s)
+        tokens = x[:, 1:] if rows is not None else x[:, n_real:]
         cls = v.ln_post(x[:, 0]) @ v.proj
-        rep = v.ln_post(x[:, n_real:]).mean(1) @ self.rep.proj_rep.to(x.dtype)
+        rep = v.ln_post(tokens).mean(1) @ self.rep.proj_rep.to(x.dtype)
         return cls, rep, shifts
 
     def _text(self, tokens: Tensor, reps: list[Tensor], shift: ShiftRequest | None = None):
@@ -141,12 +146,14 @@ class MMRLModel(PromptedCLIP):
             counted = None
             if measure is not None:
                 counted = torch.arange(x.shape[1], device=x.device)[None, :] <= eot[:, None].to(x.device)
+            rows = eot[:, None].to(x.device) if clip.transformer.pruned(layer, measure) else None
             x, s = clip.transformer.run_block(
-                layer, x, causal=True, prompts=p, region=region, shift=measure, counted=counted
+                layer, x, causal=True, prompts=p, region=region, shift=measure, counted=counted, rows=rows
             )
             shifts.append(s)
         x = clip.ln_final(x)
-        return x[torch.arange(x.shape[0], device=x.device), eot.to(x.device)] @ clip.text_projection, shifts
+        last = x[:, 0] if rows is not None else x[torch.arange(x.shape[0], device=x.device), eot.to(x.device)]
+        return last @ clip.text_projection, shifts
 
     def _logits(self, cls: Tensor, rep: Tensor, text_features: Tensor) -> tuple[Tensor, Tensor]:
         scale = self.clip.logit_scale.exp()
