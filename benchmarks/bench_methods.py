@@ -1,4 +1,4 @@
-"""Training-step time of each prompt-learning method on ViT-B/16, as ratios to CoOp measured in one run.
+"""Training-step time of every registered method on ViT-B/16, as ratios to CoOp and to MaPLe measured in one run.
 
 One step = forward, the method's loss (cross-entropy plus its terms), backward, SGD step; batch 4, 50 classes,
 fp32, random weights (the cost does not depend on the values), 2 threads. Methods are timed round-robin
@@ -22,10 +22,11 @@ from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 from benchmarks.common import interleaved, median, ratio_line
 from restore.clip import build_model, get_config
 from restore.methods import build_method, make_config, method_names
-from restore.methods.checkpoint import save_method
+from restore.methods.model_file import save_method
 
 ARCH, BATCH, N_CLASSES, THREADS = "ViT-B/16", 4, 50, 2
 BASELINE = "coop"
+REFERENCE = "maple"  # the methods that came after RESTORE are compared with MaPLe (issue: new methods' cost)
 CKPT_CASE = "cocoop+checkpoint_text"
 
 
@@ -92,6 +93,9 @@ def _run(quick: bool) -> dict[str, Any]:
     print(f"  {BASELINE} step: {base:.2f} s")
     for n in variants:
         print(ratio_line(f"{n} step / {BASELINE} step ({med[n]:.2f} s)", med[n] / base))
+    if REFERENCE in med:
+        for n in variants:
+            print(ratio_line(f"{n} step / {REFERENCE} step", med[n] / med[REFERENCE]))
     if "cocoop" in med:
         per_image = med["cocoop"] / BATCH
         print(f"  cocoop at batch {BATCH}: {per_image:.2f} s per image ({BATCH} x {N_CLASSES} class prompts per step)")
@@ -109,6 +113,7 @@ def _run(quick: bool) -> dict[str, Any]:
         "step_s": times,
         "median_step_s": med,
         "ratio_to_coop": {n: med[n] / base for n in variants},
+        "ratio_to_maple": {n: med[n] / med[REFERENCE] for n in variants} if REFERENCE in med else {},
         "first_step_s": first,
         "cocoop_batch": BATCH,
         "cocoop_per_image_s": med["cocoop"] / BATCH if "cocoop" in med else None,

@@ -15,8 +15,8 @@ import torch
 
 from benchmarks.common import interleaved, median, ratio_line
 from restore.world.generator import WorldConfig, render, sample_scenes
-from restore.world.model import ModelSize, build_world_clip
 from restore.world.pretrain import PretrainConfig, contrastive_loss, make_batch
+from restore.world.world_clip import ModelSize, build_world_clip
 
 CANDIDATES: dict[str, ModelSize] = {
     "trial: 64px p8 w192 6+4 full-vocab": ModelSize(64, 8, 192, 6, 192, 4, 192, head_width=64, compact_embedding=False),

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from restore.clip.config import CLIPConfig
+from restore.clip.architectures import CLIPConfig
 from restore.clip.tokenizer import tokenize
 
 

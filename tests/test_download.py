@@ -1,4 +1,4 @@
-"""restore.download against a real HTTP server on 127.0.0.1, and safe_extract against hostile archives."""
+"""restore.transfer against a real HTTP server on 127.0.0.1, and safe_extract against hostile archives."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from restore.download import download_file, part_path, safe_extract
 from restore.errors import DownloadError
+from restore.transfer import download_file, part_path, safe_extract
 from tests.local_http import Served, serve
 
 PAYLOAD = os.urandom(3 * (1 << 20) + 12345)  # several read chunks, not a multiple of one

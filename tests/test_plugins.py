@@ -25,7 +25,7 @@ TINY = ["--backbone", "random:tiny", "--workers", "0", "--quiet", "--db", "none"
 TOY_METHOD = '''
 from dataclasses import dataclass
 
-from restore.config import option
+from restore.options import option
 from restore.methods.base import MethodConfig, PromptedCLIP, register
 from restore.methods.parts import ContextText
 

@@ -22,11 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from restore.engine.config import RunConfig, load_run_config
-from restore.engine.predict import Predictions
-from restore.engine.runs import METRICS_FILE, MODEL_FILE, RUN_FILE, RunResult, read_run_config
-from restore.errors import ConfigError
+from restore.data import eval_transform
+from restore.engine.backbone import load_backbone
+from restore.engine.device import resolve_device
+from restore.engine.predict import Predictions, check_classnames, predict_images, run_classnames
+from restore.engine.run_config import RunConfig, load_run_config
+from restore.engine.run_dir import METRICS_FILE, MODEL_FILE, RUN_FILE, RunResult, read_json, read_run_config
+from restore.engine.runs import run as run_config
+from restore.engine.standalone_eval import evaluate_checkpoint, zeroshot_eval
+from restore.errors import CheckpointError, ConfigError
 from restore.methods import PromptedCLIP
+from restore.methods.model_file import load_method
 
 # Keyword -> dotted config key.
 FLAG_KEYS: dict[str, str] = {
@@ -95,8 +101,6 @@ def run(
 ) -> RunResult:
     """Run a protocol (``b2n``, ``xd``, ``dg``, ``fewshot`` or ``train``): train, evaluate every split it
     needs, write the run directory and a results-database row. Returns the metrics and where they are."""
-    from restore.engine.runs import run as run_config
-
     cfg = make_config(protocol, config=config, options=options, overrides=overrides, **settings)
     return run_config(cfg, resume=resume, overwrite=overwrite, progress=progress, run_dir=run_dir)
 
@@ -131,8 +135,6 @@ class LoadedRun:
     ) -> Predictions:
         """Class probabilities of ``images`` (file paths, folders of images, or PIL images) over ``classes``
         (default: the run's ``classnames``); ``.top(k)`` gives each image's k best (class, probability)."""
-        from restore.engine.predict import predict_images
-
         names = list(classes) if classes is not None else self.classnames
         try:
             return predict_images(self.method, self.preprocess, images, names, batch_size=batch_size)
@@ -150,12 +152,6 @@ def load_run(
 ) -> LoadedRun:
     """Rebuild a run's method from its directory, set up for ``classes`` (default: every class of the run's
     dataset); ``backbone`` overrides the backbone setting it recorded."""
-    from restore.data import eval_transform
-    from restore.engine.backbone import load_backbone
-    from restore.engine.device import resolve_device
-    from restore.engine.predict import check_classnames, run_classnames
-    from restore.errors import CheckpointError
-    from restore.methods.checkpoint import load_method
 
     run_dir = Path(run_dir).expanduser()
     config = read_run_config(run_dir)
@@ -169,95 +165,18 @@ def load_run(
     method = load_method(run_dir / MODEL_FILE, clip, expect_method=config.method_name).to(dev).eval()
     names = check_classnames(classes) if classes is not None else run_classnames(run_dir, config, method.classnames)
     method.set_classes(names)
-    metrics_file = _read_json(run_dir / METRICS_FILE)
+    metrics_file = read_json(run_dir / METRICS_FILE)
     return LoadedRun(
         run_dir=run_dir,
         config=config,
         metrics=(metrics_file or {}).get("metrics", {}),
-        info=_read_json(run_dir / RUN_FILE) or {},
+        info=read_json(run_dir / RUN_FILE) or {},
         method=method,
         preprocess=eval_transform(config.data.image_size or clip.cfg.vision.image_size),
         classnames=names,
     )
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def evaluate(
-    checkpoint: str | Path,
-    *,
-    dataset: str,
-    root: str | Path,
-    protocol: str = "train",
-    backbone: str | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-    batch_size: int = 100,
-    workers: int = 0,
-    classes: str = "all",
-    image_size: int | None = None,
-    progress: bool | None = False,
-) -> dict[str, Any]:
-    """Test a trained method on a dataset: ``checkpoint`` is a run directory or its ``model.safetensors``.
-
-    ``protocol`` picks the splits: ``train``/``fewshot`` the whole test split, ``b2n`` base and novel,
-    ``xd``/``dg`` every target. Returns ``{split: {"top1", "top5", "n"}}`` (and ``hm`` for b2n).
-    """
-    from restore.engine.eval_runs import evaluate_checkpoint
-
-    return evaluate_checkpoint(
-        checkpoint,
-        dataset=dataset,
-        root=root,
-        protocol=protocol,
-        backbone=backbone,
-        device=device,
-        precision=precision,
-        batch_size=batch_size,
-        workers=workers,
-        classes=classes,
-        image_size=image_size,
-        progress=progress,
-    )
-
-
-def zeroshot(
-    *,
-    backbone: str,
-    dataset: str | None = None,
-    root: str | Path | None = None,
-    images: str | Path | None = None,
-    templates: str = "single",
-    protocol: str = "train",
-    device: str = "auto",
-    precision: str = "auto",
-    batch_size: int = 100,
-    workers: int = 0,
-    classes: str = "all",
-    progress: bool | None = False,
-) -> dict[str, Any]:
-    """Zero-shot CLIP accuracy on a registered dataset (``dataset`` + ``root``) or an image folder
-    (``images``: ``<folder>/<class>/*.jpg``). ``templates``: single, ensemble, or a template with ``{}``."""
-    from restore.engine.eval_runs import zeroshot_eval
-
-    return zeroshot_eval(
-        backbone=backbone,
-        dataset=dataset,
-        root=root,
-        images=images,
-        templates=templates,
-        protocol=protocol,
-        device=device,
-        precision=precision,
-        batch_size=batch_size,
-        workers=workers,
-        classes=classes,
-        progress=progress,
-    )
+# The Python names of `restore eval` and `restore zeroshot`.
+evaluate = evaluate_checkpoint
+zeroshot = zeroshot_eval

@@ -115,19 +115,22 @@ def _complete(names: list[str], incomplete: str) -> list[str]:
 
 
 def complete_method(incomplete: str) -> list[str]:
+    # slow: a command's room (torch, the engine) loads when the command runs; `restore --help` stays fast
     from restore.methods import method_names
 
     return _complete(method_names(), incomplete)
 
 
 def complete_dataset(incomplete: str) -> list[str]:
+    # slow: a command's room (torch, the engine) loads when the command runs; `restore --help` stays fast
     from restore.data import list_datasets
 
     return _complete(list_datasets(), incomplete)
 
 
 def complete_backbone(incomplete: str) -> list[str]:
-    from restore.clip.config import ARCHITECTURES
+    # slow: a command's room (torch, the engine) loads when the command runs; `restore --help` stays fast
+    from restore.clip.architectures import ARCHITECTURES
 
     return _complete([*ARCHITECTURES, *(f"random:{a}" for a in ARCHITECTURES), "world"], incomplete)
 
@@ -209,6 +212,7 @@ class ProtocolName(enum.StrEnum):
 
 
 def _flags(**values: Any) -> dict[str, Any]:
+    # slow: a command's room (torch, the engine) loads when the command runs; `restore --help` stays fast
     from restore.api import FLAG_KEYS
 
     return {FLAG_KEYS[k]: v for k, v in values.items() if v is not None}
@@ -222,6 +226,7 @@ def _print_result(result: Any) -> None:
 @app.command()
 def version() -> None:
     """Print the installed version."""
+    # slow: a command's room (torch, the engine) loads when the command runs; `restore --help` stays fast
     from restore import __version__
 
     typer.echo(__version__)
@@ -261,7 +266,8 @@ def train(
     ] = None,
 ) -> None:
     """Train a method on a dataset's few-shot training set (all classes) and test it on the test split."""
-    from restore.engine.config import load_run_config
+    # slow: a command's room (torch, the engine) loads when the command runs; `restore --help` stays fast
+    from restore.engine.run_config import load_run_config
     from restore.engine.runs import run as run_config
 
     flags = _flags(
@@ -312,7 +318,8 @@ def run_protocol(
     Repeated --method/--seed/--shots run every combination, one after the other; all their configs are
     checked before the first run starts.
     """
-    from restore.engine.config import load_run_config
+    # slow: a command's room (torch, the engine) loads when the command runs; `restore --help` stays fast
+    from restore.engine.run_config import load_run_config
 
     base = _flags(
         dataset=dataset, root=root, backbone=backbone, epochs=epochs, lr=lr, batch_size=batch_size, workers=workers,
@@ -347,7 +354,9 @@ def _targets(protocol: str, targets: list[str] | None) -> list[str] | None:
 def _execute_configs(configs: list[Any], *, resume: bool, overwrite: bool) -> list[Any]:
     """Each config's run, one after the other. A model that does not train (zero-shot) is evaluated once for
     runs that differ only in shots, and its metrics recorded for each of them (`same_model_key`)."""
-    from restore.engine.runs import execute, plan_run, same_model_key
+    # slow: a command's room (torch, the engine) loads when the command runs; `restore --help` stays fast
+    from restore.engine.plan import plan_run, same_model_key
+    from restore.engine.runs import execute
 
     evaluated: dict[str, Any] = {}
     results = []
@@ -405,6 +414,7 @@ def _metrics_table(metrics: dict[str, Any], title: str) -> None:
 
 def _write_json(path: Path | None, data: dict[str, Any]) -> None:
     if path is not None:
+        # slow: a command's room (torch, the engine) loads when the command runs; `restore --help` stays fast
         from restore.errors import DataError
         from restore.fileio import atomic_write_json
 
@@ -442,9 +452,10 @@ def eval_cmd(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
+    # slow: a command's room (torch, the engine) loads when the command runs; `restore --help` stays fast
     """Test a trained method (a run's checkpoint) on a dataset's test split(s); by default the run's own dataset,
     from the run's own data root."""
-    from restore.engine.eval_runs import evaluate_checkpoint, trained_on
+    from restore.engine.standalone_eval import evaluate_checkpoint, trained_on
 
     if dataset is None:
         dataset, run_root = trained_on(checkpoint)
@@ -484,7 +495,8 @@ def analyze(
 ) -> None:
     """Feature-shift diagnostics: per-layer shifts (JSON) and the paper's Fig. 3, 4a and 5 as PNG files; or,
     with --words K, the nearest vocabulary words of each learned context vector."""
-    from restore.analysis.analyze import analyze_runs, summary_lines
+    # slow: a command's room (torch, the engine) loads when the command runs; `restore --help` stays fast
+    from restore.engine.analyze_runs import analyze_runs, summary_lines
     from restore.errors import ConfigError, DataError
 
     if out.exists() and not out.is_dir():
@@ -535,6 +547,7 @@ def predict(
     from rich.console import Console
     from rich.table import Table
 
+    # slow: a command's room (torch, the engine) loads when the command runs; `restore --help` stays fast
     from restore.api import load_run
     from restore.engine.predict import image_files, parse_classes
 
@@ -567,13 +580,14 @@ def _analyze_words(runs: list[Path], k: int, out: Path, device: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    # slow: a command's room (torch, the engine) loads when the command runs; `restore --help` stays fast
     from restore.analysis.words import nearest_words
     from restore.engine.backbone import load_backbone
     from restore.engine.device import resolve_device
-    from restore.engine.runs import MODEL_FILE, read_run_config
+    from restore.engine.run_dir import MODEL_FILE, read_run_config
     from restore.errors import CheckpointError
     from restore.fileio import atomic_write_json
-    from restore.methods.checkpoint import load_method
+    from restore.methods.model_file import load_method
 
     console = Console()
     Path(out).mkdir(parents=True, exist_ok=True)  # an --out that cannot be made fails before any work
@@ -597,6 +611,7 @@ def _analyze_words(runs: list[Path], k: int, out: Path, device: str) -> None:
 
 def _root(root: Path | None, dataset: str | None = None) -> Path:
     """--root, else the dataset's own home (a world task, as `restore run` does), else $RESTORE_DATA."""
+    # slow: a command's room (torch, the engine) loads when the command runs; `restore --help` stays fast
     from restore.data.registry import data_root
 
     return data_root(dataset, root)
@@ -630,7 +645,8 @@ def zeroshot(
     quiet: QuietOpt = False,
 ) -> None:
     """Zero-shot CLIP accuracy on a dataset or an image folder (no training)."""
-    from restore.engine.eval_runs import zeroshot_eval
+    # slow: a command's room (torch, the engine) loads when the command runs; `restore --help` stays fast
+    from restore.engine.standalone_eval import zeroshot_eval
 
     metrics = zeroshot_eval(
         backbone=backbone, dataset=dataset, root=_root(root, dataset) if dataset is not None else None, images=images,
@@ -655,6 +671,7 @@ def methods(
     from rich.console import Console
     from rich.table import Table
 
+    # slow: a command's room (torch, the engine) loads when the command runs; `restore --help` stays fast
     from restore.methods import method_class, method_table
 
     rows = method_table()
@@ -780,6 +797,7 @@ def sweep(
     3 runs failed with the same error no new cell starts. The exit code is 1 when a run failed. Stop it any
     time: the same command continues where it stopped.
     """
+    # slow: a command's room (torch, the engine) loads when the command runs; `restore --help` stays fast
     from restore.data.registry import default_data_root
     from restore.scale.sweep import run_sweep
 
@@ -809,6 +827,7 @@ def quickstart(
     Zero-shot CLIP, CoOp, MaPLe and RESTORE_m, 3 seeds, with the shipped world CLIP: minutes on a laptop CPU.
     Run it again to see the report without rerunning anything; an interrupted one continues.
     """
+    # slow: a command's room (torch, the engine) loads when the command runs; `restore --help` stays fast
     from restore.world.quickstart import run_quickstart
 
     try:
@@ -832,6 +851,7 @@ def diff(
 
     from rich.console import Console
 
+    # slow: a command's room (torch, the engine) loads when the command runs; `restore --help` stays fast
     from restore.results.diff import diff_runs, render
 
     result = diff_runs(run_a, run_b)
@@ -843,6 +863,7 @@ def diff(
 
 def _print_version(value: bool) -> None:
     if value:
+        # slow: a command's room (torch, the engine) loads when the command runs; `restore --help` stays fast
         from restore import __version__
 
         typer.echo(f"restore {__version__}")
@@ -871,6 +892,7 @@ def _root_callback(
 
 def _import_user_modules(modules: list[str]) -> None:
     """--import and $RESTORE_IMPORT: the user's modules, imported before the command looks anything up."""
+    # slow: a command's room (torch, the engine) loads when the command runs; `restore --help` stays fast
     from restore import plugins
 
     plugins.import_from_env()
@@ -886,10 +908,10 @@ def _has(module: str) -> bool:
 
 
 def _mount() -> None:
-    if _has("restore.data.cli"):
-        app.add_typer(importlib.import_module("restore.data.cli").app, name="data")
-    if _has("restore.results.cli"):
-        results = importlib.import_module("restore.results.cli")
+    if _has("restore.data.dataset_commands"):
+        app.add_typer(importlib.import_module("restore.data.dataset_commands").app, name="data")
+    if _has("restore.results.results_commands"):
+        results = importlib.import_module("restore.results.results_commands")
         app.add_typer(results.app, name="results")
         app.command("report")(results.report)
     _mount_extensions()
@@ -897,6 +919,7 @@ def _mount() -> None:
 
 def _mount_extensions() -> None:
     """Commands of extensions (the synthetic world's, installed ones' `restore.commands` entry points)."""
+    # slow: a command's room (torch, the engine) loads when the command runs; `restore --help` stays fast
     from restore import plugins
 
     with warnings.catch_warnings():

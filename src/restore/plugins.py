@@ -38,7 +38,7 @@ ENV_VAR = "RESTORE_IMPORT"
 BUILTIN: dict[str, dict[str, str]] = {
     DATASETS: {"world": "restore.world.datasets"},
     BACKBONES: {"world": "restore.world.weights:load_world_clip"},
-    COMMANDS: {"world": "restore.world.cli:app"},
+    COMMANDS: {"world": "restore.world.world_commands:app"},
 }
 
 _loaded_groups: set[str] = set()

@@ -95,7 +95,7 @@ def test_tsne_has_a_class_legend_and_readable_markers():
 
 
 def test_analyze_summary_prints_signed_rounded_gains_not_dicts():
-    from restore.analysis.analyze import summary_lines
+    from restore.engine.analyze_runs import summary_lines
 
     shift = {"total_vision": 0.123456, "total_text": 0.05, "total_discrepancy": 0.0012345}
     result = {

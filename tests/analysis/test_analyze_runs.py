@@ -7,7 +7,7 @@ import json
 import pytest
 
 from restore.cli import main
-from restore.engine.config import load_run_config
+from restore.engine.run_config import load_run_config
 from restore.engine.runs import run
 from tests.analysis.test_analysis import _is_png_with_content
 from tests.engine.fakes import TINY, make_tree

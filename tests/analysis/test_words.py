@@ -29,13 +29,13 @@ def runs(tmp_path_factory):
 
 def _brute_force(run_dir, k):
     """Every vocabulary row's distance to each context vector, one vector and one token at a time."""
-    from restore.clip.tokenizer import _tokenizer, eot_id, sot_id
+    from restore.clip.tokenizer import bpe_tokenizer, eot_id, sot_id
     from restore.engine.backbone import load_backbone
-    from restore.methods.checkpoint import load_method
+    from restore.methods.model_file import load_method
 
     method = load_method(run_dir / "model.safetensors", load_backbone("random:tiny", torch.device("cpu")))
     table = method.clip.token_embedding.weight.detach().double()
-    tok = _tokenizer()
+    tok = bpe_tokenizer()
     expected = []
     for vector in method.text.ctx.detach().double():
         dists = [(float(((table[i] - vector) ** 2).sum().sqrt()), i) for i in range(table.shape[0])

@@ -11,8 +11,8 @@ import hashlib
 import pytest
 
 from restore.clip import cache, load
-from restore.download import part_path
 from restore.errors import DownloadError
+from restore.transfer import part_path
 from tests.clip.load_helpers import (
     assert_parity,
     hf_model,

@@ -1,4 +1,4 @@
-"""restore.clip.load on every supported format equals open_clip / transformers on the same random weights."""
+"""restore.clip.load() on every supported format equals open_clip / transformers on the same random weights."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from restore.clip import build_model, get_config, load, save_clip
-from restore.clip.config import CLIPConfig, TextConfig
+from restore.clip.architectures import CLIPConfig, TextConfig
 from tests.clip.load_helpers import (
     assert_parity,
     hf_model,
@@ -23,7 +23,7 @@ from tests.clip.load_helpers import (
     save_openai_torchscript,
 )
 
-LOADER = "restore.clip.load"
+LOADER = "restore.clip.checkpoint_loading"
 
 
 def test_openai_torchscript_archive(tmp_path, caplog):

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from restore.data import list_datasets, load_dataset, verify_dataset
-from restore.data.cli import app
+from restore.data.dataset_commands import app
 from restore.data.fake import make_dataset_tree
 from restore.data.registry import get_dataset
 from restore.errors import DataError

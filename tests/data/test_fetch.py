@@ -14,12 +14,12 @@ import pytest
 from typer.testing import CliRunner
 
 from restore.data import load_dataset
-from restore.data.cli import app
+from restore.data.dataset_commands import app
+from restore.data.download import STAGING, download_dataset
 from restore.data.fake import make_dataset_tree
-from restore.data.fetch import STAGING, download_dataset
 from restore.data.registry import DatasetSpec, Resource, get_dataset, register_dataset, unregister_dataset
-from restore.download import part_path
 from restore.errors import DownloadError
+from restore.transfer import part_path
 from tests.local_http import Served, serve
 
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from restore.cli import app
 from restore.data import load_dataset
 from restore.data.folder import FolderSplit, configured_spec
-from restore.engine.config import build_run_config
+from restore.engine.run_config import build_run_config
 from tests.engine.fakes import make_tree
 from tests.test_plugins import write_images
 

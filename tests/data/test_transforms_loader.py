@@ -9,8 +9,8 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from restore.data import ImageDataset, eval_transform, load_dataset, make_loader, train_transform
+from restore.data.batches import unwrap_worker_error
 from restore.data.fake import make_dataset_tree
-from restore.data.loader import unwrap_worker_error
 from restore.errors import ConfigError, DataError
 
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from restore.engine.config import build_run_config, load_run_config, resolve
+from restore.engine.run_config import build_run_config, load_run_config, resolve
 from restore.errors import ConfigError
 
 
@@ -105,7 +105,7 @@ def test_default_loader_workers_fit_the_machine(monkeypatch):
     """Never more workers than usable cores (torch warns that such a loader may freeze), at most 4."""
     import os
 
-    from restore.engine import config as engine_config
+    from restore.engine import run_config as engine_config
 
     cores = len(os.sched_getaffinity(0))
     assert engine_config.DataSection().workers == max(1, min(4, cores))

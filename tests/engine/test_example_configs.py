@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from restore.engine.config import load_run_config
+from restore.engine.run_config import load_run_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 

@@ -14,14 +14,14 @@ from safetensors.torch import load_file
 
 from restore.clip import build_model, get_config
 from restore.clip.model import LayerNorm
-from restore.engine.checkpointing import load_training_checkpoint, save_training_checkpoint
-from restore.engine.config import resolve_precision
 from restore.engine.device import autocast, grad_scaler
 from restore.engine.precision import cast_for_precision
+from restore.engine.run_config import resolve_precision
+from restore.engine.train_checkpoint import load_training_checkpoint, save_training_checkpoint
 from restore.engine.trainer import Trainer, TrainSettings, check_same_precision
 from restore.errors import CheckpointError, ConfigError
 from restore.methods import build_method, make_config
-from restore.methods.checkpoint import load_method, save_method
+from restore.methods.model_file import load_method, save_method
 from tests.engine.fakes import Blobs
 
 HALF, FULL = torch.float16, torch.float32

@@ -56,7 +56,7 @@ def _expected_probs(run_dir: Path, files: list[Path], classnames: list[str]) -> 
     transform at the run's image size (32 px), softmax of the logits."""
     from restore.data import eval_transform
     from restore.engine.backbone import load_backbone
-    from restore.methods.checkpoint import load_method
+    from restore.methods.model_file import load_method
 
     method = load_method(run_dir / "model.safetensors", load_backbone("random:tiny", torch.device("cpu")))
     method.set_classes(classnames)
@@ -174,7 +174,7 @@ def test_the_documented_python_example_runs_as_written_on_the_world(tmp_path, mo
     loaded, predictions = scope["loaded"], scope["predictions"]
     assert len(loaded.classnames) == 12 and predictions.probs.shape == (1, 12)
     assert scope["logits"].shape == (1, 12)
-    from restore.methods.checkpoint import read_method
+    from restore.methods.model_file import read_method
 
     trained = read_method(loaded.run_dir / "model.safetensors").classnames
     assert trained == loaded.classnames[:6]  # trained on the base half; predicts over base and novel

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from restore.engine.config import load_run_config
+from restore.engine.run_config import load_run_config
 from restore.engine.runs import run
 from restore.errors import ConfigError, DataError, TrainingError
 from tests.engine.fakes import TINY
@@ -168,7 +168,7 @@ def test_a_backbone_from_a_weights_file_runs_like_the_same_weights_in_memory(dat
 
 
 def test_restore_data_is_the_data_root_of_a_run_that_names_none(data_root, tmp_path, monkeypatch):
-    from restore.engine.runs import plan_run
+    from restore.engine.plan import plan_run
 
     config = {"method": "coop", "protocol": "b2n", "data": {"dataset": "dtd", "workers": 0},
               "model": {"backbone": "random:tiny"}, "out": str(tmp_path / "runs")}  # fmt: skip
@@ -182,11 +182,11 @@ def test_restore_data_is_the_data_root_of_a_run_that_names_none(data_root, tmp_p
 
 @pytest.mark.parametrize(("protocol", "command"), [("b2n", "restore run b2n"), ("train", "restore train")])
 def test_config_yaml_names_the_command_that_repeats_the_run(tmp_path, protocol, command):
-    from restore.engine.config import load_run_config
-    from restore.engine.runs import _write_config, read_run_config
+    from restore.engine.run_config import load_run_config
+    from restore.engine.run_dir import read_run_config, write_config
 
     cfg = load_run_config(flags={"method": "coop", "protocol": protocol, "data.dataset": "dtd"})
-    _write_config(tmp_path, cfg)
+    write_config(tmp_path, cfg)
     first = (tmp_path / "config.yaml").read_text().splitlines()[0]
     assert first == f"# resolved run config: `{command} --config config.yaml` repeats this run"
     assert read_run_config(tmp_path).hash() == cfg.hash()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from restore.engine.config import build_run_config, load_run_config
+from restore.engine.run_config import build_run_config, load_run_config
 from restore.engine.schedule import lr_at_epoch
 from restore.engine.tracking import (
     SCALARS_FILE,
@@ -251,7 +251,7 @@ def test_a_full_disk_stops_the_file_with_one_warning_not_the_run(tmp_path, capsy
 
 
 def test_only_rank_0_writes(tmp_path, monkeypatch):
-    from restore.scale import distributed
+    from restore import distributed
 
     monkeypatch.setattr(distributed, "is_main", lambda: False)
     tracker = open_trackers(["tensorboard", "jsonl"], tmp_path)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from restore.engine.checkpointing import load_training_checkpoint
 from restore.engine.schedule import lr_at_epoch
+from restore.engine.train_checkpoint import load_training_checkpoint
 from restore.engine.trainer import Trainer, TrainSettings, make_train_loader
 from restore.errors import CheckpointError, TrainingError
 from restore.methods import build_method, make_config

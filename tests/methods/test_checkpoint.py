@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from restore.clip import build_model, get_config
 from restore.errors import CheckpointError, ConfigError
 from restore.methods import build_method, make_config, method_names
-from restore.methods.checkpoint import load_method, read_method, save_method
+from restore.methods.model_file import load_method, read_method, save_method
 from tests.methods.conftest import CLASSNAMES, train_steps
 
 # Small non-default settings, so the round trip must carry the config (and PromptSRC's teacher stays cheap).

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 
 from restore.errors import ConfigError
 from restore.methods import build_method, make_config
-from restore.methods.checkpoint import load_method, read_method, save_method
 from restore.methods.dept import DePTModel, DePTPromptSRCModel
 from restore.methods.heads import base_rows
+from restore.methods.model_file import load_method, read_method, save_method
 from tests.methods.conftest import CLASSNAMES, train_steps
 
 NOVEL = ["zebra", "violin", "snow_leopard", "canoe", "tulip"]  # as many classes as CLASSNAMES, none shared
@@ -146,7 +146,7 @@ def test_a_dept_maple_run_records_fused_base_and_clip_only_novel_and_restore_eva
     """A short engine run (6 classes: 3 base, 3 novel — the same size); the recorded novel accuracy is the CLIP
     head's, and `restore eval` in a fresh process gives the recorded numbers."""
     from restore.data import base_to_novel, few_shot, load_dataset
-    from restore.engine.config import load_run_config
+    from restore.engine.run_config import load_run_config
     from restore.engine.runs import run
     from tests.engine.fakes import TINY, make_tree
 

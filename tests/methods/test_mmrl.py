@@ -12,10 +12,10 @@ import torch.nn.functional as F
 import yaml
 
 from restore.clip.model import ShiftRequest
+from restore.clip.text_classifier import class_text_features
 from restore.clip.tokenizer import tokenize
-from restore.clip.zeroshot import class_text_features
 from restore.methods import build_method, make_config
-from restore.methods.checkpoint import load_method, save_method
+from restore.methods.model_file import load_method, save_method
 from tests.methods.conftest import CLASSNAMES, train_steps
 
 NOVEL = ["zebra", "violin", "snow_leopard", "canoe", "tulip"]  # as many classes as CLASSNAMES, none shared
@@ -162,7 +162,7 @@ def test_per_dataset_values_and_the_template(tiny_clip):
 
 
 def test_an_mmrl_run_finishes_and_records_a_row(tmp_path):
-    from restore.engine.config import load_run_config
+    from restore.engine.run_config import load_run_config
     from restore.engine.runs import run
     from tests.engine.fakes import TINY, make_tree
 

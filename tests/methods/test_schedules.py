@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from restore.config import load_yaml
-from restore.engine.config import load_run_config, resolve
+from restore.engine.run_config import load_run_config, resolve
 from restore.errors import ConfigError
 from restore.methods import method_names
 from restore.methods.schedules import SCHEDULE_SETS, TABLE
+from restore.options import load_yaml
 
 MAPLE = {"n_ctx": 2, "depth": 9, "ctx_init": "a photo of a"}
 IVLP_2x12 = {"n_ctx_text": 2, "n_ctx_vision": 2, "depth_text": 12, "depth_vision": 12}
@@ -24,6 +24,7 @@ COCOOP = {"n_ctx": 4, "ctx_init": "a photo of a"}
 SRC_B2N = {**IVLP_4x9, "gpa_mean": None, "gpa_std": 1.0}
 SRC_XD = {"n_ctx_text": 4, "n_ctx_vision": 4, "depth_text": 3, "depth_vision": 3, "gpa_mean": 6.0, "gpa_std": 10.0}
 SRC_FEW = {**IVLP_4x9, "gpa_mean": 30.0, "gpa_std": 30.0}
+TCP = {"n_ctx": 4, "ctx_init": None, "weight": 8.0, "insert_layer": 8}
 
 # (method, set, protocol) -> (lr, epochs, batch size, method settings), for 16 shots on dtd (b2n, fewshot)
 # or ImageNet (xd). dg reads the xd row in every release; fewshot the b2n row unless a release has its own.
@@ -98,6 +99,12 @@ EXPECTED = {
     ("mmrl", "own", "xd"): (0.001, 1, 32, {"reg_weight": 0.2, "rep_dim": 512}),
     ("mmrl", "own", "fewshot"): (0.001, 50, 32, {"reg_weight": 6.0, "rep_dim": 512}),
     ("mmrl", "restore_paper", "b2n"): (0.001, 10, 4, {"reg_weight": 6.0}),
+    # TCP: TCP/vit_b16_ep100_ctxv1.yaml (50 epochs, batch 32, random context), NCTX 4, weight 8 in trainers/tcp.py;
+    # restore_paper: the KgCoOp re-run's budget (RESTORE_ KgCoOp/vit_b16_ep10_ctxv1, ep2 crossdataset)
+    ("tcp", "own", "b2n"): (0.002, 50, 32, TCP),
+    ("tcp", "own", "xd"): (0.002, 25, 32, TCP),  # ImageNet: 25 epochs in the authors' log (LOADEP=25)
+    ("tcp", "restore_paper", "b2n"): (0.002, 10, 4, TCP),
+    ("tcp", "restore_paper", "xd"): (0.002, 2, 4, TCP),
     ("zeroshot", "own", "b2n"): (0.002, 0, 32, {}),
     ("zeroshot", "restore_paper", "xd"): (0.002, 0, 32, {}),
 }
@@ -168,7 +175,7 @@ def test_user_values_win_over_the_set_in_every_layer(tmp_path):
 def test_unknown_set_lists_the_sets():
     from typing import get_args
 
-    from restore.engine.config import ScheduleSet
+    from restore.engine.run_config import ScheduleSet
 
     assert get_args(ScheduleSet) == SCHEDULE_SETS  # the run config's type and the table name the same sets
     with pytest.raises(ConfigError, match="unknown schedule set 'paper'; valid sets: own, restore_paper"):

@@ -51,6 +51,14 @@ EXPECTED: dict[str, dict[str, tuple[int, ...]]] = {
         "vision.deep_proj.1.bias": (V,),
     },
 }
+# TCP: 4 random context tokens and the TKE embed_dim -> embed_dim/4 -> 4 tokens of the text width.
+EXPECTED["tcp"] = {
+    "text.ctx": (4, T),
+    "text.tke.0.weight": (E // 4, E),
+    "text.tke.0.bias": (E // 4,),
+    "text.tke.2.weight": (4 * T, E // 4),
+    "text.tke.2.bias": (4 * T,),
+}
 # RESTORE: its base method's parameters plus the two surgery adapters (LN, up 4x, down) on the 32-d features.
 _SURGERY = {
     f"{side}_adapter.{name}": shape

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from restore.clip.templates import ensemble, single_template
-from restore.clip.zeroshot import class_text_features, topk_correct
+from restore.clip.text_classifier import class_text_features, topk_correct
 from restore.methods import build_method, make_config
 from tests.methods.conftest import CLASSNAMES
 

@@ -62,7 +62,7 @@ def main(work: Path, data: Path) -> None:
     failed = cli(*ARGS, "-r", data, "--run-dir", run_dir, "--db", db)
     trainer.save_training_checkpoint = real_save
     report["failed"] = {"exit": failed.exit_code, "errors": errors(failed.output), "output": failed.output}
-    from restore.engine.checkpointing import load_training_checkpoint
+    from restore.engine.train_checkpoint import load_training_checkpoint
 
     report["checkpoint_epoch"] = int(load_training_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"])
     report["leftovers"] = sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.name != "last.pt")

@@ -102,7 +102,7 @@ def test_corrupt_image_fails_the_run_naming_the_file(data_root, tmp_path, which,
         assert not (run_dir / "model.safetensors").exists()
         return
     # Found at evaluation: the trained model is kept, and once the file is repaired --resume only evaluates.
-    from restore.methods.checkpoint import read_method
+    from restore.methods.model_file import read_method
 
     read_method(run_dir / "model.safetensors")
     shutil.copy(next(p for p in bad.parent.iterdir() if p != bad), bad)

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import restore
-from restore.engine.checkpointing import load_training_checkpoint
 from restore.engine.progress import RunLog
+from restore.engine.train_checkpoint import load_training_checkpoint
 from restore.engine.trainer import Trainer, TrainSettings
 from restore.errors import RestoreError
 from restore.methods import build_method, make_config

@@ -174,7 +174,7 @@ overrides = st.one_of(
 
 
 def _check_config(text: bytes | None, sets: list[str]) -> None:
-    from restore.engine.config import build_run_config, load_run_config
+    from restore.engine.run_config import build_run_config, load_run_config
 
     path = None
     if text is not None:
@@ -232,8 +232,8 @@ def test_config_overrides_on_arbitrary_text(sets):
     ],
 )
 def test_config_loader_refuses_code_tags_and_deep_nesting(tmp_path, text, message):
-    from restore.config import load_yaml
     from restore.errors import ConfigError
+    from restore.options import load_yaml
 
     path = tmp_path / "run.yaml"
     path.write_text(text)
@@ -242,8 +242,8 @@ def test_config_loader_refuses_code_tags_and_deep_nesting(tmp_path, text, messag
 
 
 def test_a_yaml_bomb_is_refused_quickly(tmp_path):
-    from restore.config import load_yaml
     from restore.errors import ConfigError
+    from restore.options import load_yaml
 
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]  # 10^9 leaves when expanded

@@ -84,7 +84,7 @@ def _expand_file(text: bytes) -> None:
 
 
 def _check_cells(grid, cells) -> None:
-    from restore.engine.config import build_run_config
+    from restore.engine.run_config import build_run_config
 
     assert len({c.label for c in cells}) == len(cells)
     for cell in cells[:8]:

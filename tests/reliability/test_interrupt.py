@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import restore
-from restore.engine.checkpointing import load_training_checkpoint
+from restore.engine.train_checkpoint import load_training_checkpoint
 from restore.engine.trainer import Trainer, TrainSettings
 from restore.methods import build_method, make_config
 from tests.engine.fakes import Blobs

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from restore.engine.checkpointing import load_training_checkpoint
-from restore.engine.runs import read_run_config
-from restore.methods.checkpoint import read_method
+from restore.engine.run_dir import read_run_config
+from restore.engine.train_checkpoint import load_training_checkpoint
+from restore.methods.model_file import read_method
 from tests.reliability.helpers import TINY, db_rows
 from tests.reliability.killpoints import POINTS, KillPoint
 

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from restore.engine.checkpointing import load_training_checkpoint
+from restore.engine.train_checkpoint import load_training_checkpoint
 from restore.engine.trainer import Trainer, TrainSettings
 from restore.errors import TrainingError
 from restore.methods import build_method, make_config

@@ -112,7 +112,7 @@ def _cells_grid(root: Path, seeds: list[int], **extra) -> dict:
 
 def _run_dir(grid: dict, out: Path, seed: int) -> Path:
     """Where the sweep's cell of ``seed`` writes (as its worker plans it)."""
-    from restore.engine.runs import plan_run
+    from restore.engine.plan import plan_run
     from restore.scale.grid import expand, parse_grid
 
     (cell,) = [c for c in expand(parse_grid(grid)) if c.seed == seed]

@@ -74,13 +74,13 @@ def _load_clip_folder(path: Path):
 
 
 def _read_method(path: Path):
-    from restore.methods.checkpoint import read_method
+    from restore.methods.model_file import read_method
 
     return read_method(path)
 
 
 def _training_checkpoint(path: Path):
-    from restore.engine.checkpointing import load_training_checkpoint
+    from restore.engine.train_checkpoint import load_training_checkpoint
 
     return load_training_checkpoint(path)
 
@@ -190,7 +190,7 @@ def _zip(path: Path, *members: tuple[str, bytes]) -> Path:
      ("C:evil.txt", "absolute")],
 )  # fmt: skip
 def test_windows_style_member_names_are_refused(tmp_path, name, why):
-    from restore.download import safe_extract
+    from restore.transfer import safe_extract
 
     archive = _zip(tmp_path / "a.zip", ("fine.txt", b"ok"), (name, b"evil"))
     with pytest.raises(DownloadError) as info:
@@ -200,7 +200,7 @@ def test_windows_style_member_names_are_refused(tmp_path, name, why):
 
 
 def test_a_link_already_in_the_target_folder_is_not_followed(tmp_path):
-    from restore.download import safe_extract
+    from restore.transfer import safe_extract
 
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -214,7 +214,7 @@ def test_a_link_already_in_the_target_folder_is_not_followed(tmp_path):
 
 
 def test_a_zip_member_marked_as_a_fifo_is_refused(tmp_path):
-    from restore.download import safe_extract
+    from restore.transfer import safe_extract
 
     archive = tmp_path / "a.zip"
     with zipfile.ZipFile(archive, "w") as zf:

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from restore.engine.config import load_run_config, resolve
+from restore.engine.run_config import load_run_config, resolve
 from restore.engine.trainer import Trainer, TrainSettings
 from restore.methods import build_method, make_config
 from restore.methods.surgery import SurgeryAdapter

@@ -234,7 +234,7 @@ def test_surgery_adapter_shape_and_activation(clip):
 
 
 def test_checkpoint_keeps_alpha_and_reloads_identically(clip, tmp_path):
-    from restore.methods.checkpoint import load_method, save_method
+    from restore.methods.model_file import load_method, save_method
 
     method = restore_m(clip).train()
     images, labels = batch()

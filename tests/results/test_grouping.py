@@ -9,7 +9,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from restore.engine.config import build_run_config, resolve
+from restore.engine.run_config import build_run_config, resolve
 from restore.results.aggregate import aggregate, select_runs
 from restore.results.grouping import class_subset_note, dataset_label, row_labels
 from restore.results.records import RunRecord

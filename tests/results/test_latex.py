@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import restore.results.cli as results_cli
+import restore.results.results_commands as results_cli
 from restore.results.latex import escape, leading_number
 
 from .conftest import DATASETS, METHODS

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from restore.results.aggregate import aggregate
-from restore.results.plots import b2n_bars, datasets_title, target_bars, tight_limits
+from restore.results.charts import b2n_bars, datasets_title, target_bars, tight_limits
 from restore.results.records import RunRecord
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import restore.results.cli as results_cli
+import restore.results.results_commands as results_cli
 from restore.errors import ResultsError
 from restore.results.published import FILENAME, PUBLISHED_LABEL, default_published_path, load_published
 
@@ -125,7 +125,7 @@ def test_the_packaged_per_dataset_numbers_cover_the_eleven_registered_datasets_a
 
     methods = _packaged_methods()
     with_sets = {m for m, e in methods.items() if e.get("datasets")}
-    assert with_sets == {"zeroshot_clip", "coop", "cocoop", "maple", "promptsrc"}
+    assert with_sets == {"zeroshot_clip", "coop", "cocoop", "maple", "promptsrc", "tcp"}
     assert set(B2N_DATASETS) <= set(list_datasets())  # keys a report's dataset blocks are named by
     for method in sorted(with_sets):
         sets = methods[method]["datasets"]

@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import restore.cli
-import restore.results.cli as results_cli
+import restore.results.results_commands as results_cli
 from restore.errors import ResultsError
 from restore.results.published import PUBLISHED_LABEL, load_published
 from tests.helpers import shared_data

@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
+from restore.distributed import GlobalBatchSampler, all_reduce_sum, batch_mean, current, is_main
 from restore.engine.seeding import SampleSeeded, loader_generator
 from restore.engine.tracking import read_scalars
 from restore.engine.trainer import make_train_loader
-from restore.scale.distributed import GlobalBatchSampler, all_reduce_sum, batch_mean, current, is_main
 from tests.scale.conftest import PYTHON, child_env
 
 

@@ -19,7 +19,6 @@ from restore.scale.grid import (
     expected_hashes,
     load_grid,
     parse_grid,
-    record_hash,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +36,7 @@ def test_counts_are_the_product_of_the_axes_and_the_matrix():
     )  # fmt: skip
     assert len(cells) == 2 * 2 * 2 * 2 * 3 * 4
     assert len({c.label for c in cells}) == len(cells)
-    assert len({record_hash(c.config) for c in cells}) == len(cells)
+    assert len({c.config.hash() for c in cells}) == len(cells)
     assert describe_cells(cells) == (
         "192 runs (2 protocols, 2 methods, 2 datasets, 2 shot counts, 3 seeds, 4 grid points)"
     )
@@ -137,7 +136,7 @@ def test_hashes_are_stable_and_ignore_output_settings():
 
 
 def test_the_hash_is_the_one_the_engine_records(data_root):
-    from restore.engine.runs import plan_run
+    from restore.engine.plan import plan_run
     from restore.results.records import config_hash
 
     cells = grid(methods=["coop", "restore_m"], datasets=["dtd"], set={**TINY, "data.root": str(data_root)},
@@ -148,7 +147,7 @@ def test_the_hash_is_the_one_the_engine_records(data_root):
 
 
 def test_a_schedule_set_in_a_grid_reaches_the_runs_and_the_hashes_the_engine_records(data_root):
-    from restore.engine.runs import plan_run
+    from restore.engine.plan import plan_run
     from restore.results.records import config_hash
 
     cells = expand(parse_grid({

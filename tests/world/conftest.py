@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from restore.world.model import ModelSize
+from restore.world.world_clip import ModelSize
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from restore.world.cli import app
 from restore.world.pretrain import PretrainConfig
 from restore.world.weights import load_clip, read_metadata
+from restore.world.world_commands import app
 
 runner = CliRunner()
 

@@ -9,7 +9,7 @@ import pytest
 
 from restore.data import get_dataset, list_datasets, load_dataset
 from restore.data.protocols import base_to_novel
-from restore.engine.runs import plan_run
+from restore.engine.plan import plan_run
 from restore.world import lexicon as L
 from restore.world.datasets import dataset_name
 from restore.world.tasks import TASKS

@@ -11,7 +11,7 @@ import pytest
 from restore.clip.tokenizer import tokenize
 from restore.world import lexicon as L
 from restore.world.generator import WorldConfig, generate, render, sample_scene, sample_scenes
-from restore.world.model import world_vocabulary
+from restore.world.world_clip import world_vocabulary
 
 CFG = WorldConfig(image_size=48)
 

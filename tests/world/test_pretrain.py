@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from restore.errors import ConfigError
 from restore.world.generator import WorldConfig, sample_scenes
-from restore.world.model import ModelSize
 from restore.world.pretrain import (
     PretrainConfig,
     consistency,
@@ -18,6 +17,7 @@ from restore.world.pretrain import (
     make_batch,
     pretrain,
 )
+from restore.world.world_clip import ModelSize
 
 
 def test_config_round_trips_through_yaml(tmp_path):

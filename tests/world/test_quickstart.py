@@ -8,8 +8,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from restore.cli import app
-from restore.config import load_yaml
-from restore.engine.config import resolve
+from restore.engine.run_config import resolve
+from restore.options import load_yaml
 from restore.results import open_results
 from restore.scale.grid import expand, parse_grid
 from restore.world.quickstart import GRID_FILE, run_quickstart

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from restore.errors import CheckpointError
-from restore.world.model import world_vocabulary
+from restore.world.accuracy import base_novel_zero_shot
 from restore.world.pretrain import PretrainConfig, evaluate
 from restore.world.tasks import PROBES, REGIME, TASKS, task_images
 from restore.world.weights import SHIPPED, WEIGHTS_DIR, load_clip, load_world_clip, read_metadata, save_clip
-from restore.world.zeroshot import base_novel_zero_shot
+from restore.world.world_clip import world_vocabulary
 
 RECORD = WEIGHTS_DIR / "world_clip.json"
 
@@ -69,7 +69,7 @@ def test_the_regime_numbers_of_the_model_card_are_measured_and_in_the_regime():
 
 
 def test_save_and_load_round_trip_and_refuse_foreign_files(tmp_path, tiny_size):
-    from restore.world.model import build_world_clip
+    from restore.world.world_clip import build_world_clip
 
     torch.manual_seed(0)
     model = build_world_clip(tiny_size)

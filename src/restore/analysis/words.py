@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from restore.clip.tokenizer import _tokenizer, eot_id, sot_id
+from restore.clip.tokenizer import bpe_tokenizer, eot_id, sot_id
 from restore.errors import ConfigError
 
 MAX_WORDS = 1000
@@ -37,7 +37,7 @@ class ContextWords:
 
 def token_text(token_id: int) -> str:
     """One BPE token as text: the word-end marker becomes nothing (``photo</w>`` -> ``photo``)."""
-    tok = _tokenizer()
+    tok = bpe_tokenizer()
     raw = tok.decoder[int(token_id)]
     return bytearray(tok.byte_decoder[c] for c in raw).decode("utf-8", errors="replace").replace("</w>", "")
 

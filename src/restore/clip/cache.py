@@ -18,9 +18,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from restore.clip.config import ALIASES, canonical_name
-from restore.download import download_file
+from restore.clip.architectures import ALIASES, canonical_name
 from restore.errors import CheckpointError, DownloadError
+from restore.transfer import download_file
 
 # Architecture -> open_clip's name for it (also the file name OpenAI released it under).
 OPENAI_NAMES = {"ViT-B/32": "ViT-B-32", "ViT-B/16": "ViT-B-16", "ViT-L/14": "ViT-L-14"}

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from restore.clip.config import ARCHITECTURES, CLIPConfig, TextConfig, VisionConfig
+from restore.clip.architectures import ARCHITECTURES, CLIPConfig, TextConfig, VisionConfig
 from restore.errors import CheckpointError
 
 # transformers' defaults for fields an older config.json leaves out (CLIPTextConfig / CLIPVisionConfig).

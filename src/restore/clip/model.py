@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from restore.clip.config import CLIPConfig, TextConfig, VisionConfig
+from restore.clip.architectures import CLIPConfig, TextConfig, VisionConfig
 from restore.clip.packing import PackedText, pack_text
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import string
 
-from restore.config import short
 from restore.errors import ConfigError
 from restore.openclip_files import open_clip_module
+from restore.options import short
 
 _PHOTO = "a photo of a {}."
 

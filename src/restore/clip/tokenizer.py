@@ -20,25 +20,25 @@ EOT_TOKEN = "<end_of_text>"
 
 
 @lru_cache(maxsize=1)
-def _tokenizer():
+def bpe_tokenizer():
     return open_clip_module("tokenizer").SimpleTokenizer()
 
 
 def sot_id() -> int:
-    return _tokenizer().encoder[SOT_TOKEN]
+    return bpe_tokenizer().encoder[SOT_TOKEN]
 
 
 def eot_id() -> int:
-    return _tokenizer().encoder[EOT_TOKEN]
+    return bpe_tokenizer().encoder[EOT_TOKEN]
 
 
 def encode(text: str) -> list[int]:
     """BPE ids of ``text`` without start/end tokens."""
-    return _tokenizer().encode(text)
+    return bpe_tokenizer().encode(text)
 
 
 def decode(ids: Sequence[int]) -> str:
-    return _tokenizer().decode([i for i in ids if i not in (sot_id(), eot_id(), 0)]).strip()
+    return bpe_tokenizer().decode([i for i in ids if i not in (sot_id(), eot_id(), 0)]).strip()
 
 
 def tokenize(texts: str | Sequence[str], context_length: int = 77) -> torch.Tensor:

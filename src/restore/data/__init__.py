@@ -27,8 +27,8 @@ from restore.data.verify import VerifyReport, verify_dataset
 # torch and torchvision load only when a loader or transform is asked for, so `restore data list/verify` and
 # code that only reads splits start fast.
 _LAZY = {
-    "ImageDataset": "restore.data.loader",
-    "make_loader": "restore.data.loader",
+    "ImageDataset": "restore.data.batches",
+    "make_loader": "restore.data.batches",
     "CLIP_MEAN": "restore.data.transforms",
     "CLIP_STD": "restore.data.transforms",
     "eval_transform": "restore.data.transforms",

@@ -17,7 +17,7 @@ CHUNK = 2048  # paths handed to the thread pool at a time (bounded memory for Im
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-def _decode(path: Path) -> Image.Image:
+def decode_image(path: Path) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. PIL's palette-transparency warning; not a user problem
         with Image.open(path) as im:
@@ -28,7 +28,7 @@ def _decode(path: Path) -> Image.Image:
 def open_image(path: Path) -> Image.Image:
     """The decoded RGB image at `path`; a missing or undecodable file is a DataError naming it."""
     try:
-        return _decode(path)
+        return decode_image(path)
     except FileNotFoundError:
         raise DataError(f"image file is missing: {path}", hint="run `restore data verify` on the dataset") from None
     except DECODE_ERRORS as e:
@@ -42,7 +42,7 @@ def open_image(path: Path) -> Image.Image:
 def image_problem(path: Path) -> str | None:
     """None if `path` decodes completely, else what is wrong: 'missing' or 'corrupt: <decoder message>'."""
     try:
-        _decode(path)
+        decode_image(path)
     except FileNotFoundError:
         return "missing"
     except DECODE_ERRORS as e:

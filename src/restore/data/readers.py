@@ -14,11 +14,11 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from restore.config import clip_text, short
 from restore.data.registry import DatasetSpec
 from restore.data.types import DatasetSplits, Datum
 from restore.errors import DataError, DataWarning
 from restore.openclip_files import open_clip_module
+from restore.options import clip_text, short
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
 SPLITS = ("train", "val", "test")

@@ -14,7 +14,7 @@ import torch
 
 from restore import plugins
 from restore.clip import CLIP, build_model, get_config, load
-from restore.clip.config import ARCHITECTURES
+from restore.clip.architectures import ARCHITECTURES
 from restore.clip.model import compile_blocks
 from restore.errors import ConfigError
 

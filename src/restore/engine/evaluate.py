@@ -1,27 +1,29 @@
-"""Evaluation of a trained method on a test split: class features once, then top-1/top-5 over the images.
+"""Evaluation of a trained method: `evaluate_splits` tests it on each split of a protocol (what a run,
+`restore eval` and `restore analyze` use); `evaluate` is one split: class features once, then top-1/top-5.
 
-In a distributed run (`restore.scale.distributed`) each rank evaluates a contiguous shard of the split and
+In a distributed run (`restore.distributed`) each rank evaluates a contiguous shard of the split and
 the hit counts are summed over ranks, so every rank returns the numbers of the whole split.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset, Subset
 
-from restore.clip.zeroshot import topk_correct
-from restore.data import get_dataset
-from restore.data.loader import ImageLoader
+from restore import distributed
+from restore.clip.text_classifier import topk_correct
+from restore.data import ImageDataset, eval_transform, get_dataset
+from restore.data.batches import ImageLoader
 from restore.engine.device import autocast
 from restore.engine.progress import EvalProgress, RunLog
 from restore.engine.seeding import worker_init
 from restore.errors import ConfigError, DataError
 from restore.methods import PromptedCLIP
-from restore.scale import distributed
+from restore.results.records import harmonic_mean
 
 
 def dataset_title(name: str | None) -> str | None:
@@ -105,3 +107,36 @@ def evaluate(
     }
     log.info(f"eval {label}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  ({seen} images)")
     return result
+
+
+def evaluate_splits(
+    method: PromptedCLIP,
+    splits: Mapping[str, Any],
+    *,
+    image_size: int,
+    batch_size: int = 100,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    workers: int = 0,
+    on_corrupt: str = "error",
+    log: RunLog | None = None,
+    progress: bool | None = None,
+) -> tuple[dict[str, Any], int]:
+    """``({label: {"top1", "top5", "n"}, ["hm"]}, images skipped)`` of ``method`` on each of ``splits`` (label ->
+    a split with ``classnames``, ``test`` items and the dataset ``name``); HM when base and novel are both
+    there. Skipped counts unreadable images left out under ``on_corrupt="skip"``."""
+    transform = eval_transform(image_size)
+    metrics: dict[str, Any] = {}
+    skipped = 0
+    for label, split in splits.items():
+        test_set = ImageDataset(split.test, transform, on_corrupt=on_corrupt)
+        skipped += len(getattr(test_set, "skipped", []))
+        r = evaluate(
+            method, test_set, split.classnames, batch_size=batch_size, device=device, precision=precision,
+            workers=workers, label=label, dataset_name=dataset_title(getattr(split, "name", None)), log=log,
+            progress=progress,
+        )  # fmt: skip
+        metrics[label] = {"top1": r["top1"], "top5": r["top5"], "n": r["n"]}
+    if "base" in metrics and "novel" in metrics:
+        metrics["hm"] = harmonic_mean(metrics["base"]["top1"], metrics["novel"]["top1"])
+    return metrics, skipped

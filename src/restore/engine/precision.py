@@ -12,7 +12,7 @@ to the warm-up's lr 1e-5 updates).
 
 `cast_for_precision` is the one place this happens; it is a no-op for every other precision (``amp`` and
 ``bf16`` keep all weights fp32 and autocast the forward pass instead). It runs on any device, so the dtype
-plumbing is tested on CPU; running ``fp16`` is CUDA-only (`restore.engine.config.resolve_precision`).
+plumbing is tested on CPU; running ``fp16`` is CUDA-only (`restore.engine.run_config.resolve_precision`).
 """
 
 from __future__ import annotations

@@ -20,11 +20,11 @@ import torch
 from PIL import Image
 
 from restore.data import load_dataset
-from restore.data.images import DECODE_ERRORS, _decode
+from restore.data.images import DECODE_ERRORS, decode_image
 from restore.data.registry import default_root_for
 from restore.engine.device import autocast
-from restore.engine.eval_runs import IMAGE_SUFFIXES
-from restore.engine.runs import METRICS_FILE
+from restore.engine.run_dir import METRICS_FILE
+from restore.engine.standalone_eval import IMAGE_SUFFIXES
 from restore.errors import ConfigError, DataError, RestoreError, RestoreWarning
 
 MAX_CLASS_NAMES = 100_000
@@ -97,7 +97,7 @@ def open_images(images: Sequence[Any]) -> tuple[list[Image.Image], list[str]]:
             )
         for path in image_files([image]):
             try:
-                opened.append(_decode(path))
+                opened.append(decode_image(path))
             except DECODE_ERRORS as e:
                 raise DataError(
                     f"cannot read image {path}: {e}", hint="pass image files Pillow can open (JPEG, PNG, ...)"

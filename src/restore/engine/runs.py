@@ -1,376 +1,56 @@
-"""A whole run: validate, prepare the protocol's data, train, evaluate every split, record.
+"""A run's life, in one place: plan → run directory → train → evaluate → record.
 
-`plan_run` does everything a user's input can break — config values, method, backbone, device, dataset
-folders — before anything is written, so a bad setting never leaves a run directory or a database row
-behind. `execute` then writes the run directory::
-
-    <out>/<protocol>/<dataset>/<method>[-<tag>]/shots<N>_seed<S>-<hash8>/
-        config.yaml          the resolved config (every default filled in); `--config` reproduces the run
-        log.txt              what happened, appended across resumes
-        run.json             run id, status, backbone, code version, times
-        checkpoints/last.pt  the training checkpoint of the last finished epoch (resume)
-        model.safetensors    the learnable state (restore.methods.checkpoint format)
-        metrics.json         per evaluated split top-1/top-5/n (+ HM for base-to-novel), timings, history
-        .owner.lock          while a process works here: its lock (`restore.engine.ownership`)
-
-and one row in the results database.
-
-Under torchrun every rank plans the run and trains; rank 0 alone writes the directory and the row
-(`restore.scale.distributed`).
+`restore run`/`train`, a sweep worker (local or Ray) and every rank under torchrun go through `run` /
+`execute`: `restore.engine.plan` validates and builds (writes nothing), `restore.engine.run_dir` owns the
+folder's files, `restore.engine.trainer` trains, `restore.engine.evaluate.evaluate_splits` tests,
+`restore.analysis.shift` profiles the feature shift, and `restore.engine.recorder` writes the database row.
+Under torchrun every rank plans the run and trains; rank 0 alone writes the directory and the row.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import shutil
 import socket
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-import yaml
 from torch.utils.data import DataLoader
 
+from restore import distributed
 from restore.analysis.shift import measure_shifts
-from restore.clip import CLIP
-from restore.config import load_yaml
-from restore.data import (
-    ImageDataset,
-    ProtocolData,
-    eval_transform,
-    few_shot,
-    get_protocol,
-    load_dataset,
-    train_transform,
-)
-from restore.data.folder import SPLIT_FILE, FolderSplit, configured_spec, looks_like_path, write_split_file
-from restore.data.registry import data_root, get_dataset
+from restore.data import ImageDataset, eval_transform, train_transform
 from restore.engine import ownership
-from restore.engine.backbone import apply_model_options, backbone_label, check_backbone, load_backbone
-from restore.engine.checkpointing import differences
-from restore.engine.config import RunConfig, build_run_config, resolve
-from restore.engine.device import autocast, resolve_device
-from restore.engine.evaluate import dataset_title, evaluate
-from restore.engine.precision import cast_for_precision
+from restore.engine.device import autocast
+from restore.engine.evaluate import evaluate_splits
+from restore.engine.plan import RunPlan, plan_run
 from restore.engine.progress import RunLog
+from restore.engine.recorder import Recorder, new_run_id
 from restore.engine.reserve import SpaceReserve
-from restore.engine.seeding import derive_seed, seed_everything
-from restore.engine.tracking import check_trackers, final_metrics, open_trackers
+from restore.engine.run_config import RunConfig
+from restore.engine.run_dir import (
+    CHECKPOINT_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    RUN_FILE,
+    RunResult,
+    describe_changes,
+    prepare_run_dir,
+    read_json,
+    run_header,
+    write_config,
+    write_metrics,
+    write_split,
+)
+from restore.engine.tracking import final_metrics, open_trackers
 from restore.engine.trainer import Trainer, TrainResult, TrainSettings
-from restore.errors import CheckpointError, ConfigError, DataError, RestoreError, ResultsError
-from restore.fileio import atomic_write_json, atomic_write_text
-from restore.methods import PromptedCLIP, build_method
-from restore.methods.checkpoint import save_method
-from restore.results import RunRecord, open_results
+from restore.errors import CheckpointError, RestoreError
+from restore.fileio import atomic_write_json
+from restore.methods.model_file import save_method
 from restore.results.grouping import class_subset_note
-from restore.results.records import code_version, harmonic_mean
-from restore.results.records import new_run_id as record_run_id
-from restore.scale import distributed
-
-CONFIG_FILE = "config.yaml"
-LOG_FILE = "log.txt"
-RUN_FILE = "run.json"
-METRICS_FILE = "metrics.json"
-MODEL_FILE = "model.safetensors"
-CHECKPOINT_FILE = Path("checkpoints") / "last.pt"
-
-
-@dataclass
-class RunResult:
-    """What a run produced. ``metrics`` is the results-database layout: ``{split: {"top1", "top5", "n"}}``
-    plus ``"hm"`` for base-to-novel."""
-
-    run_dir: Path
-    run_id: str
-    status: str
-    config: RunConfig
-    metrics: dict[str, Any]
-    timings: dict[str, Any] = field(default_factory=dict)
-    history: list[dict[str, float]] = field(default_factory=list)
-
-    def top1(self, split: str) -> float:
-        return float(self.metrics[split]["top1"])
-
-    def summary(self) -> str:
-        parts = [f"{k} {v['top1']:.2f}" for k, v in self.metrics.items() if isinstance(v, dict) and "top1" in v]
-        if "hm" in self.metrics:
-            parts.append(f"HM {self.metrics['hm']:.2f}")
-        skipped = (self.metrics.get("extra") or {}).get("skipped_targets") or {}
-        parts += [f"(skipped {target}: {why})" for target, why in skipped.items()]
-        return "  ".join(parts)
-
-
-@dataclass
-class RunPlan:
-    """A validated, resolved run: everything loaded, nothing written yet."""
-
-    config: RunConfig
-    device: torch.device
-    dataset: str  # canonical registry name (dtd)
-    dataset_title: str  # the CoOp class name methods key their per-dataset defaults on (DescribableTextures)
-    data: Any  # restore.data.ProtocolData
-    clip: CLIP
-    backbone: str  # how results name it
-    run_dir: Path
-    method: PromptedCLIP
-    # Metrics of an earlier run of the same model on the same test splits (`same_model_key`): recorded for
-    # this run instead of evaluating again; `reused_from` names that run in the log.
-    reuse_metrics: dict[str, Any] | None = None
-    reused_from: str | None = None
-
-
-def same_model_key(plan: RunPlan) -> str | None:
-    """Runs with the same key test the same model on the same splits: a method without learnable parameters
-    (zero-shot CLIP) is not changed by its training set, so runs that differ only in shots are one evaluation
-    (`restore run fewshot -m zeroshot --shots 1 2 4 8 16`). None for a method that trains."""
-    if plan.method.learnable_parameters():
-        return None
-    c = plan.config
-    return dataclasses.replace(c, data=dataclasses.replace(c.data, shots=0)).hash()
-
-
-# --- planning (validation) ------------------------------------------------------------------------------
-def run_dir_for(config: RunConfig, dataset: str) -> Path:
-    """``<out>/<protocol>/<dataset>/<method>[-<tag>]/shots<N>_seed<S>-<hash8>``: says what the run is."""
-    method = config.method_name + (f"-{_slug(config.tag)}" if config.tag else "")
-    shots = "all" if config.data.shots <= 0 else str(config.data.shots)
-    leaf = f"shots{shots}_seed{config.seed}-{config.hash()[:8]}"
-    return Path(config.out) / config.protocol / _slug(_dataset_dir_name(dataset)) / method / leaf
-
-
-def _dataset_dir_name(dataset: str) -> str:
-    """An image folder's runs go under its folder name (its path is in config.yaml), not a slug of the path."""
-    return Path(dataset).name if looks_like_path(dataset) else dataset
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "_"
-
-
-def run_dataset(config: RunConfig) -> Any:
-    """The run's dataset spec: the registered dataset or image folder with the run's split settings."""
-    d = config.data
-    return configured_spec(
-        d.dataset, split_file=d.split_file, split=FolderSplit(d.split_seed, d.split_val, d.split_test)
-    )
-
-
-def _check_dataset(config: RunConfig) -> tuple[Any, str, Path]:
-    name = config.data.dataset
-    if not name:
-        raise ConfigError(
-            "no dataset given", hint="pass --dataset NAME (see `restore data list`) or the path of an image folder"
-        )
-    spec = run_dataset(config)
-    root = data_root(name, config.data.root).expanduser()
-    # A generated dataset makes its root (read_dataset); an image folder needs none.
-    if spec.generate is None and spec.location is None and not root.is_dir():
-        raise DataError(f"data root {root} does not exist", hint="pass --root: the folder holding the dataset folders")
-    return spec, spec.title, root
-
-
-def prepare_data(config: RunConfig, dataset: Any, root: Path) -> Any:
-    """The protocol's training splits and evaluation splits (``restore.data.ProtocolData``). ``dataset``: a
-    name or the spec `run_dataset` gives."""
-    d = config.data
-    if config.protocol == "train":
-        splits = few_shot(load_dataset(dataset, root, classes=d.classes), d.shots, config.seed, strict=d.strict_shots)
-        return ProtocolData("train", splits, {"test": splits})
-    options = {"targets": d.targets} if config.protocol in ("xd", "dg") else {}
-    return get_protocol(config.protocol, **options).build(
-        dataset, root, shots=d.shots, seed=config.seed, classes=d.classes, strict=d.strict_shots
-    )
-
-
-def plan_run(config: RunConfig | dict[str, Any], *, run_dir: str | Path | None = None) -> RunPlan:
-    """Validate and resolve ``config``; load the backbone and the data; build the method. Writes nothing."""
-    if not isinstance(config, RunConfig):
-        config = build_run_config(config)
-    device = distributed.rank_device(resolve_device(config.device))
-    distributed.init_from_env(device)  # under torchrun: join the process group (nothing otherwise)
-    check_backbone(config.model.backbone)
-    spec, title, root = _check_dataset(config)
-    dataset = spec.name
-    config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=root))
-    data = prepare_data(config, spec, root)
-    clip = apply_model_options(load_backbone(config.model.backbone, device), config.model)
-    resolved = resolve(config, image_size=clip.cfg.vision.image_size, device_type=device.type)
-    check_trackers(resolved.tracking)  # a tracker whose library is missing fails before anything is written
-    with torch.random.fork_rng(devices=[]):
-        seed_everything(derive_seed(resolved.seed, "init"))
-        method = build_method(resolved.method, clip, data.train.classnames, title).to(device)
-    cast_for_precision(method, resolved.model.precision)  # fp16: half weights as the authors ran
-    _check_eval_classes(method, data, title)
-    data.check(training=resolved.epochs > 0 and bool(method.learnable_parameters()))  # before anything is written
-    return RunPlan(
-        config=resolved,
-        device=device,
-        dataset=dataset,
-        dataset_title=title,
-        data=data,
-        clip=clip,
-        backbone=backbone_label(resolved.model.backbone, clip),
-        run_dir=Path(run_dir) if run_dir is not None else run_dir_for(resolved, dataset),
-        method=method,
-    )
-
-
-def _check_eval_classes(method: PromptedCLIP, data: Any, title: str) -> None:
-    """Set up the method for each evaluated split's classes once, so a class name that does not fit the text
-    encoder (or a class set the method cannot take) fails now, not after training; then back to training."""
-    for splits in data.evaluate.values():
-        method.set_classes(splits.classnames, dataset=dataset_title(splits.name))
-    method.set_classes(data.train.classnames, dataset=title)
-
-
-# --- run directory --------------------------------------------------------------------------------------
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> dict[str, Any] | None:
-    """The previous run.json when resuming; refuses to mix a new run into a directory that holds one."""
-    info = _read_json(run_dir / RUN_FILE)
-    holds_run = any((run_dir / p).exists() for p in (CHECKPOINT_FILE, MODEL_FILE, METRICS_FILE))
-    if overwrite and run_dir.exists():
-        for child in run_dir.iterdir():  # everything but the lock this process holds on the folder
-            if child.name != ownership.LOCK_FILE:
-                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-        return None
-    if holds_run and not resume:
-        state = (info or {}).get("status", "unfinished")
-        raise ConfigError(
-            f"run directory {run_dir} already holds a {state} run of this config",
-            hint="pass --resume to continue (or re-report) it, or --overwrite to start it again",
-        )
-    return info if resume else None
-
-
-def _read_config_identity(run_dir: Path) -> dict[str, Any]:
-    try:
-        return read_run_config(run_dir).identity()
-    except RestoreError:
-        return {}
-
-
-def _describe_changes(previous: dict[str, Any], config: RunConfig) -> str:
-    diffs = differences(previous, config.identity())
-    return "; ".join(f"{k}: {a!r} before, {b!r} now" for k, a, b in diffs[:6]) or "its config.yaml is unreadable"
-
-
-def _write_config(run_dir: Path, config: RunConfig) -> None:
-    command = "restore train" if config.protocol == "train" else f"restore run {config.protocol}"
-    header = f"# resolved run config: `{command} --config config.yaml` repeats this run\n"
-    atomic_write_text(run_dir / CONFIG_FILE, header + yaml.safe_dump(config.to_dict(), sort_keys=False))
-
-
-def _write_split(plan: RunPlan) -> None:
-    """A run of an image folder records the split it drew (a CoOp split file beside its config.yaml)."""
-    spec = get_dataset(plan.dataset)
-    if spec.location is not None and not plan.config.data.split_file:
-        whole = load_dataset(run_dataset(plan.config), plan.config.data.root or spec.location)
-        write_split_file(whole, plan.run_dir / SPLIT_FILE)
-
-
-def read_run_config(run_dir: str | Path) -> RunConfig:
-    """The resolved config a run directory holds."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory (no {CONFIG_FILE})", hint="pass the folder a run wrote")
-    return build_run_config(load_yaml(path))
-
-
-# --- results database -----------------------------------------------------------------------------------
-def db_location(config: RunConfig) -> str | None:
-    if config.db is not None:
-        return None if config.db.strip().lower() in ("none", "off", "") else config.db
-    return os.environ.get("RESTORE_RESULTS_DB") or str(Path(config.out) / "results.sqlite")
-
-
-class _Recorder:
-    """The run's row in the results database (a no-op without a database)."""
-
-    def __init__(self, plan: RunPlan, run_id: str) -> None:
-        """Opens the database (a bad --db fails here, before anything is written); `start` adds the row."""
-        self.store = None
-        self.run_id = run_id
-        self.plan = plan
-        location = db_location(plan.config)
-        if location is None:
-            return
-
-        self.store = open_results(location)
-
-    def start(self) -> None:
-        if self.store is None:
-            return
-
-        plan, run_id = self.plan, self.run_id
-        c = plan.config
-        record = RunRecord.new(
-            method=c.method_name,
-            dataset=plan.dataset,
-            protocol=c.protocol,
-            seed=c.seed,
-            backbone=plan.backbone,
-            config=c.identity(),
-            shots=c.data.shots if c.data.shots > 0 else 0,
-            tag=c.tag,
-            run_dir=str(plan.run_dir.resolve()),
-            run_id=run_id,
-        )
-        self.store.start_run(record)
-
-    def finish_saved(self, metrics: dict[str, Any], timings: dict[str, Any]) -> None:
-        """The row of a run whose metrics.json is written: finished with those metrics, whatever state a kill
-        left it in (missing, running, interrupted, failed, or finished already)."""
-        if self.store is None:
-            return
-
-        try:
-            status = self.store.get(self.run_id).status
-        except ResultsError:
-            status = None
-        if status != "finished":
-            self.start()
-            self.store.finish_run(self.run_id, metrics, timings)
-
-    def heartbeat(self) -> None:
-        if self.store is not None:
-            self.store.heartbeat(self.run_id)
-
-    def finish(self, metrics: dict[str, Any], timings: dict[str, Any]) -> None:
-        if self.store is not None:
-            self.store.finish_run(self.run_id, metrics, timings)
-
-    def fail(self, error: str, metrics: dict[str, Any], timings: dict[str, Any]) -> None:
-        if self.store is not None:
-            self.store.fail_run(self.run_id, error, metrics, timings)
-
-    def interrupt(self) -> None:
-        if self.store is not None:
-            self.store.interrupt_run(self.run_id, "interrupted (Ctrl-C); resume with --resume")
-
-    def close(self) -> None:
-        if self.store is not None:
-            self.store.close()
-
-
-def new_run_id(plan: RunPlan) -> str:
-    c = plan.config
-    return record_run_id(c.method_name, plan.dataset, c.protocol, c.seed)
-
-
-# --- executing ------------------------------------------------------------------------------------------
-def _image_dataset(items: list, transform: Any, on_corrupt: str) -> Any:
-    return ImageDataset(items, transform, on_corrupt=on_corrupt)
+from restore.results.records import code_version
 
 
 def _finished_result(plan: RunPlan, info: dict[str, Any]) -> RunResult | None:
@@ -379,14 +59,14 @@ def _finished_result(plan: RunPlan, info: dict[str, Any]) -> RunResult | None:
     A kill after metrics.json but before the database row or run.json say "finished" leaves a finished run:
     the row and run.json are completed from metrics.json, nothing is computed again.
     """
-    saved = _read_json(plan.run_dir / METRICS_FILE)
+    saved = read_json(plan.run_dir / METRICS_FILE)
     run_id = info.get("run_id")
     if saved is None or run_id is None or saved.get("run_id") != run_id:
         return None
-    if saved.get("config_hash") != plan.config.hash():
+    if saved.get("config_hash") != plan.config.short_hash():
         return None
     metrics, timings = saved["metrics"], saved.get("timings", {})
-    recorder = _Recorder(plan, run_id)
+    recorder = Recorder.for_run(plan, run_id)
     try:
         recorder.finish_saved(metrics, timings)
     finally:
@@ -418,33 +98,26 @@ def _execute_owned(plan: RunPlan, *, resume: bool, overwrite: bool, progress: bo
     c = plan.config
     reserve: SpaceReserve | None = None
     try:
-        info = _prepare_run_dir(plan.run_dir, resume=resume, overwrite=overwrite)
-        if info is not None and info.get("config_hash") not in (None, c.hash()):
-            previous = _read_config_identity(plan.run_dir)
+        info = prepare_run_dir(plan.run_dir, resume=resume, overwrite=overwrite)
+        if info is not None and info.get("config_hash") not in (None, c.short_hash()):
             raise CheckpointError(
-                f"cannot resume {plan.run_dir}: it holds a run of other settings ({_describe_changes(previous, c)})",
+                f"cannot resume {plan.run_dir}: it holds a run of other settings ({describe_changes(plan.run_dir, c)})",
                 hint="resume with the run's own config (its config.yaml), or start a new run without --resume",
             )
         if info is not None and (done := _finished_result(plan, info)) is not None:
             distributed.share_outcome({"run_id": done.run_id, "finished": done})
             return done
-        run_id = (info or {}).get("run_id") or new_run_id(plan)
-        recorder = _Recorder(plan, run_id)  # opens the database before anything is written in the folder
+        run_id = (info or {}).get("run_id") or new_run_id(c, plan.dataset)
+        recorder = Recorder.for_run(plan, run_id)  # opens the database before anything is written in the folder
         reserve = SpaceReserve(plan.run_dir)  # room to record a failure on a disk that fills up
-        _write_config(plan.run_dir, c)
-        _write_split(plan)
+        write_config(plan.run_dir, c)
+        write_split(plan)
         started = (info or {}).get("started_at") or time.strftime("%Y-%m-%dT%H:%M:%S%z")
         run_info = {
             "run_id": run_id,
             "status": "running",
-            "method": c.method_name,
-            "dataset": plan.dataset,
-            "protocol": c.protocol,
-            "shots": c.data.shots,
-            "seed": c.seed,
-            "backbone": plan.backbone,
+            **run_header(plan),
             "backbone_setting": c.model.backbone,
-            "config_hash": c.hash(),
             "code_version": code_version(),
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -470,7 +143,7 @@ def _execute_owned(plan: RunPlan, *, resume: bool, overwrite: bool, progress: bo
         train_set = _train_set(plan, log)
         result = _train(plan, train_set, log, resume=resume, progress=progress, heartbeat=recorder.heartbeat)
 
-        save_method(plan.method, plan.run_dir / MODEL_FILE, extra={"run_id": run_id, "config_hash": c.hash()})
+        save_method(plan.method, plan.run_dir / MODEL_FILE, extra={"run_id": run_id, "config_hash": c.short_hash()})
         timings.update(train_s=round(result.train_s, 3), steps=result.steps, epochs=result.epochs)
         if result.resumed_from is not None:
             timings["resumed_after_epoch"] = result.resumed_from
@@ -488,7 +161,7 @@ def _execute_owned(plan: RunPlan, *, resume: bool, overwrite: bool, progress: bo
         timings["total_s"] = round(time.perf_counter() - t_start, 3)
         if skipped:
             metrics["skipped_images"] = skipped
-        _write_metrics(plan, run_id, metrics, timings, result.history)
+        write_metrics(plan, run_id, metrics, timings, result.history)
         _send_result(plan, metrics, result.steps)
         recorder.finish(metrics, timings)
         run_info.update(status="finished", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -546,7 +219,7 @@ def _train_set(plan: RunPlan, log: RunLog) -> Any:
     if c.epochs == 0 or not plan.method.learnable_parameters():
         return None
     augment = train_transform(c.data.image_size, c.data.crop_min_scale)
-    train_set = _image_dataset(plan.data.train.train, augment, c.data.on_corrupt)
+    train_set = ImageDataset(plan.data.train.train, augment, on_corrupt=c.data.on_corrupt)
     for note in getattr(train_set, "notes", []):
         log.info(f"data: {note}")
     return train_set
@@ -579,7 +252,7 @@ def _train(
         settings,
         device=plan.device,
         checkpoint=plan.run_dir / CHECKPOINT_FILE,
-        config_hash=c.hash(),
+        config_hash=c.short_hash(),
         identity=c.identity(),
         log=log,
         progress=progress,
@@ -610,29 +283,14 @@ def _send_result(plan: RunPlan, metrics: dict[str, Any], steps: int) -> None:
 
 
 def _evaluate_all(plan: RunPlan, log: RunLog, *, progress: bool | None) -> tuple[dict[str, Any], int]:
+    """Every evaluation split of the protocol, what the run records beside them (class subset, skipped
+    targets), and the trained method's feature-shift profile on its training images."""
     c = plan.config
-    metrics: dict[str, Any] = {}
-    skipped = 0
-    transform = eval_transform(c.data.image_size)
-    for label, splits in plan.data.evaluate.items():
-        test_set = _image_dataset(splits.test, transform, c.data.on_corrupt)
-        skipped += len(getattr(test_set, "skipped", []))
-        r = evaluate(
-            plan.method,
-            test_set,
-            splits.classnames,
-            batch_size=c.data.eval_batch_size,
-            device=plan.device,
-            precision=c.model.precision,
-            workers=c.data.workers,
-            label=label,
-            dataset_name=dataset_title(splits.name),
-            log=log,
-            progress=progress,
-        )
-        metrics[label] = {"top1": r["top1"], "top5": r["top5"], "n": r["n"]}
-    if c.protocol == "b2n":
-        metrics["hm"] = harmonic_mean(metrics["base"]["top1"], metrics["novel"]["top1"])
+    metrics, skipped = evaluate_splits(
+        plan.method, plan.data.evaluate, image_size=c.data.image_size, batch_size=c.data.eval_batch_size,
+        device=plan.device, precision=c.model.precision, workers=c.data.workers, on_corrupt=c.data.on_corrupt,
+        log=log, progress=progress,
+    )  # fmt: skip
     if c.data.classes != "all":  # reports label a class-subset run "dtd (10/47 classes)"
         kept = class_subset_note([*plan.data.notes, *plan.data.train.notes])
         metrics.setdefault("extra", {})["classes"] = kept or {"subset": False}
@@ -642,7 +300,7 @@ def _evaluate_all(plan: RunPlan, log: RunLog, *, progress: bool | None) -> tuple
             log.info(f"skipped target {target}: {why}")
     plan.method.set_classes(plan.data.train.classnames, dataset=plan.dataset_title)
     if c.shift_images > 0 and plan.method.learnable_parameters() and distributed.is_main():
-        metrics["shift"] = _shift_profile(plan, transform)
+        metrics["shift"] = shift_profile(plan)
         log.info(
             f"feature shift ({metrics['shift']['measure']}, {metrics['shift']['images']} training images): "
             f"vision {sum(metrics['shift']['vision']):.4f}, text {sum(metrics['shift']['text']):.4f}, "
@@ -652,14 +310,14 @@ def _evaluate_all(plan: RunPlan, log: RunLog, *, progress: bool | None) -> tuple
     return metrics, skipped
 
 
-def _shift_profile(plan: RunPlan, transform: Any) -> dict[str, Any]:
+def shift_profile(plan: RunPlan) -> dict[str, Any]:
     """The trained method's per-layer feature shift on (up to ``shift_images``) training images: what
     `restore analyze` measures, recorded with every run for the report's curves."""
-
     c = plan.config
+    transform = eval_transform(c.data.image_size)
     items = plan.data.train.train
     items = items[:: max(1, len(items) // c.shift_images)][: c.shift_images]  # spread over the classes
-    loader = DataLoader(_image_dataset(items, transform, c.data.on_corrupt), batch_size=c.data.eval_batch_size)
+    loader = DataLoader(ImageDataset(items, transform, on_corrupt=c.data.on_corrupt), batch_size=c.data.eval_batch_size)
     settings = plan.method.restore_settings
     with autocast(plan.device, c.model.precision):
         profile = measure_shifts(
@@ -677,38 +335,6 @@ def _shift_profile(plan: RunPlan, transform: Any) -> dict[str, Any]:
         "discrepancy_per_layer": profile.discrepancy,
         "images": profile.images,
     }
-
-
-def _write_metrics(
-    plan: RunPlan, run_id: str, metrics: dict[str, Any], timings: dict[str, Any], history: list[dict[str, float]]
-) -> None:
-    c = plan.config
-    atomic_write_json(
-        plan.run_dir / METRICS_FILE,
-        {
-            "run_id": run_id,
-            "method": c.method_name,
-            "dataset": plan.dataset,
-            "protocol": c.protocol,
-            "shots": c.data.shots,
-            "seed": c.seed,
-            "backbone": plan.backbone,
-            "config_hash": c.hash(),
-            "metrics": metrics,
-            "timings": timings,
-            "history": history,
-            "notes": list(plan.data.train.notes),
-            "classnames": run_classnames(plan),
-        },
-    )
-
-
-def run_classnames(plan: RunPlan) -> list[str]:
-    """Every class of the run's dataset in label order, recorded so that `restore predict` classifies all of
-    them by default: the training classes, and after base-to-novel the novel ones behind them."""
-    names = list(plan.data.train.classnames)
-    novel = plan.data.evaluate.get("novel") if plan.config.protocol == "b2n" else None
-    return names + [n for n in (novel.classnames if novel is not None else []) if n not in names]
 
 
 def run(

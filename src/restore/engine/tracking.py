@@ -31,10 +31,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from restore.config import flatten
+from restore import distributed
 from restore.errors import ConfigError
 from restore.fileio import atomic_write, atomic_write_json
-from restore.scale import distributed
+from restore.options import flatten
 
 TRACKERS = ("tensorboard", "jsonl", "wandb", "mlflow")
 SCALARS_FILE = "scalars.jsonl"

@@ -11,7 +11,7 @@ step within the epoch, the epoch's running sums and every generator's state; eac
 seeded from its index, so the rest of the epoch needs nothing else) and raises KeyboardInterrupt; a resume
 continues from that step to the result of an uninterrupted run. A second Ctrl-C stops at once.
 
-Under torchrun (`restore.scale.distributed`) each rank loads its share of every global batch, the method is
+Under torchrun (`restore.distributed`) each rank loads its share of every global batch, the method is
 wrapped in DistributedDataParallel, epoch statistics are summed over ranks, and only rank 0 writes the
 checkpoint; a single-process run takes none of those paths.
 """
@@ -32,8 +32,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from restore.data.loader import ImageLoader
-from restore.engine.checkpointing import check_same_config, load_training_checkpoint, save_training_checkpoint
+from restore import distributed
+from restore.data.batches import ImageLoader
 from restore.engine.device import autocast, grad_scaler
 from restore.engine.progress import RunLog, TrainProgress
 from restore.engine.schedule import lr_at_epoch
@@ -48,9 +48,9 @@ from restore.engine.seeding import (
     worker_init,
 )
 from restore.engine.tracking import Tracker, Trackers
+from restore.engine.train_checkpoint import check_same_config, load_training_checkpoint, save_training_checkpoint
 from restore.errors import CheckpointError, TrainingError
 from restore.methods import PromptedCLIP
-from restore.scale import distributed
 
 
 @dataclass
@@ -96,11 +96,11 @@ def make_train_loader(
 ) -> DataLoader:
     """The loader of one epoch: shuffled by a generator seeded from (seed, epoch), each item's augmentation
     seeded from (seed, epoch, index). ``batch_size`` is the global batch; rank ``rank`` of ``world``
-    processes loads its share of each (`restore.scale.distributed.GlobalBatchSampler`).
+    processes loads its share of each (`restore.distributed.GlobalBatchSampler`).
 
     Like Dassl, the last incomplete batch is dropped when there is at least one full batch. ``skip`` leaves
     out the epoch's first batches (a resume inside the epoch); the batches after them are unchanged. A
-    DataError raised in a loader worker reads as if raised here (`restore.data.loader.ImageLoader`).
+    DataError raised in a loader worker reads as if raised here (`restore.data.batches.ImageLoader`).
     """
     generator = loader_generator(seed, epoch)
     sampler = distributed.GlobalBatchSampler(

@@ -20,11 +20,11 @@ from torch.utils.checkpoint import checkpoint
 
 from restore import plugins
 from restore.clip.model import CLIP, ShiftRequest, ShiftStats
+from restore.clip.text_classifier import clean_classname
 from restore.clip.tokenizer import tokenize
-from restore.clip.zeroshot import clean_classname
-from restore.config import describe, from_dict
 from restore.errors import CheckpointError, ConfigError
 from restore.methods.schedules import describe_schedules
+from restore.options import describe, from_dict
 
 if TYPE_CHECKING:  # feature_shift builds on this module; the annotation only names its class
     from restore.methods.feature_shift import ShiftMeasure
@@ -57,11 +57,19 @@ class MethodConfig:
 _REGISTRY: dict[str, type[MethodConfig]] = {}
 
 
-def register(cls: type[MethodConfig]) -> type[MethodConfig]:
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} has no name")
-    _REGISTRY[cls.name] = cls
-    return cls
+def register(name: str | type[MethodConfig], summary: str = "") -> Any:
+    """Register a method config under its name: ``@register("coop", "CoOp: ...")`` above ``@dataclass``, or a
+    bare ``@register`` on a class that sets ``name`` and ``summary`` itself (extensions written that way)."""
+
+    def add(cls: type[MethodConfig]) -> type[MethodConfig]:
+        if isinstance(name, str):
+            cls.name, cls.summary = name, summary
+        if not cls.name:
+            raise ValueError(f"{cls.__name__} has no name")
+        _REGISTRY[cls.name] = cls
+        return cls
+
+    return add(name) if isinstance(name, type) else add
 
 
 def _load_extensions() -> None:

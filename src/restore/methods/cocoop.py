@@ -13,17 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from restore.clip.model import CLIP
-from restore.config import option
 from restore.methods.base import MAX_TEXT_PROMPT_TOKENS, MethodConfig, PromptedCLIP, register
 from restore.methods.parts import ConditionalContextText
+from restore.options import option
 
 
-@register
+@register("cocoop", "CoCoOp: 4 context tokens + a meta-net shift conditioned on each image (batch 1)")
 @dataclass
 class CoCoOpConfig(MethodConfig):
-    name = "cocoop"
-    summary = "CoCoOp: 4 context tokens + a meta-net shift conditioned on each image (batch 1)"
-
     n_ctx: int = option(4, help="context tokens (N_CTX 4)", min=1, max=MAX_TEXT_PROMPT_TOKENS)
     ctx_init: str | None = option("a photo of a", help="CTX_INIT")
     reduction: int = option(16, help="meta-net hidden width = embed_dim / reduction (CoCoOp: 512 -> 32)", min=1)

@@ -5,17 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from restore.clip.model import CLIP
-from restore.config import option
 from restore.methods.base import MAX_TEXT_PROMPT_TOKENS, MethodConfig, PromptedCLIP, register
 from restore.methods.parts import ContextText
+from restore.options import option
 
 
-@register
+@register("coop", "CoOp: 16 learnable context tokens ('X X ... {class}.'), class token at the end")
 @dataclass
 class CoOpConfig(MethodConfig):
-    name = "coop"
-    summary = "CoOp: 16 learnable context tokens ('X X ... {class}.'), class token at the end"
-
     # CoOp scripts/main.sh: NCTX=16, CSC=False, CTP=end; ctx_init "" (random N(0, 0.02^2)).
     # Set n_ctx=4, ctx_init="a photo of a" for CoOp's initialised variant.
     n_ctx: int = option(16, help="number of learnable context tokens", min=1, max=MAX_TEXT_PROMPT_TOKENS)

@@ -20,13 +20,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from restore.clip.model import CLIP, ShiftRequest
-from restore.config import option
 from restore.errors import ConfigError
 from restore.methods.base import LossTerm, Output, PromptedCLIP, register
 from restore.methods.coop import CoOpConfig
 from restore.methods.heads import ChannelAdjustedHead, base_rows
 from restore.methods.maple import MaPLeConfig
 from restore.methods.promptsrc import PromptSRCConfig, PromptSRCModel
+from restore.options import option
 
 
 @dataclass
@@ -128,31 +128,22 @@ def attach_dept(method: PromptedCLIP, options: DePTOptions, n_classes: int) -> P
     return method
 
 
-@register
+@register("dept_coop", "DePT on CoOp: CoOp's 16 context tokens + channel-adjusted linear head on base classes (λ=0.7)")
 @dataclass
 class DePTCoOpConfig(DePTOptions, CoOpConfig):
-    name = "dept_coop"
-    summary = "DePT on CoOp: CoOp's 16 context tokens + channel-adjusted linear head on base classes (λ=0.7)"
-
     def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
         return attach_dept(CoOpConfig.build(self, clip, dataset=dataset, n_classes=n_classes), self, n_classes)
 
 
-@register
+@register("dept_maple", "DePT on MaPLe: MaPLe's coupled prompts + channel-adjusted linear head on base classes (λ 0.7)")
 @dataclass
 class DePTMaPLeConfig(DePTOptions, MaPLeConfig):
-    name = "dept_maple"
-    summary = "DePT on MaPLe: MaPLe's coupled prompts + channel-adjusted linear head on base classes (λ=0.7)"
-
     def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
         return attach_dept(MaPLeConfig.build(self, clip, dataset=dataset, n_classes=n_classes), self, n_classes)
 
 
-@register
+@register("dept_promptsrc", "DePT on PromptSRC: PromptSRC (L1/KL to frozen CLIP, GPA) + channel-adjusted head (λ=0.7)")
 @dataclass
 class DePTPromptSRCConfig(DePTOptions, PromptSRCConfig):
-    name = "dept_promptsrc"
-    summary = "DePT on PromptSRC: PromptSRC (L1/KL to frozen CLIP, GPA) + channel-adjusted head (λ=0.7)"
-
     def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
         return attach_dept(PromptSRCConfig.build(self, clip, dataset=dataset, n_classes=n_classes), self, n_classes)

@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from restore.clip.model import ShiftStats
+from restore.distributed import batch_mean
 from restore.methods.base import LossTerm, Output, PromptedCLIP
-from restore.scale.distributed import batch_mean
 
 Measure = Literal["activation", "parameter"]
 Normalisation = Literal["rms", "relative"]
@@ -44,7 +44,7 @@ def activation_shifts(
     """s_l for every layer that measured a shift: the mean over samples of the per-sample magnitude.
 
     ``mean`` averages the per-sample values; training passes one that averages over the global batch of a
-    distributed run (`restore.scale.distributed.batch_mean`)."""
+    distributed run (`restore.distributed.batch_mean`)."""
     out: dict[int, Tensor] = {}
     for layer, s in enumerate(stats):
         if s is None:

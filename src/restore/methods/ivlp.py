@@ -6,17 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from restore.clip.model import CLIP
-from restore.config import option
 from restore.methods.base import MAX_TEXT_PROMPT_TOKENS, MAX_VISION_PROMPT_TOKENS, MethodConfig, PromptedCLIP, register
 from restore.methods.parts import ContextText, DeepVisionPrompts
+from restore.options import option
 
 
-@register
+@register("ivlp", "IVLP: independent deep vision and language prompts (4+4 tokens, depth 9)")
 @dataclass
 class IVLPConfig(MethodConfig):
-    name = "ivlp"
-    summary = "IVLP: independent deep vision and language prompts (4+4 tokens, depth 9)"
-
     n_ctx_text: int = option(4, help="text prompt tokens per layer (N_CTX_TEXT 4)", min=1, max=MAX_TEXT_PROMPT_TOKENS)
     n_ctx_vision: int = option(
         4, help="vision prompt tokens per layer (N_CTX_VISION 4)", min=1, max=MAX_VISION_PROMPT_TOKENS

@@ -10,9 +10,9 @@ from torch import Tensor
 
 from restore.clip.model import CLIP
 from restore.clip.templates import KGCOOP_TEMPLATES
-from restore.config import option
 from restore.methods.base import MAX_TEXT_PROMPT_TOKENS, LossTerm, MethodConfig, Output, PromptedCLIP, register
 from restore.methods.parts import ContextText, FrozenTeacher
+from restore.options import option
 
 
 class KnowledgeGuidance(LossTerm):
@@ -30,12 +30,9 @@ class KnowledgeGuidance(LossTerm):
         return {"kg": self.weight * score}
 
 
-@register
+@register("kgcoop", "KgCoOp: CoOp ('a photo of a' init) + distance to frozen 'a photo of a {}.' features (w=8)")
 @dataclass
 class KgCoOpConfig(MethodConfig):
-    name = "kgcoop"
-    summary = "KgCoOp: CoOp ('a photo of a' init) + distance to frozen 'a photo of a {}.' features (w=8)"
-
     n_ctx: int = option(4, help="context tokens (scripts/base2new_train.sh NCTX=4)", min=1, max=MAX_TEXT_PROMPT_TOKENS)
     ctx_init: str | None = option("a photo of a", help="the trainer initialises from 'a photo of a'")
     weight: float = option(8.0, help="W, the knowledge-guidance weight (scripts WEIGHT=8.0)", min=0.0)

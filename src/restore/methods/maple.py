@@ -5,17 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from restore.clip.model import CLIP
-from restore.config import option
 from restore.methods.base import MAX_TEXT_PROMPT_TOKENS, MethodConfig, PromptedCLIP, register
 from restore.methods.parts import ContextText, CoupledVisionPrompts
+from restore.options import option
 
 
-@register
+@register("maple", "MaPLe: deep text prompts, vision prompts coupled from them (512->768), depth 9, 2 tokens")
 @dataclass
 class MaPLeConfig(MethodConfig):
-    name = "maple"
-    summary = "MaPLe: deep text prompts, vision prompts coupled from them (512->768), depth 9, 2 tokens"
-
     n_ctx: int = option(2, help="prompt tokens per layer (MaPLe N_CTX 2)", min=1, max=MAX_TEXT_PROMPT_TOKENS)
     depth: int = option(9, help="prompted layers 0..depth-1 (MaPLe PROMPT_DEPTH 9)", min=1)
     ctx_init: str | None = option("a photo of a", help="MaPLe CTX_INIT; its first n_ctx tokens are learnable")

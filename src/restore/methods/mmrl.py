@@ -25,11 +25,11 @@ from torch import Tensor, nn
 
 from restore.clip.model import CLIP, ShiftRequest, ShiftStats
 from restore.clip.templates import resolve
-from restore.config import option
 from restore.errors import ConfigError
 from restore.methods.base import LossTerm, MethodConfig, Output, PromptedCLIP, register
 from restore.methods.heads import on_base_classes
 from restore.methods.parts import FrozenTeacher, HandcraftedText
+from restore.options import option
 
 # trainers/config.py: REG_WEIGHT per dataset (MMRL, every task); EuroSAT also REP_DIM 2048.
 REG_WEIGHTS: dict[str, float] = {
@@ -202,12 +202,9 @@ class MMRLModel(PromptedCLIP):
         return self._test_logits(*self._logits(self._adapt(self.image_adapter, cls), rep, class_features))
 
 
-@register
+@register("mmrl", "MMRL: shared representation tokens projected into both towers from layer 6; rep-token head (α=0.7)")
 @dataclass
 class MMRLConfig(MethodConfig):
-    name = "mmrl"
-    summary = "MMRL: shared representation tokens projected into both towers from layer 6; rep-token head (α=0.7)"
-
     n_rep_tokens: int = option(5, help="representation tokens (N_REP_TOKENS 5)", min=1, max=64)
     rep_dim: int | None = option(None, help="representation space width (REP_DIM); null: 512, EuroSAT 2048", min=1)
     rep_start: int = option(

@@ -11,8 +11,8 @@ from torch import Tensor, nn
 
 from restore.clip.model import CLIP
 from restore.clip.templates import resolve
+from restore.clip.text_classifier import EnsembleMode, class_text_features
 from restore.clip.tokenizer import encode, tokenize
-from restore.clip.zeroshot import EnsembleMode, class_text_features
 from restore.errors import ConfigError
 from restore.methods.base import TextPart, VisionPart
 

@@ -13,7 +13,6 @@ from torch import Tensor
 
 from restore.clip.model import CLIP
 from restore.clip.templates import resolve
-from restore.config import option
 from restore.methods.base import (
     MAX_TEXT_PROMPT_TOKENS,
     MAX_VISION_PROMPT_TOKENS,
@@ -24,6 +23,7 @@ from restore.methods.base import (
     register,
 )
 from restore.methods.parts import ContextText, DeepVisionPrompts, FrozenTeacher
+from restore.options import option
 
 
 class SelfConsistency(LossTerm):
@@ -111,12 +111,9 @@ def _copy(tensors: dict[str, Tensor] | None) -> dict[str, Tensor] | None:
     return None if tensors is None else {k: v.detach().clone() for k, v in tensors.items()}
 
 
-@register
+@register("promptsrc", "PromptSRC: IVLP 4+4 prompts, depth 9, + L1/KL agreement with frozen CLIP, Gaussian aggregation")
 @dataclass
 class PromptSRCConfig(MethodConfig):
-    name = "promptsrc"
-    summary = "PromptSRC: IVLP 4+4 prompts, depth 9, + L1/KL agreement with frozen CLIP, Gaussian aggregation"
-
     n_ctx_text: int = option(4, help="N_CTX_TEXT 4", min=1, max=MAX_TEXT_PROMPT_TOKENS)
     n_ctx_vision: int = option(4, help="N_CTX_VISION 4", min=1, max=MAX_VISION_PROMPT_TOKENS)
     depth_text: int = option(9, help="PROMPT_DEPTH_TEXT 9", min=1)

@@ -14,7 +14,6 @@ from typing import Literal
 import torch
 
 from restore.clip.model import CLIP, ShiftRequest
-from restore.config import option
 from restore.errors import ConfigError
 from restore.methods.base import Output, PromptedCLIP, register
 from restore.methods.feature_shift import (
@@ -28,6 +27,7 @@ from restore.methods.ivlp import IVLPConfig
 from restore.methods.maple import MaPLeConfig
 from restore.methods.promptsrc import PromptSRCConfig
 from restore.methods.surgery import RELEASED_COEF, Activation, Mode, SurgeryAdapter, released_update_epoch
+from restore.options import option
 
 # The authors' run script: (vis_r, text_r, fs_loss weight) per dataset (run_maple_fsa.sh; docs/fidelity.md).
 PRESETS: dict[str, tuple[float, float, float]] = {
@@ -207,31 +207,22 @@ def attach_restore(method: PromptedCLIP, options: RestoreOptions, dataset: str |
     return method
 
 
-@register
+@register("restore_m", "RESTORE on MaPLe: feature-shift consistency + FS-guided surgery adapters")
 @dataclass
 class RestoreMConfig(RestoreOptions, MaPLeConfig):
-    name = "restore_m"
-    summary = "RESTORE on MaPLe: feature-shift consistency + FS-guided surgery adapters"
-
     def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
         return attach_restore(MaPLeConfig.build(self, clip, dataset=dataset, n_classes=n_classes), self, dataset)
 
 
-@register
+@register("restore_p", "RESTORE on PromptSRC: feature-shift consistency + FS-guided surgery adapters")
 @dataclass
 class RestorePConfig(RestoreOptions, PromptSRCConfig):
-    name = "restore_p"
-    summary = "RESTORE on PromptSRC: feature-shift consistency + FS-guided surgery adapters"
-
     def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
         return attach_restore(PromptSRCConfig.build(self, clip, dataset=dataset, n_classes=n_classes), self, dataset)
 
 
-@register
+@register("restore_ivlp", "RESTORE on IVLP (independent deep prompts): consistency loss + FS-guided surgery")
 @dataclass
 class RestoreIVLPConfig(RestoreOptions, IVLPConfig):
-    name = "restore_ivlp"
-    summary = "RESTORE on IVLP (independent deep prompts): consistency loss + FS-guided surgery"
-
     def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
         return attach_restore(IVLPConfig.build(self, clip, dataset=dataset, n_classes=n_classes), self, dataset)

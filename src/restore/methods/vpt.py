@@ -6,17 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from restore.clip.model import CLIP
-from restore.config import option
 from restore.methods.base import MAX_TEXT_PROMPT_TOKENS, MAX_VISION_PROMPT_TOKENS, MethodConfig, PromptedCLIP, register
 from restore.methods.parts import ContextText, DeepVisionPrompts, HandcraftedText
+from restore.options import option
 
 
-@register
+@register("vpt", "VPT-deep: learnable vision tokens at every layer; text is the fixed 'a photo of a {class}.'")
 @dataclass
 class VPTConfig(MethodConfig):
-    name = "vpt"
-    summary = "VPT-deep: learnable vision tokens at every layer; text is the fixed 'a photo of a {class}.'"
-
     n_ctx: int = option(8, help="vision tokens per layer (N_CTX_VISION 8)", min=1, max=MAX_VISION_PROMPT_TOKENS)
     depth: int = option(12, help="PROMPT_DEPTH_VISION 12", min=1)
     template: str = option("a photo of a {}.", help="the fixed text (CTX_INIT 'a photo of a')")
@@ -26,12 +23,9 @@ class VPTConfig(MethodConfig):
         return PromptedCLIP(clip, self, text=HandcraftedText((self.template,)), vision=vision, dataset=dataset)
 
 
-@register
+@register("deep_text", "Language-only deep prompts: learnable text tokens at every layer; image tower untouched")
 @dataclass
 class DeepTextConfig(MethodConfig):
-    name = "deep_text"
-    summary = "Language-only deep prompts: learnable text tokens at every layer; image tower untouched"
-
     n_ctx: int = option(4, help="text tokens per layer (N_CTX_TEXT 4)", min=1, max=MAX_TEXT_PROMPT_TOKENS)
     depth: int = option(12, help="PROMPT_DEPTH_TEXT 12", min=1)
     ctx_init: str | None = option("a photo of a", help="CTX_INIT")

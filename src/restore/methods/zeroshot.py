@@ -6,17 +6,14 @@ from dataclasses import dataclass
 
 from restore.clip.model import CLIP
 from restore.clip.templates import resolve
-from restore.config import option
 from restore.methods.base import MethodConfig, PromptedCLIP, register
 from restore.methods.parts import HandcraftedText
+from restore.options import option
 
 
-@register
+@register("zeroshot", "Zero-shot CLIP (Radford et al. 2021): class-name prompts, no training")
 @dataclass
 class ZeroShotConfig(MethodConfig):
-    name = "zeroshot"
-    summary = "Zero-shot CLIP (Radford et al. 2021): class-name prompts, no training"
-
     # CoOp's zero-shot baseline uses one hand-written template per dataset (trainers/zsclip.py).
     templates: str = option("single", help="single | ensemble | imagenet80 | promptsrc60 | a template with {}")
 

@@ -1,7 +1,7 @@
 """The RESTORE paper's claims C1–C5, checked on the runs of a claims sweep: numbers, spread, verdict.
 
 The sweep file (``configs/sweeps/world_claims.yaml``) names the runs; each of its cells is found in the
-results database by the config hash the sweep itself uses to skip finished cells (`expected_hashes`), so a
+results database by the config hash the sweep itself uses to skip finished cells (`restore.scale.claim_runs`), so a
 claim reads exactly the runs the sweep made, never a stray run of another schedule or backbone. A method's
 variant is an *arm*: the method plus the overrides the sweep tagged it with (``restore_m`` with
 ``method.fs_weight: 0.5``).
@@ -41,9 +41,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from restore.errors import ConfigError
 from restore.results.records import RunRecord, harmonic_mean
-from restore.scale.grid import Grid, expand, expected_hashes
 
 K = 2.0
 ALPHA = 0.05
@@ -51,7 +49,7 @@ HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
 Verdict = Literal["holds", "does not hold", "inconclusive"]
 Metric = Literal["base", "novel", "hm", "discrepancy"]
 #: A world average needs every task; these read one run.
-_SPLITS = ("base", "novel")
+SPLITS = ("base", "novel")
 #: Exact permutation tests enumerate n! orderings: at most this many points (8! = 40,320).
 MAX_EXACT_POINTS = 8
 
@@ -81,7 +79,7 @@ class Arm:
         return f"{self.method} [{','.join(f'{k}={v}' for k, v in self.overrides)}]"
 
 
-def _arm_of_point(method: str, point: Iterable[tuple[str, Any]]) -> Arm:
+def arm_of_point(method: str, point: Iterable[tuple[str, Any]]) -> Arm:
     return Arm(method, tuple(sorted((k, _norm(v)) for k, v in point)))
 
 
@@ -164,32 +162,6 @@ def _discrepancy(record: RunRecord) -> float | None:
     shift = record.metrics.get("shift")
     value = shift.get("discrepancy") if isinstance(shift, Mapping) else None
     return float(value) if isinstance(value, int | float) else None
-
-
-def collect_runs(grid: Grid, records: Iterable[RunRecord]) -> ClaimRuns:
-    """Match the sweep's cells to finished runs by config hash (on either device type); the latest wins."""
-    latest: dict[str, RunRecord] = {}
-    for r in records:
-        if r.status != "finished" or r.protocol != "b2n" or any(s not in r.metrics for s in _SPLITS):
-            continue
-        old = latest.get(r.config_hash)
-        if old is None or (r.finished_at or "", r.run_id) > (old.finished_at or "", old.run_id):
-            latest[r.config_hash] = r
-    cells = expand(grid)
-    out = ClaimRuns(datasets=list(grid.datasets), seeds=list(grid.seeds), expected=set())
-    for cell in cells:
-        key = (_arm_of_point(cell.method, cell.point), cell.dataset, cell.seed)
-        out.expected.add(key)
-        hashes: set[str] = set()
-        for device_type in ("cpu", "cuda"):
-            try:
-                hashes |= expected_hashes(cell, device_type)
-            except ConfigError:  # a precision only the other device runs
-                continue
-        found = [latest[h] for h in hashes if h in latest]
-        if found:
-            out.runs[key] = max(found, key=lambda r: (r.finished_at or "", r.run_id))
-    return out
 
 
 # -- the statistics ----------------------------------------------------------------------------------------
@@ -460,8 +432,3 @@ AVERAGES = (
     "= mean over tasks of the run's recorded Σ_l (s_l^v − s_l^t)² (metrics.shift, as `restore analyze` measures "
     "it). Numbers: mean ± sample std over seeds of those world averages."
 )
-
-
-def claims_for(grid: Grid, records: Iterable[RunRecord]) -> list[Claim]:
-    """The claims checked on the records' runs of the sweep ``grid``."""
-    return check_claims(collect_runs(grid, records))

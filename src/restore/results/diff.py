@@ -1,7 +1,7 @@
 """`restore diff RUN_A RUN_B`: what differs between two run folders, read from the files a run writes.
 
 - config: every dotted key whose value differs (or that one run lacks), marked when the key cannot change
-  results (`restore.engine.config.ADMIN_KEYS`: output folders, reporting switches);
+  results (`restore.engine.run_config.ADMIN_KEYS`: output folders, reporting switches);
 - metrics: top-1 of every evaluated split and the harmonic mean, with the difference B - A;
 - shift: the per-layer feature shift each run recorded (metrics.json ``shift``), vision and text, with the
   difference per layer and in total.
@@ -20,8 +20,8 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from restore.config import flatten, load_yaml
 from restore.errors import ConfigError
+from restore.options import flatten, load_yaml
 
 CONFIG_FILE, METRICS_FILE, RUN_FILE = "config.yaml", "metrics.json", "run.json"
 _ABSENT = object()
@@ -117,7 +117,7 @@ def read_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None
 
 # --- the three comparisons ------------------------------------------------------------------------------
 def _affects_result(key: str) -> bool:
-    from restore.engine.config import ADMIN_KEYS  # slow: the engine loads torch
+    from restore.engine.run_config import ADMIN_KEYS  # slow: the engine loads torch
 
     return not any(key == k or key.startswith(f"{k}.") for k in ADMIN_KEYS)
 

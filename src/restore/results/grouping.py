@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from restore.config import flatten
+from restore.options import flatten
 from restore.results.records import RunRecord
 
 #: Keys that are the table's own dimensions (columns, sections, the seed averaged over) or the row's name.
@@ -44,7 +44,7 @@ def _value(v: Any) -> str:
 def _defaults(method: str, protocol: str, schedule: str, dataset: str, shots: int, backbone: str) -> dict | None:
     """The resolved identity `restore run` builds with no options, flattened; None when it cannot be built
     (a method or dataset this install does not know, a config from an older schema)."""
-    from restore.engine.config import build_run_config, resolve  # slow: torch; `restore report` loads this module
+    from restore.engine.run_config import build_run_config, resolve  # slow: torch; `restore report` loads this module
 
     data: dict[str, Any] = {"method": method, "protocol": protocol, "data": {"dataset": dataset, "shots": shots}}
     if schedule:

@@ -13,7 +13,6 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -29,12 +28,10 @@ from restore.results.aggregate import (
     TargetTable,
     aggregate,
 )
-from restore.results.plots import Plot, table_plots
+from restore.results.charts import Plot, table_plots
+from restore.results.claims import AVERAGES, RULES, Claim
 from restore.results.published import PUBLISHED_LABEL, Published, applies_to, published_rows
 from restore.results.records import RunRecord, utc_now
-
-if TYPE_CHECKING:
-    from restore.results.claims import Claim
 
 PROTOCOL_TITLES = {
     "b2n": "Base-to-novel",
@@ -136,11 +133,9 @@ def _b2n_section(table: B2NTable) -> tuple[Grid, list[str]]:
     columns = ["Base", "Novel", "HM"] * (len(table.datasets) + 1)
     groups = [("Average", 3)] + [(d, 3) for d in table.datasets]
     rows = []
-    partial = False
+    partial = any(row.n_datasets < len(table.datasets) for row in table.rows)
     for row in table.rows:
-        mark = ""
-        if row.n_datasets < len(table.datasets):
-            partial, mark = True, " †"
+        mark = " †" if row.n_datasets < len(table.datasets) else ""
         cells = [MISSING] * 3 if row.average is None else [f"{v:.2f}{mark}" for v in row.average]
         for d in table.datasets:
             c = row.cells.get(d)
@@ -192,11 +187,9 @@ def _fewshot_section(table: FewShotTable) -> tuple[Grid, list[str]]:
     full, seeds_text = _seeds_note(s for r in table.rows for s in r.cells.values())
     columns = ["Shots", *table.datasets, "Average"]
     rows = []
-    partial = False
+    partial = any(row.n_datasets < len(table.datasets) for row in table.rows)
     for row in table.rows:
-        mark = ""
-        if row.n_datasets < len(table.datasets):
-            partial, mark = True, " †"
+        mark = " †" if row.n_datasets < len(table.datasets) else ""
         cells = [str(row.shots), *(fmt_stat(row.cells.get(d), full) for d in table.datasets)]
         cells.append(MISSING if row.average is None else f"{row.average:.2f}{mark}")
         rows.append(GridRow(row.label, cells))
@@ -270,8 +263,6 @@ def build_report(
 
 def claims_section(claims: Sequence[Claim], sweep: str = "") -> Section:
     """The paper's claims as one table: a row per claim with its verdict, then a row per check."""
-    from restore.results.claims import AVERAGES, RULES  # slow: claims loads the engine (torch)
-
     rows = []
     missing: set[str] = set()
     for claim in claims:

@@ -1,2 +1,2 @@
 """Scaling out: sweeps over grids of runs (local processes or a Ray cluster) and one run over several
-processes with torch.distributed (`restore.scale.distributed`)."""
+processes with torch.distributed (`restore.distributed`)."""

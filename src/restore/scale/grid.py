@@ -42,7 +42,6 @@ worker may see other disks than the driver): a cell whose data is missing fails 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import json
 import os
@@ -52,13 +51,12 @@ from pathlib import Path
 from typing import Any
 
 from restore import plugins
-from restore.clip.config import get_config
-from restore.config import load_yaml, parse_override
 from restore.data import get_dataset
-from restore.engine.backbone import check_backbone, load_backbone
-from restore.engine.config import RunConfig, build_run_config, resolve, resolve_precision
+from restore.engine.backbone import check_backbone
+from restore.engine.plan import record_configs
+from restore.engine.run_config import RunConfig, build_run_config
 from restore.errors import ConfigError, RestoreError
-from restore.results.records import config_hash
+from restore.options import load_yaml, parse_override
 
 GRID_KEYS = (
     "name", "config", "out", "db", "protocols", "methods", "datasets", "shots", "seeds", "set", "grid", "include",
@@ -389,8 +387,8 @@ def iter_cells(grid: Grid) -> Iterator[Cell]:
             continue
         for values in itertools.product(*grid.grid.values()):
             cell = _cell(grid, axes, tuple(zip(keys, values, strict=True)), {})
-            if _key(cell) not in seen:
-                seen.add(_key(cell))
+            if world_key(cell) not in seen:
+                seen.add(world_key(cell))
                 yield cell
     for i, entry in enumerate(grid.include):
         values: dict[str, list[Any]] = {}
@@ -415,8 +413,8 @@ def iter_cells(grid: Grid) -> Iterator[Cell]:
         point = tuple(_overrides(entry.get("set"), f"include[{i}]: set").items())
         for combo in itertools.product(*values.values()):
             cell = _cell(grid, dict(zip(values, combo, strict=True)), point, {})
-            if _key(cell) not in seen:
-                seen.add(_key(cell))
+            if world_key(cell) not in seen:
+                seen.add(world_key(cell))
                 yield cell
 
 
@@ -430,7 +428,7 @@ def _axis_value(value: Any, axis: str, where: str) -> Any:
     return value
 
 
-def _key(cell: Cell) -> str:
+def world_key(cell: Cell) -> str:
     return json.dumps(cell.config.identity(), sort_keys=True, default=str)
 
 
@@ -521,47 +519,18 @@ def _check_cell(config: RunConfig) -> None:
 
 
 # --- the hash the engine will record --------------------------------------------------------------------
-@functools.lru_cache(maxsize=16)
-def backbone_image_size(spec: str) -> int:
-    """The input resolution of a backbone setting, from its architecture name without loading weights when
-    it has one (``ViT-B/16``, ``random:tiny``); otherwise the weights are loaded once (on the CPU)."""
-    s = spec.strip()
-    try:
-        return get_config(s.split(":", 1)[1] if s.lower().startswith("random:") else s).vision.image_size
-    except ConfigError:
-        return load_backbone(s, "cpu").cfg.vision.image_size
-
-
 def expected_hashes(cell: Cell, device_type: str) -> frozenset[str]:
-    """The config hash(es) the engine records for this cell's run on ``device_type`` ('cpu' or 'cuda').
-
-    Two with ``model.precision: auto`` on CUDA (bf16 where the GPU supports it, else amp): a run finished
-    in either counts as done. A precision the device cannot run raises `ConfigError` naming the cell.
-    """
-    return frozenset(record_hash(c) for c in resolved_configs(cell, device_type))
-
-
-def record_hash(config: RunConfig) -> str:
-    """The config hash a run's database row carries (`restore.results.records.config_hash` of the resolved
-    config's identity; the run directory's name uses a shorter one)."""
-    return config_hash(config.identity())
+    """The config hash(es) the engine records for this cell's run on ``device_type`` ('cpu' or 'cuda'), as
+    `restore.engine.plan.record_configs` gives them; a precision the device cannot run names the cell."""
+    return frozenset(c.hash() for c in resolved_configs(cell, device_type))
 
 
 def resolved_configs(cell: Cell, device_type: str) -> list[RunConfig]:
-    """The cell's config as `restore.engine.config.resolve` completes it in the run, without loading the
-    backbone's weights when its name gives the image size: one per precision the device may pick."""
-    config = cell.config
-    precision = config.model.precision
+    """The cell's run config(s) as the engine will resolve and record them (`record_configs`)."""
     try:
-        if device_type == "cuda":
-            precisions = ("bf16", "amp") if precision == "auto" else (precision,)
-        else:
-            precisions = (resolve_precision(precision, "cpu"),)
-        fp32 = dataclasses.replace(config, model=dataclasses.replace(config.model, precision="fp32"))
-        base = resolve(fp32, image_size=backbone_image_size(config.model.backbone), device_type="cpu")
+        return record_configs(cell.config, device_type)
     except RestoreError as e:
         raise type(e)(f"grid cell {cell.label}: {e.message}", hint=e.hint) from None
-    return [dataclasses.replace(base, model=dataclasses.replace(base.model, precision=p)) for p in precisions]
 
 
 def describe_cells(cells: Sequence[Cell]) -> str:

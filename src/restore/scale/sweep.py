@@ -32,19 +32,26 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape  # run labels carry tags such as [method.n_ctx=2]
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Column, Table
 
-from restore.errors import ConfigError, ResultsError
+from restore.engine.progress import StepsColumn, read_steps
+from restore.engine.recorder import Recorder, run_record
+from restore.errors import ConfigError
+from restore.results import RunRecord, open_results
+from restore.results.records import new_run_id
+from restore.results.report import build_report, render_terminal
 from restore.scale.grid import (
     Cell,
     Grid,
     describe_cells,
     expand,
     load_grid,
-    record_hash,
     resolved_configs,
     with_command_line,
 )
 from restore.scale.jobs import Executor, Job
+from restore.scale.local import LocalExecutor, visible_gpus
 
 BUSY_WAIT_S = 2.0  # how often a sweep looks again at a cell whose run directory another process owns
 # After this many runs failed with the same error, start no new cell: the next would fail the same way (a
@@ -152,14 +159,12 @@ def run_sweep(
     store = None
     try:
         configs = {id(c): resolved_configs(c, executor.device_type) for c in cells}
-        from restore.results import open_results
-
         store = open_results(location)
         done = store.finished_hashes()
         results: list[CellResult] = []
         todo: list[tuple[int, Cell]] = []
         for key, cell in enumerate(cells):
-            hit = sorted({record_hash(c) for c in configs[id(cell)]} & done)
+            hit = sorted({c.hash() for c in configs[id(cell)]} & done)
             if hit:
                 results.append(CellResult(cell, "skipped", config_hash=hit[0]))
             else:
@@ -187,11 +192,9 @@ def run_sweep(
 
 def _make_executor(ray_address: str | None, workers: int | None, log_dir: Path) -> Executor:
     if ray_address:
-        from restore.scale.ray_exec import RayExecutor
+        from restore.scale.ray_exec import RayExecutor  # optional: ray is an extra, imported when asked for
 
         return RayExecutor(ray_address, workers=workers)
-    from restore.scale.local import LocalExecutor
-
     return LocalExecutor(workers, log_dir=log_dir)
 
 
@@ -305,7 +308,7 @@ class _Driver:
     def _finished_elsewhere(self, cell: Cell) -> str | None:
         """The hash of the cell's finished row if another process (a second sweep on the same database)
         finished it since this sweep started, else None."""
-        return next((h for h in sorted({record_hash(c) for c in self.configs[id(cell)]}) if self.store.is_finished(h)),
+        return next((h for h in sorted({c.hash() for c in self.configs[id(cell)]}) if self.store.is_finished(h)),
                     None)  # fmt: skip
 
     def _spec(self, cell: Cell, key: int) -> dict[str, Any]:
@@ -329,62 +332,32 @@ class _Driver:
         )
 
     def _record(self, job: Job, outcome: dict[str, Any]) -> tuple[str, str]:
-        """One row per run: finished with its metrics, or failed with its error (a retry updates it).
+        """One row per run through the engine's `Recorder`: finished with its metrics, or failed with its error
+        (a retry updates it). The row is the one the worker's run built (`plan_record`); a run that failed
+        before it was planned (e.g. its data folder is missing) gets the row of the cell's own config.
         Returns the row's run id and config hash."""
-        from restore.results import RunRecord
-        from restore.results.records import new_run_id
-
-        cell, resolved = job.cell, self.configs[id(job.cell)][0]
+        cell = job.cell
+        if outcome.get("record"):
+            record = RunRecord.from_dict(outcome["record"])
+        else:
+            resolved = self.configs[id(cell)][0]
+            spec = resolved.model.backbone
+            backbone = f"random-{spec[7:]}" if spec.startswith("random:") else spec
+            record = run_record(resolved, dataset=cell.dataset, backbone=backbone, run_id=None)
         run_id = outcome.get("run_id")
-        if not run_id:  # the run failed before it had an id (e.g. its data folder is missing): one row per cell
+        if not run_id:  # no run folder holds an id: one row per cell, reused by its retries
             if job.key not in self._fallback_ids:
-                earlier = self.store.query(config_hash=record_hash(resolved), status=["failed", "interrupted"])
+                earlier = self.store.query(config_hash=record.config_hash, status=["failed", "interrupted"])
                 self._fallback_ids[job.key] = (
                     earlier[-1].run_id
                     if earlier
-                    else new_run_id(resolved.method_name, cell.dataset, cell.protocol, cell.seed)
+                    else new_run_id(record.method, record.dataset, record.protocol, record.seed)
                 )
             run_id = self._fallback_ids[job.key]
-        spec = resolved.model.backbone
-        record = RunRecord.new(
-            method=outcome.get("method") or resolved.method_name,
-            dataset=outcome.get("dataset") or cell.dataset,
-            protocol=outcome.get("protocol") or resolved.protocol,
-            seed=outcome.get("seed", resolved.seed),
-            backbone=outcome.get("backbone") or (f"random-{spec[7:]}" if spec.startswith("random:") else spec),
-            config=outcome.get("identity") or resolved.identity(),
-            shots=outcome.get("shots", resolved.data.shots if resolved.data.shots > 0 else 0),
-            tag=outcome.get("tag", resolved.tag),
-            run_dir=outcome.get("run_dir"),
-            run_id=run_id,
-        )
+        record = dataclasses.replace(record, run_id=run_id)
         record = dataclasses.replace(record, host=outcome.get("host", record.host), pid=outcome.get("pid"))
-        try:
-            self.store.start_run(record)
-        except ResultsError:
-            # Re-reported by a finished run folder: fine. No such row: the write itself failed (a full disk),
-            # and that first error is what the sweep stops with, not a follow-up lookup.
-            if self._row_status(run_id) == "finished":
-                return run_id, record.config_hash
-            raise
-        timings = outcome.get("timings") or {"total_s": outcome.get("seconds", 0.0)}
-        try:
-            if outcome.get("status") == "finished":
-                self.store.finish_run(run_id, outcome.get("metrics") or {}, timings)
-            else:
-                self.store.fail_run(run_id, outcome.get("error") or "failed", {}, timings)
-        except ResultsError:
-            if self._row_status(run_id) == "finished":  # another sweep recorded the same finished run first
-                return run_id, record.config_hash
-            raise
-        return run_id, record.config_hash
-
-    def _row_status(self, run_id: str) -> str | None:
-        """The status of the row ``run_id``, or None when there is none (or it cannot be read)."""
-        try:
-            return self.store.get(run_id).status
-        except ResultsError:
-            return None
+        Recorder(self.store, record).report(outcome)
+        return record.run_id, record.config_hash
 
 
 # --- progress -------------------------------------------------------------------------------------------
@@ -428,8 +401,6 @@ class SweepProgress:
 
     def inside(self) -> list[float]:
         """How far each running cell's training is (0..1), for the cells that reported their steps."""
-        from restore.engine.progress import read_steps
-
         fractions = []
         for path in self.cells.values():
             steps = read_steps(path) if path is not None else None
@@ -440,10 +411,6 @@ class SweepProgress:
     def start(self, total: int, capacity: int) -> None:
         self.total, self.t0 = total, time.monotonic()
         if self.live and total:
-            from rich.progress import BarColumn, Progress, TextColumn
-            from rich.table import Column
-
-            from restore.engine.progress import StepsColumn
 
             self._bar = Progress(
                 TextColumn("sweep"), BarColumn(bar_width=10), StepsColumn(),
@@ -526,7 +493,6 @@ def sweep_records(result: SweepResult) -> list:
     hashes = [r.config_hash for r in result.results if r.status in ("finished", "skipped") and r.config_hash]
     if not hashes:
         return []
-    from restore.results import open_results
 
     with open_results(result.db, readonly=True) as store:
         records = store.query(config_hash=hashes, status="finished")
@@ -544,13 +510,9 @@ def print_report(result: SweepResult, console: Console) -> None:
         console.print(f"[red]stopped early[/]: {escape(result.stopped)}", highlight=False)
     records = sweep_records(result)
     if records:
-        from restore.results.report import build_report, render_terminal
-
         render_terminal(build_report(records, source=result.db, with_plots=False, title=f"sweep {result.name}"),
                         console)  # fmt: skip
     if result.failed:
-        from rich.table import Table
-
         t = Table(title=f"{len(result.failed)} failed run(s)", title_style="bold red")
         for col in ("run", "attempts", "error"):
             t.add_column(col, overflow="fold")
@@ -563,15 +525,9 @@ def _dry_run(
     g: Grid, cells: list[Cell], out: Path, location: str, ray_address: str | None, console: Console
 ) -> SweepResult:
     """Which runs the sweep would start, and which the database holds finished, without running any."""
-    from rich.table import Table
-
-    from restore.scale.local import visible_gpus
-
     device_type = "cuda" if ray_address is None and visible_gpus() else "cpu"
     done: set[str] = set()
     if Path(location.removeprefix("sqlite://")).expanduser().exists():
-        from restore.results import open_results
-
         with open_results(location, readonly=True) as store:  # a dry run writes nothing, anywhere
             done = store.finished_hashes()
     results = []
@@ -579,7 +535,7 @@ def _dry_run(
     for col in ("#", "run", "config hash", "state"):
         t.add_column(col)
     for i, cell in enumerate(cells, 1):
-        hashes = sorted(record_hash(c) for c in resolved_configs(cell, device_type))
+        hashes = sorted(c.hash() for c in resolved_configs(cell, device_type))
         hit = sorted(set(hashes) & done)
         results.append(CellResult(cell, "skipped" if hit else "pending", config_hash=(hit or hashes)[0]))
         t.add_row(str(i), escape(cell.label), (hit or hashes)[0][:12], "[green]finished[/]" if hit else "to run")

@@ -47,16 +47,15 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     outcome: dict[str, Any] = {"status": "failed", "host": socket.gethostname(), "pid": os.getpid()}
     plan = None
     try:
-        from restore.engine.runs import execute, plan_run  # slow: as torch above; the driver imports this module
+        from restore.engine.plan import plan_run  # slow: as torch above; the driver imports this module
+        from restore.engine.recorder import plan_record  # slow: as above
+        from restore.engine.runs import execute  # slow: as above
 
+        # The driver owns the database (one writer for every worker, local or on a Ray node): the run writes
+        # no row and returns the one `Recorder` writes, built by the engine's `plan_record`.
         data = {**spec["config"], "device": spec.get("device", "auto"), "quiet": True, "db": "none"}
         plan = plan_run(data)
-        c = plan.config
-        outcome.update(
-            run_dir=str(plan.run_dir.resolve()), identity=c.identity(), method=c.method_name,
-            dataset=plan.dataset, protocol=c.protocol, seed=c.seed, shots=c.data.shots if c.data.shots > 0 else 0,
-            tag=c.tag, backbone=plan.backbone,
-        )  # fmt: skip
+        outcome.update(run_dir=str(plan.run_dir.resolve()), config_hash=plan.config.hash())
         result = execute(plan, resume=True, progress=False)
         outcome.update(status="finished", run_id=result.run_id, metrics=result.metrics, timings=result.timings)
     except RunBusy as e:  # another live process works in this run directory: the driver waits for it
@@ -69,6 +68,10 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         outcome.update(error=f"{type(e).__name__}: {e}")
     if outcome["status"] == "failed" and plan is not None:
         outcome["run_id"] = _run_id(plan.run_dir)
+    if plan is not None and outcome.get("run_id"):
+        from restore.engine.recorder import plan_record  # slow: as above (imported by now)
+
+        outcome["record"] = plan_record(plan, outcome["run_id"]).to_dict()
     outcome["seconds"] = round(time.perf_counter() - t0, 3)
     return _plain(outcome)
 

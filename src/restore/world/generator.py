@@ -108,7 +108,7 @@ def _mix(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def _key(seed: int, stream: int, index: int) -> int:
+def world_key(seed: int, stream: int, index: int) -> int:
     return _mix(_mix(_mix(int(seed)) + stream) + int(index))
 
 
@@ -124,13 +124,13 @@ class Draws:
     def __init__(self, key: int, values: list[float] | None = None) -> None:
         self.key = key
         self.values = (
-            values if values is not None else _hash_uniform(np.array([key], np.uint64), self.BLOCK)[0].tolist()
+            values if values is not None else hash_uniform(np.array([key], np.uint64), self.BLOCK)[0].tolist()
         )
         self.i = 0
 
     def random(self) -> float:
         if self.i == len(self.values):
-            more = _hash_uniform(np.array([self.key], np.uint64), self.BLOCK, start=len(self.values))
+            more = hash_uniform(np.array([self.key], np.uint64), self.BLOCK, start=len(self.values))
             self.values.extend(more[0].tolist())
         x = self.values[self.i]
         self.i += 1
@@ -151,13 +151,13 @@ class Draws:
 
 
 def _draws(seed: int, stream: int, indices: Sequence[int]) -> list[Draws]:
-    keys = [_key(seed, stream, i) for i in indices]
-    values = _hash_uniform(np.array(keys, dtype=np.uint64), Draws.BLOCK)
+    keys = [world_key(seed, stream, i) for i in indices]
+    values = hash_uniform(np.array(keys, dtype=np.uint64), Draws.BLOCK)
     return [Draws(k, v) for k, v in zip(keys, values.tolist(), strict=True)]
 
 
 def _rng(seed: int, stream: int, index: int) -> Draws:
-    return Draws(_key(seed, stream, index))
+    return Draws(world_key(seed, stream, index))
 
 
 def _jitter_rgb(rng: Draws, colour: int) -> tuple[float, float, float]:
@@ -378,7 +378,7 @@ SDF = (
 assert len(SDF) == N_SHAPES
 
 
-def _hash_uniform(seeds: np.ndarray, count: int, start: int = 0) -> np.ndarray:
+def hash_uniform(seeds: np.ndarray, count: int, start: int = 0) -> np.ndarray:
     """(n, count) uniforms in [0, 1) from a splitmix64 hash of (seed, position): per-sample noise, vectorised."""
     counter = np.arange(start + 1, start + count + 1, dtype=np.uint64)
     with np.errstate(over="ignore"):
@@ -418,7 +418,7 @@ def _render_backgrounds(scenes: Sequence[Scene], s: int) -> np.ndarray:
     noisy = np.flatnonzero(kinds == _BG_INDEX["noisy"])
     if noisy.size:
         seeds = np.array([scenes[i].noise_seed for i in noisy], dtype=np.uint64)
-        noise = _hash_uniform(seeds, s * s).astype(np.float32).reshape(-1, s, s, 1) - 0.5
+        noise = hash_uniform(seeds, s * s).astype(np.float32).reshape(-1, s, s, 1) - 0.5
         base = np.array([scenes[i].bg_rgb[0] for i in noisy], dtype=np.float32)[:, None, None, :]
         img[noisy] = _to_uint8(base + 40.0 * noise)
     return img

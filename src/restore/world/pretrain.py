@@ -30,11 +30,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from restore.clip.model import CLIP
 from restore.clip.tokenizer import tokenize
 from restore.errors import ConfigError
+from restore.world.accuracy import to_input, zero_shot_accuracy
 from restore.world.generator import Scene, WorldConfig, generate
-from restore.world.model import ModelSize, build_world_clip
 from restore.world.tasks import PROBES, TASKS, ZERO_SHOT_TEMPLATE, task_images
 from restore.world.weights import save_clip
-from restore.world.zeroshot import to_input, zero_shot_accuracy
+from restore.world.world_clip import ModelSize, build_world_clip
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from restore.config import load_yaml
+from restore.options import load_yaml
 from restore.scale.grid import parse_grid
 from restore.scale.local import LocalExecutor, available_cores
 from restore.scale.sweep import SweepResult, run_sweep, sweep_records

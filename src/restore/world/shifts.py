@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from restore.world.generator import _hash_uniform
+from restore.world.generator import hash_uniform
 
 _YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=np.float64)
 
@@ -95,6 +95,6 @@ class Shift:
             mean = y.mean(axis=(1, 2, 3), keepdims=True)
             y = mean + self.contrast * (y - mean)
         if self.noise:
-            u = _hash_uniform(keys.astype(np.uint64), y[0].size).reshape(y.shape)
+            u = hash_uniform(keys.astype(np.uint64), y[0].size).reshape(y.shape)
             y = y + self.noise * (2 * u - 1)
         return np.clip(np.floor(y + 0.5), 0, 255).astype(np.uint8)

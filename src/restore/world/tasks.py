@@ -24,7 +24,7 @@ from PIL import Image
 
 from restore.errors import ConfigError, DataError
 from restore.world import lexicon as L
-from restore.world.generator import WorldConfig, _key, render, sample_scene
+from restore.world.generator import WorldConfig, render, sample_scene, world_key
 from restore.world.shifts import Shift
 
 # Bump when anything that changes task pixels or splits changes; caches with another version regenerate.
@@ -79,7 +79,8 @@ class Task:
     def image_keys(self, labels_and_ks: list[tuple[int, int]], split: str) -> np.ndarray:
         """Per-image keys that seed the rendering shift's noise: a pure function of (task, split, label, k)."""
         return np.array(
-            [_key(self.seed, _STREAM_CAMERA, self._index(label, split, k)) for label, k in labels_and_ks], np.uint64
+            [world_key(self.seed, _STREAM_CAMERA, self._index(label, split, k)) for label, k in labels_and_ks],
+            np.uint64,
         )
 
     def render(self, entries: list[tuple[int, int, object]], split: str) -> np.ndarray:

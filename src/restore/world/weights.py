@@ -1,4 +1,4 @@
-"""Where the world CLIP's weights live. The file format is restore.clip.load's own (safetensors with the
+"""Where the world CLIP's weights live. The file format is restore.clip.save_clip's own (safetensors with the
 CLIPConfig in the metadata), so `restore.clip.load(path)` reads these weights like any other checkpoint."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from restore.clip.load import CONFIG_KEY, load, save_clip
+from restore.clip.checkpoint_loading import CONFIG_KEY, load, save_clip
 from restore.clip.model import CLIP
 from restore.errors import CheckpointError
 

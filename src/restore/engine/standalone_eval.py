@@ -8,20 +8,20 @@ from types import SimpleNamespace
 from typing import Any
 
 from restore.clip.templates import check_template
-from restore.config import short
-from restore.data import DatasetSpec, Datum, ImageDataset, eval_transform, get_dataset, get_protocol, load_dataset
+from restore.data import DatasetSpec, Datum, get_dataset, get_protocol, load_dataset
 from restore.data.folder import SPLIT_FILE, with_split_file
 from restore.engine.backbone import check_backbone, load_backbone
-from restore.engine.config import MAX_BATCH, MAX_WORKERS, resolve_precision
 from restore.engine.device import resolve_device
-from restore.engine.evaluate import dataset_title, evaluate
+from restore.engine.evaluate import evaluate_splits
+from restore.engine.plan import run_dataset
 from restore.engine.precision import cast_for_precision
 from restore.engine.progress import RunLog
-from restore.engine.runs import CONFIG_FILE, MODEL_FILE, read_run_config, run_dataset
+from restore.engine.run_config import MAX_BATCH, MAX_WORKERS, resolve_precision
+from restore.engine.run_dir import CONFIG_FILE, MODEL_FILE, read_run_config
 from restore.errors import CheckpointError, ConfigError, DataError, RestoreError
 from restore.methods import build_method, make_config
-from restore.methods.checkpoint import load_method, read_method
-from restore.results.records import harmonic_mean
+from restore.methods.model_file import load_method, read_method
+from restore.options import short
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
@@ -68,29 +68,6 @@ def _run_split(config: Any, run_dir: Path, dataset: str) -> Any:
     return run_dataset(config)
 
 
-def _score(method, splits: dict[str, Any], *, size: int, device, precision, batch_size, workers, progress, log):
-    transform = eval_transform(size)
-    metrics: dict[str, Any] = {}
-    for label, s in splits.items():
-        r = evaluate(
-            method,
-            ImageDataset(s.test, transform),
-            s.classnames,
-            batch_size=batch_size,
-            device=device,
-            precision=precision,
-            workers=workers,
-            label=label,
-            dataset_name=dataset_title(getattr(s, "name", None)),
-            log=log,
-            progress=progress,
-        )
-        metrics[label] = {"top1": r["top1"], "top5": r["top5"], "n": r["n"]}
-    if "base" in metrics and "novel" in metrics:
-        metrics["hm"] = harmonic_mean(metrics["base"]["top1"], metrics["novel"]["top1"])
-    return metrics
-
-
 def trained_on(checkpoint: str | Path) -> tuple[str, Path | None]:
     """(dataset, data root) a run trained on, for an evaluation that names no dataset."""
     path = Path(checkpoint).expanduser()
@@ -119,7 +96,11 @@ def evaluate_checkpoint(
     progress: bool | None = False,
     log: RunLog | None = None,
 ) -> dict[str, Any]:
-    """Metrics of a trained method (a run directory or its model.safetensors) on ``dataset``'s test splits."""
+    """Test a trained method on a dataset: ``checkpoint`` is a run directory or its ``model.safetensors``.
+
+    ``protocol`` picks the splits: ``train``/``fewshot`` the whole test split, ``b2n`` base and novel,
+    ``xd``/``dg`` every target. Returns ``{split: {"top1", "top5", "n"}}`` (and ``hm`` for b2n).
+    """
     check_loader_options(batch_size, workers)
     path = Path(checkpoint).expanduser()
     model_file = path / MODEL_FILE if path.is_dir() else path
@@ -149,10 +130,11 @@ def evaluate_checkpoint(
     clip = load_backbone(spec, dev)
     method = cast_for_precision(load_method(model_file, clip).to(dev), prec)
     size = image_size or (config.data.image_size if config is not None else None) or clip.cfg.vision.image_size
-    return _score(
-        method, splits, size=size, device=dev, precision=prec, batch_size=batch_size, workers=workers,
-        progress=progress, log=log,
+    metrics, _ = evaluate_splits(
+        method, splits, image_size=size, batch_size=batch_size, device=dev, precision=prec, workers=workers,
+        log=log, progress=progress,
     )  # fmt: skip
+    return metrics
 
 
 def image_folder(folder: str | Path) -> tuple[list[str], list[Any]]:
@@ -189,8 +171,8 @@ def zeroshot_eval(
     progress: bool | None = False,
     log: RunLog | None = None,
 ) -> dict[str, Any]:
-    """Zero-shot CLIP on a registered dataset's test split(s) or on an image folder (split ``images``)."""
-
+    """Zero-shot CLIP accuracy on a registered dataset (``dataset`` + ``root``) or an image folder
+    (``images``: ``<folder>/<class>/*.jpg``). ``templates``: single, ensemble, or a template with ``{}``."""
     if (images is None) == (dataset is None):
         raise ConfigError("give either a dataset (with --root) or an image folder (--images), not both or neither")
     check_loader_options(batch_size, workers)
@@ -210,7 +192,8 @@ def zeroshot_eval(
     clip = load_backbone(backbone, dev)
     first = next(iter(splits.values()))
     method = cast_for_precision(build_method(config, clip, first.classnames, title).to(dev), prec)
-    return _score(
-        method, splits, size=clip.cfg.vision.image_size, device=dev, precision=prec, batch_size=batch_size,
-        workers=workers, progress=progress, log=log,
+    metrics, _ = evaluate_splits(
+        method, splits, image_size=clip.cfg.vision.image_size, batch_size=batch_size, device=dev, precision=prec,
+        workers=workers, log=log, progress=progress,
     )  # fmt: skip
+    return metrics

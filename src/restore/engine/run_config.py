@@ -23,13 +23,14 @@ from typing import Any, Literal
 import torch
 
 from restore import plugins
-from restore.config import apply_overrides, config_hash, from_dict, load_yaml, option, to_dict
 from restore.data import get_dataset
 from restore.data.registry import default_root_for
 from restore.engine.evaluate import dataset_title
 from restore.errors import ConfigError, RestoreError
 from restore.methods import MethodConfig, make_config, method_class
 from restore.methods.schedules import DEFAULT_SET, SET_HELP, check_set, schedule_settings
+from restore.options import apply_overrides, from_dict, load_yaml, option, to_dict
+from restore.results.records import config_hash
 
 PROTOCOLS = ("train", "b2n", "xd", "dg", "fewshot")
 Protocol = Literal["train", "b2n", "xd", "dg", "fewshot"]
@@ -244,7 +245,13 @@ class RunConfig:
         return d
 
     def hash(self) -> str:
+        """The run's one config hash (SHA-256 of `identity`): its database row's, the sweep's skip key."""
         return config_hash(self.identity())
+
+    def short_hash(self) -> str:
+        """The first 16 hex digits of `hash`, as run.json, metrics.json and checkpoints record it (the run
+        directory's name shows 8)."""
+        return self.hash()[:16]
 
 
 def _required(value: Any, key: str) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import types
@@ -350,12 +349,6 @@ def flatten(data: typing.Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
-
-
-def config_hash(data: Any) -> str:
-    """A short stable hash of a config: same settings, same hash, whatever the key order."""
-    text = json.dumps(to_dict(data), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def describe(cls: type) -> list[tuple[str, str, Any, str]]:

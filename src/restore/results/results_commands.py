@@ -114,7 +114,7 @@ def report(
         records = store.query(**filters)
         if claims is not None:  # the sweep file says which runs; the table filters do not narrow them
             # slow: claims and grids load the engine (torch), which other commands do not pay for
-            from restore.results.claims import claims_for
+            from restore.scale.claim_runs import claims_for
             from restore.scale.grid import load_grid
 
             claim_list = claims_for(load_grid(claims), store.query() if filters else records)

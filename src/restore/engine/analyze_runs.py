@@ -26,9 +26,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from restore.analysis.plots import GainPoint, TsnePanel, plot_discrepancy_vs_gain, plot_layer_shifts, plot_tsne
-from restore.analysis.shift import ShiftProfile
+from restore.analysis.shift import ShiftProfile, measure_shifts
+from restore.data import ImageDataset, eval_transform
+from restore.engine.evaluate import evaluate_splits
+from restore.engine.plan import RunPlan, plan_run
+from restore.engine.run_dir import METRICS_FILE, MODEL_FILE, read_run_config
+from restore.engine.runs import shift_profile
 from restore.errors import ConfigError
 from restore.fileio import atomic_write_json
+from restore.methods import build_method
+from restore.methods.model_file import read_method
 
 
 @dataclasses.dataclass
@@ -62,11 +69,8 @@ class RunAnalysis:
         }
 
 
-def _plan_for(run_dir: Path, root: Path | None, device: str):
+def _plan_for(run_dir: Path, root: Path | None, device: str) -> RunPlan:
     """The run's plan (backbone, data, method) with the trained weights loaded; nothing is written."""
-    from restore.engine.runs import MODEL_FILE, plan_run, read_run_config
-    from restore.methods.checkpoint import read_method
-
     config = read_run_config(run_dir)
     changes: dict[str, Any] = {"device": device}
     if root is not None:
@@ -78,23 +82,14 @@ def _plan_for(run_dir: Path, root: Path | None, device: str):
     return plan
 
 
-def _test_loader(plan, items) -> DataLoader:
-    from restore.data import eval_transform
-    from restore.engine.runs import _image_dataset
-
+def _test_loader(plan: RunPlan, items) -> DataLoader:
     c = plan.config
-    return DataLoader(
-        _image_dataset(items, eval_transform(c.data.image_size), "error"), batch_size=c.data.eval_batch_size
-    )
+    return DataLoader(ImageDataset(items, eval_transform(c.data.image_size)), batch_size=c.data.eval_batch_size)
 
 
-def _profile(plan, split: str) -> ShiftProfile:
-    from restore.analysis.shift import measure_shifts
-    from restore.data import eval_transform
-    from restore.engine.runs import _shift_profile
-
+def _profile(plan: RunPlan, split: str) -> ShiftProfile:
     if split == "train":  # exactly what the run recorded
-        d = _shift_profile(plan, eval_transform(plan.config.data.image_size))
+        d = shift_profile(plan)
         return ShiftProfile(d["measure"], d["vision"], d["text"], d["images"])
     if split not in plan.data.evaluate:
         raise ConfigError(f"split {split!r} is not one of this run's: train, {', '.join(plan.data.evaluate)}")
@@ -132,19 +127,14 @@ def _features(method, plan, splits, limit: int) -> TsnePanel | None:
     return TsnePanel("", torch.cat(feats).numpy(), torch.cat(labels).numpy(), text.numpy(), list(splits.classnames))
 
 
-def _zero_shot_accuracy(plan) -> dict[str, float]:
-    from restore.data import eval_transform
-    from restore.engine.evaluate import dataset_title, evaluate
-    from restore.engine.runs import _image_dataset
-    from restore.methods import build_method
-
+def _zero_shot_accuracy(plan: RunPlan) -> dict[str, float]:
+    """Zero-shot CLIP of the run's backbone on the run's evaluation splits (the Fig. 3 gains' reference)."""
     zs = build_method("zeroshot", plan.clip, plan.data.train.classnames, plan.dataset_title).to(plan.device)
-    out = {}
-    for label, splits in plan.data.evaluate.items():
-        ds = _image_dataset(splits.test, eval_transform(plan.config.data.image_size), "error")
-        r = evaluate(zs, ds, splits.classnames, device=plan.device, dataset_name=dataset_title(splits.name))
-        out[label] = r["top1"]
-    return out
+    c = plan.config
+    metrics, _ = evaluate_splits(
+        zs, plan.data.evaluate, image_size=c.data.image_size, batch_size=c.data.eval_batch_size, device=plan.device
+    )
+    return {label: m["top1"] for label, m in metrics.items() if label != "hm"}
 
 
 def analyze_runs(
@@ -159,8 +149,6 @@ def analyze_runs(
     zero_shot: bool = True,
 ) -> dict[str, Any]:
     """Analyse finished runs and write ``analysis.json`` and the PNG figures into ``out``; returns the JSON."""
-    from restore.engine.runs import METRICS_FILE
-
     if not run_dirs:
         raise ConfigError("no run directories given", hint="pass one or more run directories of finished runs")
     out = Path(out)

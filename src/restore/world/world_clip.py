@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from restore.clip.config import CLIPConfig, TextConfig, VisionConfig
+from restore.clip.architectures import CLIPConfig, TextConfig, VisionConfig
 from restore.clip.model import CLIP
 from restore.clip.tokenizer import encode, eot_id, sot_id
 from restore.world import lexicon

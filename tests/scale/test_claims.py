@@ -16,18 +16,10 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from restore.results import RunRecord, open_results
-from restore.results import cli as results_cli
-from restore.results.claims import (
-    FAILS,
-    HOLDS,
-    UNSURE,
-    Arm,
-    claims_arms,
-    claims_for,
-    ranks,
-    spearman_test,
-)
+from restore.results import results_commands as results_cli
+from restore.results.claims import FAILS, HOLDS, UNSURE, Arm, claims_arms, ranks, spearman_test
 from restore.results.report import build_report, render_html, render_markdown, render_terminal
+from restore.scale.claim_runs import claims_for
 from restore.scale.grid import expand, load_grid, parse_grid, resolved_configs
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,6 @@ from typing import Annotated
 
 import typer
 
-from restore.config import short
 from restore.data.fewshot import few_shot
 from restore.data.load import load_dataset
 from restore.data.protocols import base_to_novel
@@ -21,6 +20,7 @@ from restore.data.registry import data_root, get_dataset, list_datasets
 from restore.data.verify import verify_dataset
 from restore.errors import ConfigError, DataError, RestoreError
 from restore.fileio import atomic_write_text
+from restore.options import short
 
 app = typer.Typer(
     name="data",
@@ -167,7 +167,7 @@ def download(
     check: Annotated[bool, typer.Option(help="load the dataset afterwards to confirm the layout")] = True,
 ) -> None:
     """Download a dataset's public archives and split file into ROOT; print the manual steps where needed."""
-    from restore.data.fetch import download_dataset  # slow: the downloader (tqdm), not loaded for `restore --help`
+    from restore.data.download import download_dataset  # slow: the downloader (tqdm), not loaded for `restore --help`
 
     out = _console()
     result = download_dataset(
@@ -219,7 +219,7 @@ def fewshot(
     out_file: Annotated[Path | None, typer.Option("--out", help="write the few-shot split as CoOp JSON")] = None,
 ) -> None:
     """Draw (and cache) the CoOp-compatible few-shot split; optionally write it as a split file."""
-    from restore.engine.config import MAX_COUNT, MAX_SEED  # slow: the engine loads torch
+    from restore.engine.run_config import MAX_COUNT, MAX_SEED  # slow: the engine loads torch
 
     _in_range("--shots", shots, -1, MAX_COUNT)
     _in_range("--seed", seed, 0, MAX_SEED)

@@ -9,6 +9,7 @@ the same file (several workers starting at once on an empty cache) are serialise
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import http.client
 import os
@@ -23,8 +24,9 @@ import urllib.error
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import IO
 
 from tqdm.auto import tqdm
 
@@ -286,38 +288,15 @@ def safe_extract(archive: Path, dest: Path) -> list[Path]:
     archive, dest = Path(archive), Path(dest)
     if not archive.is_file():
         raise DownloadError(f"archive {archive} does not exist")
-    written: list[Path] = []
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
-                infos = _zip_members(archive, zf)
-                dest.mkdir(parents=True, exist_ok=True)
-                root = dest.resolve()
-                for info in infos:
-                    target = _target(root, info.filename)
-                    if info.is_dir():
-                        target.mkdir(parents=True, exist_ok=True)
-                        continue
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as src, open(target, "wb") as out:
-                        shutil.copyfileobj(src, out, CHUNK)
-                    written.append(target)
+                members = [(i.filename, i.is_dir(), functools.partial(zf.open, i)) for i in _zip_members(archive, zf)]
+                return _write_members(dest, members)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
-                members = _tar_members(archive, tf)
-                dest.mkdir(parents=True, exist_ok=True)
-                root = dest.resolve()
-                for m in members:
-                    target = _target(root, m.name)
-                    if m.isdir():
-                        target.mkdir(parents=True, exist_ok=True)
-                        continue
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    src = tf.extractfile(m)
-                    assert src is not None  # regular files always have data
-                    with src, open(target, "wb") as out:
-                        shutil.copyfileobj(src, out, CHUNK)
-                    written.append(target)
+                members = [(m.name, m.isdir(), functools.partial(tf.extractfile, m)) for m in _tar_members(archive, tf)]
+                return _write_members(dest, members)
         else:
             raise DownloadError(
                 f"{archive} is not a zip or tar archive",
@@ -328,4 +307,22 @@ def safe_extract(archive: Path, dest: Path) -> list[Path]:
             f"{archive} is a damaged archive ({e})",
             hint="the download may be incomplete; delete it and download it again",
         ) from None
+
+
+def _write_members(dest: Path, members: list[tuple[str, bool, Callable[[], IO[bytes] | None]]]) -> list[Path]:
+    """Write checked archive members (name, is a folder, opener) under ``dest``; the files written."""
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    written: list[Path] = []
+    for name, is_dir, open_member in members:
+        target = _target(root, name)
+        if is_dir:
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        src = open_member()
+        assert src is not None  # regular files always have data
+        with src, open(target, "wb") as out:
+            shutil.copyfileobj(src, out, CHUNK)
+        written.append(target)
     return written

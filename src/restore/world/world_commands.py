@@ -33,6 +33,7 @@ def pretrain(
 
     The training state is saved in OUT at every evaluation; running the same command again resumes there.
     """
+    # slow: torch and the world's modules load when the command runs, not at CLI start
     from restore.world.pretrain import PretrainConfig, save_run
     from restore.world.pretrain import pretrain as run
     from restore.world.weights import WEIGHTS_DIR
@@ -51,6 +52,7 @@ def tasks(
     root: Path = typer.Option(None, help="folder to write into (default: $RESTORE_CACHE/world)"),
 ) -> None:
     """Generate the world's classification tasks (CoOp layout, split files) and list them."""
+    # slow: torch and the world's modules load when the command runs, not at CLI start
     from restore.world.tasks import TASKS, ensure_task
 
     for name in names or list(TASKS):
@@ -68,6 +70,7 @@ def evaluate(
     """Zero-shot top-1 accuracy of a world CLIP on each task's full test split."""
     import torch
 
+    # slow: torch and the world's modules load when the command runs, not at CLI start
     from restore.world.pretrain import evaluate as run_eval
     from restore.world.tasks import TASKS, task_images
     from restore.world.weights import load_clip, load_world_clip
@@ -86,10 +89,11 @@ def card(
     out: Path = typer.Option(None, help="where to write the card (default: beside the record, MODEL_CARD.md)"),
 ) -> None:
     """Write the model card from a training record (and the measured design choices, if recorded)."""
+    # slow: torch and the world's modules load when the command runs, not at CLI start
+    from restore.world.accuracy import base_novel_zero_shot
     from restore.world.card import render_card
     from restore.world.tasks import REGIME
     from restore.world.weights import WEIGHTS_DIR, load_clip, load_world_clip
-    from restore.world.zeroshot import base_novel_zero_shot
 
     record = record or WEIGHTS_DIR / "world_clip.json"
     if not record.exists():
@@ -119,6 +123,7 @@ def samples(
     import numpy as np
     from PIL import Image
 
+    # slow: torch and the world's modules load when the command runs, not at CLI start
     from restore.world.generator import generate
 
     batch = generate(seed, range(count))
@@ -132,6 +137,7 @@ def samples(
     try:  # always a PNG, whatever the name ends with (PIL guesses the format from the suffix otherwise)
         Image.fromarray(grid).resize((cols * s * scale, rows * s * scale), Image.NEAREST).save(out, format="PNG")
     except OSError as e:
+        # slow: torch and the world's modules load when the command runs, not at CLI start
         from restore.errors import ConfigError
 
         raise ConfigError(f"cannot write {out}: {e.strerror or e}", hint="pass --out a writable PNG path") from None

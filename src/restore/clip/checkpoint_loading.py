@@ -29,8 +29,8 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from restore.clip import hf
+from restore.clip.architectures import CLIPConfig, canonical_name, get_config, infer_config
 from restore.clip.cache import describe_known, fetch, sources
-from restore.clip.config import CLIPConfig, canonical_name, get_config, infer_config
 from restore.clip.model import CLIP, build_model
 from restore.errors import CheckpointError, ConfigError
 

@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save
 
-from restore.clip.config import CLIPConfig
+from restore.clip.architectures import CLIPConfig
 from restore.clip.model import CLIP
 from restore.errors import CheckpointError
 from restore.fileio import atomic_write

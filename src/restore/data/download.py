@@ -1,6 +1,6 @@
 """`restore data download`: fetch a dataset's public archives and split file into the CoOp layout.
 
-The transfer itself (resume, sha256, atomic rename, safe extraction) is `restore.download`; this module knows
+The transfer itself (resume, sha256, atomic rename, safe extraction) is `restore.transfer`; this module knows
 what each dataset needs: which files, their md5 where published, where each archive's contents go, and which
 datasets need a manual step. Archives are unpacked into a staging folder under the root and moved into place
 only when complete, so an interrupted run leaves no half-extracted dataset folder behind.
@@ -18,8 +18,8 @@ from pathlib import Path
 
 from restore.data.readers import read_split_json
 from restore.data.registry import DatasetSpec, Resource, get_dataset
-from restore.download import download_file, safe_extract
 from restore.errors import DataError, DownloadError
+from restore.transfer import download_file, safe_extract
 
 STAGING = ".restore-downloads"
 
