@@ -23,6 +23,10 @@ SETTINGS = {
     "promptsrc": {"teacher_templates": "a photo of a {}.", "gpa_std": 2.0},
     "kgcoop": {"weight": 4.0},
     "maple": {"depth": 2},
+    "dept_maple": {"depth": 2, "dept_weight": 0.5},
+    "dept_promptsrc": {"teacher_templates": "a photo of a {}."},
+    # A 64-d representation space: the release's 512 outweighs the tiny backbone itself.
+    "mmrl": {"rep_dim": 64, "rep_start": 2, "alpha": 0.6},
 }
 OTHER_CLASSES = ["zebra", "violin", "snow_leopard"]
 

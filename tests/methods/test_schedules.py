@@ -82,6 +82,23 @@ EXPECTED = {
     ("restore_p", "own", "b2n"): (0.0025, 10, 4, SRC_B2N),
     ("restore_p", "restore_paper", "b2n"): (0.0025, 10, 4, SRC_B2N),
     ("restore_p", "restore_paper", "xd"): (0.0025, 20, 4, SRC_XD),
+    # DePT (Koorye/DePT configs.py + ExtrasLinearProbe{CoOp,MaPLe}/*ep10*: lr 0.0035, 10 epochs, batch 4, b2n and
+    # xd alike); PromptSRC has no DePT release: PromptSRC's own. restore_paper: the base method's RESTORE_ rows.
+    ("dept_coop", "own", "b2n"): (0.0035, 10, 4, {**COOP, "dept_weight": 0.7, "head_lr_mult": 6.5}),
+    ("dept_coop", "own", "xd"): (0.0035, 10, 4, COOP),
+    ("dept_coop", "restore_paper", "b2n"): (0.002, 10, 4, COOP),
+    ("dept_maple", "own", "b2n"): (0.0035, 10, 4, {**MAPLE, "dept_weight": 0.7, "head_lr_mult": 6.5}),
+    ("dept_maple", "own", "xd"): (0.0035, 10, 4, MAPLE),
+    ("dept_maple", "restore_paper", "xd"): (0.0035, 2, 4, MAPLE),
+    ("dept_promptsrc", "own", "b2n"): (0.0025, 20, 4, SRC_B2N),
+    ("dept_promptsrc", "own", "xd"): (0.0025, 20, 4, SRC_XD),
+    ("dept_promptsrc", "restore_paper", "b2n"): (0.0025, 10, 4, SRC_B2N),
+    # MMRL vit_b16.yaml (lr 0.001, 10 epochs, batch 4), trainers/config.py DTD REG_WEIGHT 6; cross_datasets:
+    # 1 epoch, batch 32, the script's REG_WEIGHT 0.2; few_shot: 50 epochs, batch 32 (DTD's table value wins)
+    ("mmrl", "own", "b2n"): (0.001, 10, 4, {"n_rep_tokens": 5, "rep_start": 6, "alpha": 0.7, "reg_weight": 6.0}),
+    ("mmrl", "own", "xd"): (0.001, 1, 32, {"reg_weight": 0.2, "rep_dim": 512}),
+    ("mmrl", "own", "fewshot"): (0.001, 50, 32, {"reg_weight": 6.0, "rep_dim": 512}),
+    ("mmrl", "restore_paper", "b2n"): (0.001, 10, 4, {"reg_weight": 6.0}),
     # TCP: TCP/vit_b16_ep100_ctxv1.yaml (50 epochs, batch 32, random context), NCTX 4, weight 8 in trainers/tcp.py;
     # restore_paper: the KgCoOp re-run's budget (RESTORE_ KgCoOp/vit_b16_ep10_ctxv1, ep2 crossdataset)
     ("tcp", "own", "b2n"): (0.002, 50, 32, TCP),
@@ -138,6 +155,14 @@ def test_dg_reads_the_xd_row_and_train_the_fewshot_or_b2n_row():
     assert _resolved("maple", "own", "dg").optim.lr == 0.0026
     assert _resolved("promptsrc", "own", "train").optim.epochs == 50
     assert _resolved("maple", "restore_paper", "train").optim.epochs == 10
+
+
+def test_mmrl_fills_its_per_dataset_weight_and_width():
+    # trainers/config.py: EuroSAT REG_WEIGHT 0.01 and REP_DIM 2048; ImageNet 5 epochs (vit_b16_imagenet.yaml).
+    euro = _resolved("mmrl", "own", "b2n", dataset="eurosat").method
+    assert (euro.reg_weight, euro.rep_dim) == (0.01, 2048)
+    assert _resolved("mmrl", "own", "b2n", dataset="imagenet").optim.epochs == 5
+    assert _resolved("mmrl", "own", "b2n", **{"method.reg_weight": 3.0}).method.reg_weight == 3.0
 
 
 @pytest.mark.parametrize(

@@ -82,6 +82,26 @@ EXPECTED["clip_lora"] = {
 EXPECTED["restore_lora"] = {**EXPECTED["clip_lora"], **_SURGERY}
 # B = 0 at the start makes the loss's gradient in A exactly zero at the first step (it flows once B moves).
 ZERO_FIRST_GRAD = {"clip_lora": ".A.", "restore_lora": ".A."}
+# DePT: its base method's parameters plus the CAT head: a channel transform per modality and a linear head over
+# the 5 training classes, on the 32-d features.
+_DEPT = {
+    **{f"dept_head.{side}.{name}": (E,) for side in ("image", "text") for name in ("scale", "bias")},
+    "dept_head.linear.weight": (len(CLASSNAMES), E),
+    "dept_head.linear.bias": (len(CLASSNAMES),),
+}
+EXPECTED["dept_coop"] = {**EXPECTED["coop"], **_DEPT}
+EXPECTED["dept_maple"] = {**EXPECTED["maple"], **_DEPT}
+EXPECTED["dept_promptsrc"] = {**EXPECTED["promptsrc"], **_DEPT}
+# MMRL: 5 shared 512-d tokens, one map per representation layer and tower (rep_start 6 capped at the tiny
+# model's last block: one layer), and the projection of the image representation tokens.
+EXPECTED["mmrl"] = {
+    "rep.tokens": (5, 512),
+    "rep.to_text.0.weight": (T, 512),
+    "rep.to_text.0.bias": (T,),
+    "rep.to_vision.0.weight": (V, 512),
+    "rep.to_vision.0.bias": (V,),
+    "rep.proj_rep": (V, E),
+}
 
 TRAINABLE = [n for n in method_names() if n != "zeroshot"]
 STEPS = 3
@@ -91,7 +111,10 @@ STEPS = 3
 LR = {"kgcoop": 1e-3, "cocoop": 2e-2, "clip_lora": 2e-2, "restore_lora": 2e-2}
 # PromptSRC's 60-template teacher costs seconds on this machine and changes nothing here (test_promptsrc
 # checks the teacher itself).
-OVERRIDES = {"promptsrc": {"teacher_templates": "a photo of a {}."}}
+OVERRIDES = {
+    "promptsrc": {"teacher_templates": "a photo of a {}."},
+    "dept_promptsrc": {"teacher_templates": "a photo of a {}."},
+}
 
 
 def test_every_trainable_method_names_its_learnable_parameters():

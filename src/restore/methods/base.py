@@ -103,6 +103,7 @@ def build_method(
     if isinstance(config, str):
         config = make_config(config)
     method = config.build(clip, dataset=dataset, n_classes=len(classnames))
+    method.base_classes = tuple(classnames)
     method.set_classes(classnames)
     return method
 
@@ -219,6 +220,11 @@ class PromptedCLIP(nn.Module):
         # activations of all B x C image-conditioned prompts stay alive until backward, whatever the chunk.
         self.conditional_checkpoint = False
         self.classnames: list[str] = []
+        # The classes the model was built for, i.e. trained on (build_method sets them, a checkpoint keeps them):
+        # a head over these (DePT, MMRL) serves a test set only when it holds these classes (methods/heads.py).
+        self.base_classes: tuple[str, ...] = ()
+        # Weight of the cross-entropy on `Output.logits`: DePT and MMRL share it with their second head.
+        self.ce_weight = 1.0
         self.register_buffer("tokens", torch.zeros(0, clip.context_length, dtype=torch.long), persistent=False)
         for p in self.learnable_parameters():
             p.requires_grad_(True)
@@ -346,7 +352,7 @@ class PromptedCLIP(nn.Module):
 
     def compute_loss(self, out: Output, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
         """Cross-entropy plus every loss term; returns the total and each weighted component as a float."""
-        parts: dict[str, Tensor] = {"ce": F.cross_entropy(out.logits, labels)}
+        parts: dict[str, Tensor] = {"ce": self.ce_weight * F.cross_entropy(out.logits, labels)}
         for term in self.losses:
             parts.update(term(self, out, labels))
         if self.training:

@@ -42,7 +42,8 @@ def save_method(method: PromptedCLIP, path: str | Path, extra: dict[str, Any] | 
         "method": method.name,
         "config": json.dumps(config_dict(method.config), default=str),
         "backbone": json.dumps(method.clip.cfg.to_dict()),
-        "classnames": json.dumps(method.classnames),
+        # The training classes, whatever the model was last set to: a reloaded head knows which classes it serves.
+        "classnames": json.dumps(list(method.base_classes) or method.classnames),
         "dataset": json.dumps(method.dataset),
         "extra": json.dumps(extra or {}, default=str),
     }

@@ -20,6 +20,7 @@ docs/fidelity.md explains each value and every deviation.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -304,6 +305,70 @@ _SRC_B2N_OWN = Schedule(
     "GPA_MEAN 15 is 3/4 of the 20 epochs: gpa_mean null keeps that rule when epochs change",
 )
 
+# --- DePT and MMRL (helper i16dept) ---------------------------------------------------------------------
+DEPT = "Koorye/DePT"
+MMRL = "yunncheng/MMRL"
+_DEPT_CFG = (
+    f"{DEPT}: configs.py (coop_dept, maple_dept: b2n and xd alike) + train.py extend_cfg (LR_EXP 6.5, WEIGHT 0.7) "
+    "+ configs/trainers/ExtrasLinearProbe{}/vit_b16{}.yaml"
+)
+_DEPT_COOP = Schedule(0.0035, 10, 4, _COOP, _DEPT_CFG.format("CoOp", "_ep10_bs4_lr35"))
+_DEPT_MAPLE = Schedule(0.0035, 10, 4, _MAPLE, _DEPT_CFG.format("MaPLe", "_c2_ep10_batch4_2ctx"))
+_DEPT_SRC_NOTE = (
+    f"{DEPT} releases no PromptSRC plug-in (CoOp, CoCoOp, KgCoOp, MaPLe only): PromptSRC's own schedule with "
+    "DePT's head defaults"
+)
+_DEPT_SRC_B2N = Schedule(_SRC_B2N_OWN.lr, _SRC_B2N_OWN.epochs, 4, _SRC_B2N, _SRC_B2N_OWN.source, _DEPT_SRC_NOTE)
+_DEPT_SRC_XD = Schedule(_SRC_XD.lr, _SRC_XD.epochs, 4, _SRC_XD.options, _SRC_XD.source, _DEPT_SRC_NOTE)
+_DEPT_R_NOTE = "the RESTORE paper never ran DePT: its base method's restore_paper schedule, the head the only change"
+_MMRL_NOTE = (
+    "the release trains with AdamW (Dassl weight decay 5e-4); this engine has SGD only, so it runs SGD at AdamW's lr"
+)
+_MMRL_B2N = Schedule(
+    0.001, 10, 4, {"n_rep_tokens": 5, "rep_start": 6, "alpha": 0.7},
+    f"{MMRL}: scripts/mmrl/base2new_train.sh + configs/trainers/MMRL/vit_b16.yaml (ImageNet: vit_b16_imagenet.yaml, "
+    "batch 32) + trainers/config.py (REG_WEIGHT, REP_DIM per dataset)",
+    _MMRL_NOTE + "; ImageNet's batch 32 is not applied",
+    imagenet_epochs=5,
+)  # fmt: skip
+_MMRL_XD = Schedule(
+    0.001, 1, 32, {"n_rep_tokens": 5, "rep_start": 6, "alpha": 0.7, "reg_weight": 0.2},
+    f"{MMRL}: scripts/mmrl/cross_datasets_train.sh (REG_WEIGHT 0.2) + "
+    "configs/trainers/MMRL/vit_b16_cross_datasets.yaml",
+    _MMRL_NOTE + "; the release has no warm-up epoch here (WARMUP_EPOCH 0)",
+)  # fmt: skip
+_MMRL_FEWSHOT = Schedule(
+    0.001, 50, 32, {"n_rep_tokens": 5, "rep_start": 6, "alpha": 0.7},
+    f"{MMRL}: scripts/mmrl/few_shot.sh + configs/trainers/MMRL/vit_b16_few_shot.yaml + trainers/config.py",
+    _MMRL_NOTE,
+    imagenet_epochs=5,
+)  # fmt: skip
+_MMRL_R_NOTE = "the RESTORE paper never ran MMRL: MMRL's own schedule (its AdamW recipe has no SGD counterpart)"
+DEPT_MMRL_TABLE: dict[tuple[str, str], dict[str, Schedule]] = {
+    ("dept_coop", "own"): {"b2n": _DEPT_COOP, "xd": _DEPT_COOP},
+    ("dept_coop", "restore_paper"): {
+        "b2n": dataclasses.replace(_R_COOP_B2N, note=_DEPT_R_NOTE),
+        "xd": dataclasses.replace(_R_COOP_XD, note=_DEPT_R_NOTE),
+    },
+    ("dept_maple", "own"): {"b2n": _DEPT_MAPLE, "xd": _DEPT_MAPLE},
+    ("dept_maple", "restore_paper"): {
+        "b2n": dataclasses.replace(_R_MAPLE_B2N, note=_DEPT_R_NOTE),
+        "xd": dataclasses.replace(_R_MAPLE_XD, note=_DEPT_R_NOTE),
+    },
+    ("dept_promptsrc", "own"): {"b2n": _DEPT_SRC_B2N, "xd": _DEPT_SRC_XD},
+    ("dept_promptsrc", "restore_paper"): {
+        "b2n": dataclasses.replace(_R_SRC_B2N, note=_DEPT_R_NOTE),
+        "xd": dataclasses.replace(_R_SRC_XD, note=_DEPT_R_NOTE),
+    },
+    ("mmrl", "own"): {"b2n": _MMRL_B2N, "xd": _MMRL_XD, "fewshot": _MMRL_FEWSHOT},
+    ("mmrl", "restore_paper"): {
+        "b2n": dataclasses.replace(_MMRL_B2N, note=_MMRL_R_NOTE),
+        "xd": dataclasses.replace(_MMRL_XD, note=_MMRL_R_NOTE),
+        "fewshot": dataclasses.replace(_MMRL_FEWSHOT, note=_MMRL_R_NOTE),
+    },
+}
+# --- end DePT and MMRL ----------------------------------------------------------------------------------
+
 
 def _each(entry: Schedule) -> dict[str, Schedule]:
     """One entry for every protocol (a release with one config for all of them)."""
@@ -336,6 +401,7 @@ TABLE: dict[tuple[str, str], dict[str, Schedule]] = {
     ("promptsrc", "restore_paper"): {"b2n": _R_SRC_B2N, "xd": _R_SRC_XD},
     ("restore_p", "own"): {"b2n": _R_SRC_B2N, "xd": _R_SRC_XD},
     ("restore_p", "restore_paper"): {"b2n": _R_SRC_B2N, "xd": _R_SRC_XD},
+    **DEPT_MMRL_TABLE,
 }
 
 
