@@ -165,6 +165,15 @@ def test_mmrl_fills_its_per_dataset_weight_and_width():
     assert _resolved("mmrl", "own", "b2n", **{"method.reg_weight": 3.0}).method.reg_weight == 3.0
 
 
+@pytest.mark.parametrize("schedule", ["own", "restore_paper"])
+def test_mmrl_trains_with_its_release_s_adamw(schedule):
+    # configs/trainers/MMRL/*.yaml OPTIM.NAME adamw, Dassl's weight decay 5e-4; cross-dataset: WARMUP_EPOCH 0
+    b2n = _resolved("mmrl", schedule, "b2n").optim
+    assert (b2n.optimizer, b2n.lr, b2n.weight_decay, b2n.warmup_epochs, b2n.adam_eps) == ("adamw", 0.001, 5e-4, 1, 1e-8)
+    xd = _resolved("mmrl", schedule, "xd").optim
+    assert (xd.optimizer, xd.warmup_epochs) == ("adamw", 0)
+
+
 @pytest.mark.parametrize(
     ("dataset", "shots", "epochs"),
     [("dtd", 1, 50), ("dtd", 2, 100), ("dtd", 4, 100), ("dtd", 8, 200), ("dtd", 16, 200), ("dtd", -1, 200),

@@ -321,29 +321,29 @@ _DEPT_SRC_NOTE = (
 _DEPT_SRC_B2N = Schedule(_SRC_B2N_OWN.lr, _SRC_B2N_OWN.epochs, 4, _SRC_B2N, _SRC_B2N_OWN.source, _DEPT_SRC_NOTE)
 _DEPT_SRC_XD = Schedule(_SRC_XD.lr, _SRC_XD.epochs, 4, _SRC_XD.options, _SRC_XD.source, _DEPT_SRC_NOTE)
 _DEPT_R_NOTE = "the RESTORE paper never ran DePT: its base method's restore_paper schedule, the head the only change"
-_MMRL_NOTE = (
-    "the release trains with AdamW (Dassl weight decay 5e-4); this engine has SGD only, so it runs SGD at AdamW's lr"
-)
+_MMRL_NOTE = "AdamW (betas 0.9/0.999, Dassl's weight decay 5e-4) as the release trains it"
+_MMRL_ADAMW = {"optimizer": "adamw"}
 _MMRL_B2N = Schedule(
     0.001, 10, 4, {"n_rep_tokens": 5, "rep_start": 6, "alpha": 0.7},
     f"{MMRL}: scripts/mmrl/base2new_train.sh + configs/trainers/MMRL/vit_b16.yaml (ImageNet: vit_b16_imagenet.yaml, "
     "batch 32) + trainers/config.py (REG_WEIGHT, REP_DIM per dataset)",
     _MMRL_NOTE + "; ImageNet's batch 32 is not applied",
-    imagenet_epochs=5,
+    imagenet_epochs=5, optim=_MMRL_ADAMW,
 )  # fmt: skip
 _MMRL_XD = Schedule(
     0.001, 1, 32, {"n_rep_tokens": 5, "rep_start": 6, "alpha": 0.7, "reg_weight": 0.2},
     f"{MMRL}: scripts/mmrl/cross_datasets_train.sh (REG_WEIGHT 0.2) + "
     "configs/trainers/MMRL/vit_b16_cross_datasets.yaml",
-    _MMRL_NOTE + "; the release has no warm-up epoch here (WARMUP_EPOCH 0)",
+    _MMRL_NOTE + "; no warm-up epoch here (WARMUP_EPOCH 0)",
+    optim={**_MMRL_ADAMW, "warmup_epochs": 0},
 )  # fmt: skip
 _MMRL_FEWSHOT = Schedule(
     0.001, 50, 32, {"n_rep_tokens": 5, "rep_start": 6, "alpha": 0.7},
     f"{MMRL}: scripts/mmrl/few_shot.sh + configs/trainers/MMRL/vit_b16_few_shot.yaml + trainers/config.py",
     _MMRL_NOTE,
-    imagenet_epochs=5,
+    imagenet_epochs=5, optim=_MMRL_ADAMW,
 )  # fmt: skip
-_MMRL_R_NOTE = "the RESTORE paper never ran MMRL: MMRL's own schedule (its AdamW recipe has no SGD counterpart)"
+_MMRL_R_NOTE = "the RESTORE paper never ran MMRL: MMRL's own schedule (10 epochs at batch 4, the set's shape already)"
 DEPT_MMRL_TABLE: dict[tuple[str, str], dict[str, Schedule]] = {
     ("dept_coop", "own"): {"b2n": _DEPT_COOP, "xd": _DEPT_COOP},
     ("dept_coop", "restore_paper"): {
