@@ -137,3 +137,15 @@ def test_a_restore_mmrl_run_logs_fs_and_alpha_and_records_the_representation_shi
     # rep_start 6 capped at the tiny model's last block: the only block with representation tokens
     assert [v > 0 for v in shift["vision"]] == [False, False, True]
     assert [t > 0 for t in shift["text"]] == [False, False, True]
+
+
+def test_analyze_profiles_the_run_as_it_recorded(restore_mmrl_run, tmp_path):
+    from restore.cli import main
+
+    out = tmp_path / "analysis"
+    assert main(["analyze", str(restore_mmrl_run), "--out", str(out), "--tsne-images", "8"]) == 0
+    (ours,) = json.loads((out / "analysis.json").read_text())["runs"]
+    recorded = json.loads((restore_mmrl_run / "metrics.json").read_text())["metrics"]["shift"]
+    assert ours["method"] == "restore_mmrl" and ours["shift"]["total_vision"] > 0
+    assert ours["shift"]["vision"] == pytest.approx(recorded["vision"], rel=1e-5)
+    assert ours["shift"]["text"] == pytest.approx(recorded["text"], rel=1e-5)
