@@ -27,6 +27,7 @@ SETTINGS = {
     "dept_promptsrc": {"teacher_templates": "a photo of a {}."},
     # A 64-d representation space: the release's 512 outweighs the tiny backbone itself.
     "mmrl": {"rep_dim": 64, "rep_start": 2, "alpha": 0.6},
+    "restore_mmrl": {"rep_dim": 64, "rep_start": 2, "alpha": 0.6},
 }
 OTHER_CLASSES = ["zebra", "violin", "snow_leopard"]
 

@@ -99,6 +99,11 @@ EXPECTED = {
     ("mmrl", "own", "xd"): (0.001, 1, 32, {"reg_weight": 0.2, "rep_dim": 512}),
     ("mmrl", "own", "fewshot"): (0.001, 50, 32, {"reg_weight": 6.0, "rep_dim": 512}),
     ("mmrl", "restore_paper", "b2n"): (0.001, 10, 4, {"reg_weight": 6.0}),
+    # RESTORE on MMRL has no release: MMRL's own rows in both sets, RESTORE's DTD ratios beside them
+    ("restore_mmrl", "own", "b2n"): (0.001, 10, 4, {"reg_weight": 6.0, "fs_weight": 0.5, "vision_ratio": 0.15}),
+    ("restore_mmrl", "own", "fewshot"): (0.001, 50, 32, {"reg_weight": 6.0, "rep_dim": 512}),
+    ("restore_mmrl", "restore_paper", "b2n"): (0.001, 10, 4, {"n_rep_tokens": 5, "rep_start": 6, "alpha": 0.7}),
+    ("restore_mmrl", "restore_paper", "xd"): (0.001, 1, 32, {"reg_weight": 0.2, "rep_dim": 512, "fs_weight": 1.0}),
     # TCP: TCP/vit_b16_ep100_ctxv1.yaml (50 epochs, batch 32, random context), NCTX 4, weight 8 in trainers/tcp.py;
     # restore_paper: the KgCoOp re-run's budget (RESTORE_ KgCoOp/vit_b16_ep10_ctxv1, ep2 crossdataset)
     ("tcp", "own", "b2n"): (0.002, 50, 32, TCP),
@@ -165,12 +170,13 @@ def test_mmrl_fills_its_per_dataset_weight_and_width():
     assert _resolved("mmrl", "own", "b2n", **{"method.reg_weight": 3.0}).method.reg_weight == 3.0
 
 
+@pytest.mark.parametrize("method", ["mmrl", "restore_mmrl"])
 @pytest.mark.parametrize("schedule", ["own", "restore_paper"])
-def test_mmrl_trains_with_its_release_s_adamw(schedule):
+def test_mmrl_trains_with_its_release_s_adamw(method, schedule):
     # configs/trainers/MMRL/*.yaml OPTIM.NAME adamw, Dassl's weight decay 5e-4; cross-dataset: WARMUP_EPOCH 0
-    b2n = _resolved("mmrl", schedule, "b2n").optim
+    b2n = _resolved(method, schedule, "b2n").optim
     assert (b2n.optimizer, b2n.lr, b2n.weight_decay, b2n.warmup_epochs, b2n.adam_eps) == ("adamw", 0.001, 5e-4, 1, 1e-8)
-    xd = _resolved("mmrl", schedule, "xd").optim
+    xd = _resolved(method, schedule, "xd").optim
     assert (xd.optimizer, xd.warmup_epochs) == ("adamw", 0)
 
 

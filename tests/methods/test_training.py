@@ -102,6 +102,7 @@ EXPECTED["mmrl"] = {
     "rep.to_vision.0.bias": (V,),
     "rep.proj_rep": (V, E),
 }
+EXPECTED["restore_mmrl"] = {**EXPECTED["mmrl"], **_SURGERY}
 
 TRAINABLE = [n for n in method_names() if n != "zeroshot"]
 STEPS = 3

@@ -74,30 +74,28 @@ def measure_shifts(
     method.eval()
     device = device or next(method.parameters()).device
     n_v, n_t = method.clip.cfg.vision.layers, method.clip.cfg.text.layers
-    text_prompts = method.text.layer_prompts() if not method.text.conditional else []
-    vision_prompts = method.vision.layer_prompts(text_prompts) if method.vision is not None else []
     if measure == "parameter":
         initial = method.shift_measure
         if initial is None or initial.measure != "parameter":
             raise ValueError("the parameter measure needs the first-step prompts a parameter-measure run stored")
+        text_prompts = method.text.layer_prompts() if not method.text.conditional else []
+        vision_prompts = method.vision.layer_prompts(text_prompts) if method.vision is not None else []
         vis = _dense(parameter_shifts(vision_prompts, initial.initial("vision")), n_v)
         txt = _dense(parameter_shifts(text_prompts, initial.initial("text")), n_t)
         method.train(was_training)
         return ShiftProfile("parameter", vis, txt, 0)
     request = ShiftRequest()
-    # A method that changes the blocks' weights (LoRA) runs its towers with them attached.
+    # The method's own hooks run its towers (a method with its own towers, MMRL, measures there); one that
+    # changes the blocks' weights (LoRA) runs them with the weights attached.
     tuned = getattr(method, "tuned_backbone", nullcontext)
     with tuned():
-        text_tuned = text_prompts or any(method.clip.transformer.has_delta(i) for i in range(n_t))
-        text_stats = method.clip.forward_text(method.tokens, text_prompts, request).shifts if text_tuned else []
-        txt = _dense(activation_shifts(text_stats, normalisation), n_t)
+        txt = _dense(activation_shifts(method.text_shift_stats(request), normalisation), n_t)
         sums = [0.0] * n_v
         count = 0
         for item in batches:
             images = item[0] if isinstance(item, tuple | list) else item
             images = images.to(device)
-            stats = method.clip.forward_image(images, vision_prompts, request).shifts
-            for layer, s in enumerate(stats):
+            for layer, s in enumerate(method.image_shift_stats(images, request)):
                 if s is not None:
                     per_image = activation_shifts([s], normalisation)[0]  # mean over this batch
                     sums[layer] += float(per_image) * images.shape[0]

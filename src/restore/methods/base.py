@@ -368,6 +368,22 @@ class PromptedCLIP(nn.Module):
         for hook in self.epoch_hooks:
             hook(epoch, total_epochs)
 
+    # --- shift profile (restore.analysis.shift) --------------------------------------------------------
+    def text_shift_stats(self, request: ShiftRequest) -> list[ShiftStats | None]:
+        """Per-layer shift stats of the text tower on the current classes, for the shift profile that `restore
+        analyze` and a run's record report (one entry per block, None where nothing is learned). The default runs
+        CLIP's tower with the parts' prompts (and any weight deltas attached: a LoRA method is called inside its
+        `tuned_backbone()`); a method that runs its towers itself (MMRL) overrides both hooks."""
+        prompts = self.text.layer_prompts() if not self.text.conditional else []
+        tuned = bool(prompts) or any(self.clip.transformer.has_delta(i) for i in range(self.clip.cfg.text.layers))
+        return self.clip.forward_text(self.tokens, prompts, request).shifts if tuned else []
+
+    def image_shift_stats(self, images: Tensor, request: ShiftRequest) -> list[ShiftStats | None]:
+        """Per-layer shift stats of the image tower on ``images`` (per image); see `text_shift_stats`."""
+        text = self.text.layer_prompts() if not self.text.conditional else []
+        prompts = self.vision.layer_prompts(text) if self.vision is not None else []
+        return self.clip.forward_image(images, prompts, request).shifts
+
     # --- evaluation -------------------------------------------------------------------------------------
     @torch.no_grad()
     def class_features(self) -> Tensor | None:

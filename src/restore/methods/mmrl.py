@@ -188,6 +188,20 @@ class MMRLModel(PromptedCLIP):
         out.measured["logits_rep"] = logits_rep
         return out
 
+    def tuned_towers(self) -> set[str]:
+        """Both towers carry representation tokens (what RESTORE's regulariser needs)."""
+        return {"vision", "text"}
+
+    def text_shift_stats(self, request: ShiftRequest) -> list[ShiftStats | None]:
+        """The in-block shift of the representation tokens in this method's own text tower (the profile's)."""
+        reps_text, _ = self.rep.layer_tokens()
+        return self._text(self.tokens, reps_text, request)[1]
+
+    def image_shift_stats(self, images: Tensor, request: ShiftRequest) -> list[ShiftStats | None]:
+        """The same in its own image tower."""
+        _, reps_vision = self.rep.layer_tokens()
+        return self._image(images, reps_vision, request)[2]
+
     @torch.no_grad()
     def class_features(self) -> Tensor | None:
         reps_text, _ = self.rep.layer_tokens()

@@ -26,6 +26,7 @@ from restore.methods.feature_shift import (
 )
 from restore.methods.ivlp import IVLPConfig
 from restore.methods.maple import MaPLeConfig
+from restore.methods.mmrl import MMRLConfig
 from restore.methods.promptsrc import PromptSRCConfig
 from restore.methods.surgery import RELEASED_COEF, Activation, Mode, SurgeryAdapter, released_update_epoch
 from restore.options import option
@@ -263,3 +264,15 @@ class RestoreIVLPConfig(RestoreOptions, IVLPConfig):
 class RestoreLoRAConfig(RestoreOptions, CLIPLoRAConfig):
     def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
         return attach_restore(CLIPLoRAConfig.build(self, clip, dataset=dataset, n_classes=n_classes), self, dataset)
+
+
+@register("restore_mmrl", "RESTORE on MMRL: consistency of the representation blocks' shifts + FS-guided surgery")
+@dataclass
+class RestoreMMRLConfig(RestoreOptions, MMRLConfig):
+    def for_run(self, protocol: str | None, dataset: str | None) -> RestoreMMRLConfig:
+        """RESTORE's per-dataset values and MMRL's (λ of the alignment, the representation width) both filled."""
+        restore = RestoreOptions.for_run(self, protocol, dataset)
+        return MMRLConfig.for_run(restore, protocol, dataset)  # type: ignore[arg-type,return-value]
+
+    def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
+        return attach_restore(MMRLConfig.build(self, clip, dataset=dataset, n_classes=n_classes), self, dataset)

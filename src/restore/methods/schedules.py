@@ -344,6 +344,10 @@ _MMRL_FEWSHOT = Schedule(
     imagenet_epochs=5, optim=_MMRL_ADAMW,
 )  # fmt: skip
 _MMRL_R_NOTE = "the RESTORE paper never ran MMRL: MMRL's own schedule (10 epochs at batch 4, the set's shape already)"
+_MMRL_OWN = {"b2n": _MMRL_B2N, "xd": _MMRL_XD, "fewshot": _MMRL_FEWSHOT}
+_R_MMRL_NOTE = "RESTORE on MMRL has no release (the paper never ran MMRL): MMRL's own schedule in both sets"
+# RESTORE on MMRL has no release: both sets give it MMRL's own schedule.
+_R_MMRL = {p: dataclasses.replace(e, note=f"{_R_MMRL_NOTE}; {e.note}") for p, e in _MMRL_OWN.items()}
 DEPT_MMRL_TABLE: dict[tuple[str, str], dict[str, Schedule]] = {
     ("dept_coop", "own"): {"b2n": _DEPT_COOP, "xd": _DEPT_COOP},
     ("dept_coop", "restore_paper"): {
@@ -360,12 +364,14 @@ DEPT_MMRL_TABLE: dict[tuple[str, str], dict[str, Schedule]] = {
         "b2n": dataclasses.replace(_R_SRC_B2N, note=_DEPT_R_NOTE),
         "xd": dataclasses.replace(_R_SRC_XD, note=_DEPT_R_NOTE),
     },
-    ("mmrl", "own"): {"b2n": _MMRL_B2N, "xd": _MMRL_XD, "fewshot": _MMRL_FEWSHOT},
+    ("mmrl", "own"): _MMRL_OWN,
     ("mmrl", "restore_paper"): {
         "b2n": dataclasses.replace(_MMRL_B2N, note=_MMRL_R_NOTE),
         "xd": dataclasses.replace(_MMRL_XD, note=_MMRL_R_NOTE),
         "fewshot": dataclasses.replace(_MMRL_FEWSHOT, note=_MMRL_R_NOTE),
     },
+    ("restore_mmrl", "own"): _R_MMRL,
+    ("restore_mmrl", "restore_paper"): _R_MMRL,
 }
 # --- end DePT and MMRL ----------------------------------------------------------------------------------
 
