@@ -371,7 +371,10 @@ MAPLE, PROMPTSRC, IVLP, VPT, TEXT, COOP = (
 )
 RESTORE_M, RESTORE_P = Arm.of("restore_m"), Arm.of("restore_p")
 #: C6: (RESTORE on a method that came after the paper, that method), each on its own two-tower tuning.
-BEYOND = ((Arm.of("restore_lora"), Arm.of("clip_lora"), "CLIP-LoRA"),)
+BEYOND = (
+    (Arm.of("restore_lora"), Arm.of("clip_lora"), "CLIP-LoRA"),
+    (Arm.of("restore_mmrl"), Arm.of("mmrl"), "MMRL"),
+)
 #: λ_fs of each C3 arm; the untagged restore_m runs at the world tasks' preset λ_fs (1, the "other" row).
 LAMBDAS = (0.0, 0.5, 1.0, 2.0, 4.0)
 
