@@ -133,9 +133,16 @@ class RestoreOptions:
         vis, txt, fs = self.resolved(dataset, protocol)
         filled = {k: v if getattr(self, k) is None else getattr(self, k) for k, v in recipe.items()}
         row = self.preset_row(dataset, protocol)
-        return dataclasses.replace(
+        done = dataclasses.replace(
             self, **filled, preset=row, vision_ratio=vis, text_ratio=txt, fs_weight=fs  # type: ignore[arg-type]
         )
+        base = getattr(super(RestoreOptions, done), "for_run", None)  # the base method's open values (MMRL's)
+        return base(protocol, dataset) if base is not None else done
+
+    def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
+        """The base method (the next config in the variant's bases) with RESTORE attached."""
+        method = super().build(clip, dataset=dataset, n_classes=n_classes)  # type: ignore[misc]
+        return attach_restore(method, self, dataset)
 
 
 def prompted_towers(method: PromptedCLIP) -> set[str]:
@@ -241,38 +248,28 @@ def attach_restore(method: PromptedCLIP, options: RestoreOptions, dataset: str |
 @register("restore_m", "RESTORE on MaPLe: feature-shift consistency + FS-guided surgery adapters")
 @dataclass
 class RestoreMConfig(RestoreOptions, MaPLeConfig):
-    def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
-        return attach_restore(MaPLeConfig.build(self, clip, dataset=dataset, n_classes=n_classes), self, dataset)
+    """RESTORE's options on MaPLe's config; `RestoreOptions.build` attaches it to the MaPLe model."""
 
 
 @register("restore_p", "RESTORE on PromptSRC: feature-shift consistency + FS-guided surgery adapters")
 @dataclass
 class RestorePConfig(RestoreOptions, PromptSRCConfig):
-    def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
-        return attach_restore(PromptSRCConfig.build(self, clip, dataset=dataset, n_classes=n_classes), self, dataset)
+    """RESTORE on PromptSRC."""
 
 
 @register("restore_ivlp", "RESTORE on IVLP (independent deep prompts): consistency loss + FS-guided surgery")
 @dataclass
 class RestoreIVLPConfig(RestoreOptions, IVLPConfig):
-    def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
-        return attach_restore(IVLPConfig.build(self, clip, dataset=dataset, n_classes=n_classes), self, dataset)
+    """RESTORE on IVLP."""
 
 
 @register("restore_lora", "RESTORE on CLIP-LoRA: consistency of the LoRA blocks' shifts + FS-guided surgery")
 @dataclass
 class RestoreLoRAConfig(RestoreOptions, CLIPLoRAConfig):
-    def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
-        return attach_restore(CLIPLoRAConfig.build(self, clip, dataset=dataset, n_classes=n_classes), self, dataset)
+    """RESTORE on CLIP-LoRA: the shift of a LoRA block is the block with and without its ΔW."""
 
 
 @register("restore_mmrl", "RESTORE on MMRL: consistency of the representation blocks' shifts + FS-guided surgery")
 @dataclass
 class RestoreMMRLConfig(RestoreOptions, MMRLConfig):
-    def for_run(self, protocol: str | None, dataset: str | None) -> RestoreMMRLConfig:
-        """RESTORE's per-dataset values and MMRL's (λ of the alignment, the representation width) both filled."""
-        restore = RestoreOptions.for_run(self, protocol, dataset)
-        return MMRLConfig.for_run(restore, protocol, dataset)  # type: ignore[arg-type,return-value]
-
-    def build(self, clip: CLIP, *, dataset: str | None = None, n_classes: int = 0) -> PromptedCLIP:
-        return attach_restore(MMRLConfig.build(self, clip, dataset=dataset, n_classes=n_classes), self, dataset)
+    """RESTORE on MMRL: its per-dataset values (alignment λ, representation width) are filled after RESTORE's."""
