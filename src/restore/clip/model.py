@@ -352,8 +352,17 @@ class ResidualAttentionBlock(nn.Module):
         with grad:
             free_grid = self.attn.sdpa(q, k, v, True, region)
             free = self._tail(x[nodes], self.attn.project(free_grid.reshape(-1, d)[packed.owner[nodes]]))
-        sq = (y[nodes] - free).float().pow(2).sum(-1)
-        ref = (free.detach() if shift.detach else free).float().pow(2).sum(-1)
+        return y, self._packed_stats(y[nodes], free, nodes, cells, packed, shift.detach)
+
+    @staticmethod
+    def _packed_stats(
+        y: Tensor, free: Tensor, nodes: Tensor, cells: Tensor, packed: PackedText, detach: bool
+    ) -> ShiftStats:
+        """Per prompt of packed text, the mean over its counted real tokens of ‖Ω‖² and ‖Φ(X)‖², from the
+        values at the counted ``nodes`` (``cells``: which of each prompt's tokens those are)."""
+        n = packed.owner.shape[0]
+        sq = (y - free).float().pow(2).sum(-1)
+        ref = (free.detach() if detach else free).float().pow(2).sum(-1)
         weight = cells.to(sq.dtype)
         denom = weight.sum(1).clamp_min(1.0)
 
@@ -361,7 +370,7 @@ class ResidualAttentionBlock(nn.Module):
             full = values.new_zeros(n).index_put((nodes,), values)
             return (full[packed.paths] * weight).sum(1) / denom
 
-        return y, ShiftStats(per_prompt(sq), per_prompt(ref))
+        return ShiftStats(per_prompt(sq), per_prompt(ref))
 
     def _forward_delta_shift(
         self,
@@ -419,16 +428,7 @@ class ResidualAttentionBlock(nn.Module):
             nodes, cells = packed.free_nodes(region)
         else:
             nodes, cells = torch.arange(n, device=x.device), packed.valid
-        sq = (y[nodes] - free[nodes]).float().pow(2).sum(-1)
-        ref = (free[nodes].detach() if shift.detach else free[nodes]).float().pow(2).sum(-1)
-        weight = cells.to(sq.dtype)
-        denom = weight.sum(1).clamp_min(1.0)
-
-        def per_prompt(values: Tensor) -> Tensor:
-            full = values.new_zeros(n).index_put((nodes,), values)
-            return (full[packed.paths] * weight).sum(1) / denom
-
-        return y, ShiftStats(per_prompt(sq), per_prompt(ref))
+        return y, self._packed_stats(y[nodes], free[nodes], nodes, cells, packed, shift.detach)
 
     @staticmethod
     def _sampled(
@@ -763,12 +763,7 @@ class CLIP(nn.Module):
         counted = torch.arange(length, device=x.device)[None, :] <= eot[:, None].to(x.device)
         shifts: list[ShiftStats | None] = []
         for layer in range(self.transformer.layers):
-            p = _layer_prompt(prompts, layer) if layer > 0 else None
-            if p is not None:
-                n_prompt = p.shape[-2]
-            region = (1, 1 + n_prompt) if n_prompt else None
-            prompted = _layer_prompt(prompts, layer) is not None
-            measure = shift if ((prompted or self.transformer.has_delta(layer)) and shift is not None) else None
+            p, n_prompt, region, measure = self._text_layer(prompts, layer, n_prompt, shift)
             rows = eot[:, None].to(x.device) if self.transformer.pruned(layer, measure) else None
             x, s = self.transformer.run_block(
                 layer, x, checkpointed=checkpointed, causal=True, prompts=p, region=region, shift=measure,
@@ -779,6 +774,19 @@ class CLIP(nn.Module):
         # a pruned last block left the end-of-text rows only
         last = x[:, 0] if rows is not None else x[torch.arange(x.shape[0], device=x.device), eot.to(x.device)]
         return TowerOutput(last @ self.text_projection, shifts)
+
+    def _text_layer(
+        self, prompts: Sequence[Tensor | None], layer: int, n_prompt: int, shift: ShiftRequest | None
+    ) -> tuple[Tensor | None, int, tuple[int, int] | None, ShiftRequest | None]:
+        """Block ``layer`` of the text tower: the prompts written at its input (deep layers), the prompt count
+        and region after it, and the shift request when the block is tuned (prompted, or a weight delta)."""
+        p = _layer_prompt(prompts, layer) if layer > 0 else None
+        if p is not None:
+            n_prompt = p.shape[-2]
+        region = (1, 1 + n_prompt) if n_prompt else None
+        prompted = _layer_prompt(prompts, layer) is not None
+        measure = shift if ((prompted or self.transformer.has_delta(layer)) and shift is not None) else None
+        return p, n_prompt, region, measure
 
     def _text_packed(
         self, tokens: Tensor, prompts: Sequence[Tensor | None], shift: ShiftRequest | None, checkpointed: bool | None
@@ -796,12 +804,7 @@ class CLIP(nn.Module):
         x = x + self.positional_embedding[packed.positions].to(x.dtype)
         shifts: list[ShiftStats | None] = []
         for layer in range(self.transformer.layers):
-            p = _layer_prompt(prompts, layer) if layer > 0 else None
-            if p is not None:
-                n_prompt = p.shape[-2]
-            region = (1, 1 + n_prompt) if n_prompt else None
-            prompted = _layer_prompt(prompts, layer) is not None
-            measure = shift if ((prompted or self.transformer.has_delta(layer)) and shift is not None) else None
+            p, n_prompt, region, measure = self._text_layer(prompts, layer, n_prompt, shift)
             rows = packed.eot if self.transformer.pruned(layer, measure) else None
             x, s = self.transformer.run_block(
                 layer, x, checkpointed=checkpointed, prompts=p, region=region, shift=measure, packed=packed,
