@@ -14,6 +14,7 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from restore.clip.model import ShiftRequest
@@ -67,8 +68,9 @@ def measure_shifts(
 ) -> ShiftProfile:
     """The shift profile of ``method`` over ``batches`` (of images, or (images, labels) pairs).
 
-    Vision magnitudes are averaged over every image (each batch weighted by its size); the text side does
-    not depend on the images and is measured once, on the method's current classes.
+    Vision magnitudes are averaged over every image (each batch weighted by its size); the text side is
+    measured once on the method's current classes, or, when its prompts depend on the image (CoCoOp), per
+    image on that image's prompts and averaged over the images like the vision side.
     """
     was_training = method.training
     method.eval()
@@ -88,9 +90,10 @@ def measure_shifts(
     # The method's own hooks run its towers (a method with its own towers, MMRL, measures there); one that
     # changes the blocks' weights (LoRA) runs them with the weights attached.
     tuned = getattr(method, "tuned_backbone", nullcontext)
+    conditional = method.text.conditional
     with tuned():
         txt = _dense(activation_shifts(method.text_shift_stats(request), normalisation), n_t)
-        sums = [0.0] * n_v
+        sums, text_sums = [0.0] * n_v, [0.0] * n_t
         count = 0
         for item in batches:
             images = item[0] if isinstance(item, tuple | list) else item
@@ -99,7 +102,30 @@ def measure_shifts(
                 if s is not None:
                     per_image = activation_shifts([s], normalisation)[0]  # mean over this batch
                     sums[layer] += float(per_image) * images.shape[0]
+            if conditional:
+                for layer, value in enumerate(_conditional_text_shifts(method, images, request, normalisation)):
+                    text_sums[layer] += value
             count += images.shape[0]
     method.train(was_training)
     vis = [s / count if count else 0.0 for s in sums]
+    if conditional:
+        txt = [s / count if count else 0.0 for s in text_sums]
     return ShiftProfile(f"activation/{normalisation}", vis, txt, count)
+
+
+def _conditional_text_shifts(
+    method: PromptedCLIP, images: Tensor, request: ShiftRequest, normalisation: Normalisation
+) -> list[float]:
+    """Σ over ``images`` of each text block's s_l (mean over the class prompts) on that image's own prompts
+    (CoCoOp: the context plus the meta-net's bias from the image's feature, as `PromptedCLIP.forward`)."""
+    raw = method.clip.forward_image(images).features
+    adapted = method.image_adapter(raw) if method.image_adapter is not None else raw
+    features = F.normalize(adapted, dim=-1)
+    n_seq = method.tokens.shape[0]
+    totals = [0.0] * method.clip.cfg.text.layers
+    for feature in features:
+        ctx = method.text.layer_prompts(feature[None])[0].repeat_interleave(n_seq, dim=0)
+        shifts = activation_shifts(method.clip.forward_text(method.tokens, [ctx], request).shifts, normalisation)
+        for layer, value in shifts.items():
+            totals[layer] += float(value)
+    return totals
