@@ -16,7 +16,6 @@ from restore.clip.model import ShiftRequest
 from restore.errors import ConfigError
 from restore.methods import build_method, make_config
 from restore.methods.feature_shift import activation_shifts
-from restore.methods.restore import tuned_towers
 from tests.methods.conftest import CLASSNAMES
 
 SETTINGS = {"rep_start": 2, "rep_dim": 24, "n_rep_tokens": 3, "alpha": 0.6, "reg_weight": 2.0}
@@ -51,7 +50,7 @@ def test_mmrl_profile_is_the_shift_its_own_forward_reports(tiny_clip, images, no
 
 
 def test_restore_mmrl_tunes_both_towers_and_refuses_the_prompt_gram_measure(tiny_clip):
-    assert tuned_towers(_build(tiny_clip, "mmrl")) == {"vision", "text"}
+    assert _build(tiny_clip, "mmrl").tuned_towers() == {"vision", "text"}
     for values in ({"shift_measure": "parameter"}, {"recipe": "released"}):
         with pytest.raises(ConfigError) as err:
             build_method(make_config("restore_mmrl", {**SETTINGS, **values}), tiny_clip, CLASSNAMES)

@@ -10,7 +10,6 @@ shift 0.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import torch
@@ -89,9 +88,8 @@ def measure_shifts(
     request = ShiftRequest()
     # The method's own hooks run its towers (a method with its own towers, MMRL, measures there); one that
     # changes the blocks' weights (LoRA) runs them with the weights attached.
-    tuned = getattr(method, "tuned_backbone", nullcontext)
     conditional = method.text.conditional
-    with tuned():
+    with method.tuned_backbone():
         txt = _dense(activation_shifts(method.text_shift_stats(request), normalisation), n_t)
         sums, text_sums = [0.0] * n_v, [0.0] * n_t
         count = 0

@@ -390,7 +390,7 @@ class ResidualAttentionBlock(nn.Module):
         self.prompt_free_calls += 1
         h = self.ln_1(x)
         base = self.attn.in_proj(h, with_delta=False)
-        extra = self.attn.delta.in_proj(h, "qkv") if self.attn.delta is not None else None
+        extra = self.attn.delta.in_proj(h, "qkv")  # called with a delta attached
         q, k, v = self.attn.split_qkv(base + extra if extra is not None else base)
         y = self._tail(x, self.attn.attend(q, k, v, causal))
         n = x.shape[1]
@@ -415,7 +415,7 @@ class ResidualAttentionBlock(nn.Module):
         n, d = x.shape
         hd = d // self.attn.heads
         base = self.attn.in_proj(h, with_delta=False)
-        extra = self.attn.delta.in_proj(h, "qkv") if self.attn.delta is not None else None
+        extra = self.attn.delta.in_proj(h, "qkv")  # called with a delta attached
         qkv = (base + extra if extra is not None else base).view(n, 3, self.attn.heads, hd)
         q, k, v = qkv[packed.paths].permute(2, 0, 3, 1, 4)
         y = self._tail(x, self.attn.project(self.attn.sdpa(q, k, v, True).reshape(-1, d)[packed.owner]))
@@ -526,6 +526,10 @@ class Transformer(nn.Module):
         """Whether block ``index`` carries a method's weight delta (then a shift request measures it)."""
         return self.resblocks[index].attn.delta is not None
 
+    def any_delta(self) -> bool:
+        """Whether any block carries a method's weight delta."""
+        return any(self.has_delta(i) for i in range(self.layers))
+
     def pruned(self, index: int, shift: ShiftRequest | None) -> bool:
         """Whether block ``index`` computes only the rows that are read."""
         return self.prune_last_block and index == self.layers - 1 and shift is None
@@ -573,7 +577,7 @@ class VisionTransformer(nn.Module):
             n_prompt = p.shape[-2] if p is not None else x.shape[1] - n_real
             region = (n_real, n_real + n_prompt) if n_prompt else None
             measure = shift if ((p is not None or self.transformer.has_delta(layer)) and shift is not None) else None
-            sample = self._sample(n_real, measure, x.device) if measure is not None else None
+            sample = self.sample_tokens(n_real, measure, x.device) if measure is not None else None
             rows = slice(0, 1) if self.transformer.pruned(layer, measure) else None
             x, s = self.transformer.run_block(
                 layer, x, prompts=p, region=region, shift=measure, sample=sample, rows=rows
@@ -583,7 +587,7 @@ class VisionTransformer(nn.Module):
         return TowerOutput(features, shifts)
 
     @staticmethod
-    def _sample(n_real: int, shift: ShiftRequest, device: torch.device) -> Tensor | None:
+    def sample_tokens(n_real: int, shift: ShiftRequest, device: torch.device) -> Tensor | None:
         if shift.fraction >= 1.0:
             return None
         m = max(1, round(shift.fraction * (n_real - 1)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -368,6 +369,21 @@ class PromptedCLIP(nn.Module):
         for hook in self.epoch_hooks:
             hook(epoch, total_epochs)
 
+    # --- what the method tunes (RESTORE's regulariser and the shift profile read it) -------------------
+    def prompted_towers(self) -> set[str]:
+        """The towers the method changes through prompt tokens."""
+        towers = {"vision"} if self.vision is not None else set()
+        return towers | ({"text"} if not self.text.conditional and self.text.layer_prompts() else set())
+
+    def tuned_towers(self) -> set[str]:
+        """The towers the method changes: the prompted ones; a method that also changes blocks otherwise
+        (weight deltas: LoRA; its own tokens: MMRL) adds those."""
+        return self.prompted_towers()
+
+    def tuned_backbone(self) -> AbstractContextManager[None]:
+        """The backbone as the method runs it: unchanged here; a method with weight deltas (LoRA) attaches them."""
+        return nullcontext()
+
     # --- shift profile (restore.analysis.shift) --------------------------------------------------------
     def text_shift_stats(self, request: ShiftRequest) -> list[ShiftStats | None]:
         """Per-layer shift stats of the text tower on the current classes, for the shift profile that `restore
@@ -375,14 +391,16 @@ class PromptedCLIP(nn.Module):
         CLIP's tower with the parts' prompts (and any weight deltas attached: a LoRA method is called inside its
         `tuned_backbone()`); a method that runs its towers itself (MMRL) overrides both hooks."""
         prompts = self.text.layer_prompts() if not self.text.conditional else []
-        tuned = bool(prompts) or any(self.clip.transformer.has_delta(i) for i in range(self.clip.cfg.text.layers))
+        tuned = bool(prompts) or self.clip.transformer.any_delta()
         return self.clip.forward_text(self.tokens, prompts, request).shifts if tuned else []
 
     def image_shift_stats(self, images: Tensor, request: ShiftRequest) -> list[ShiftStats | None]:
-        """Per-layer shift stats of the image tower on ``images`` (per image); see `text_shift_stats`."""
+        """Per-layer shift stats of the image tower on ``images`` (per image); see `text_shift_stats`. An
+        untouched image tower (text-only methods) has nothing to measure and is not run."""
         text = self.text.layer_prompts() if not self.text.conditional else []
         prompts = self.vision.layer_prompts(text) if self.vision is not None else []
-        return self.clip.forward_image(images, prompts, request).shifts
+        tuned = bool(prompts) or self.clip.visual.transformer.any_delta()
+        return self.clip.forward_image(images, prompts, request).shifts if tuned else []
 
     # --- evaluation -------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -35,7 +35,7 @@ class LoRACLIP(PromptedCLIP):
 
     def tuned_towers(self) -> set[str]:
         """The towers whose blocks the method changes (RESTORE's regulariser needs both)."""
-        return {name for name in ("vision", "text") if self.lora.layers(name)}
+        return {name for name in ("vision", "text") if self.lora.layers(name)} | self.prompted_towers()
 
     def forward(self, images: Tensor, shift: ShiftRequest | str | None = "auto") -> Output:
         with self.tuned_backbone():

@@ -114,7 +114,7 @@ class MMRLModel(PromptedCLIP):
             p = _layer_tokens(reps, layer, self.rep_start)
             region = (n_real, n_real + n_rep) if p is not None else None
             measure = shift if p is not None else None
-            sample = v._sample(n_real, measure, x.device) if measure is not None else None
+            sample = v.sample_tokens(n_real, measure, x.device) if measure is not None else None
             rows = None
             if v.transformer.pruned(layer, measure):  # the last block: only CLS and the tokens are read
                 keep = torch.cat([torch.zeros(1, dtype=torch.long), torch.arange(n_real, n_real + n_rep)])
@@ -190,7 +190,7 @@ class MMRLModel(PromptedCLIP):
 
     def tuned_towers(self) -> set[str]:
         """Both towers carry representation tokens (what RESTORE's regulariser needs)."""
-        return {"vision", "text"}
+        return {"vision", "text"} | self.prompted_towers()
 
     def text_shift_stats(self, request: ShiftRequest) -> list[ShiftStats | None]:
         """The in-block shift of the representation tokens in this method's own text tower (the profile's)."""

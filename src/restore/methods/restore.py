@@ -145,29 +145,17 @@ class RestoreOptions:
         return attach_restore(method, self, dataset)
 
 
-def prompted_towers(method: PromptedCLIP) -> set[str]:
-    """The towers a method changes through prompt tokens."""
-    towers = {"vision"} if method.vision is not None else set()
-    return towers | ({"text"} if not method.text.conditional and method.text.layer_prompts() else set())
-
-
-def tuned_towers(method: PromptedCLIP) -> set[str]:
-    """The towers a method changes: its own `tuned_towers()` when it declares one (weight deltas, adapters
-    inside the blocks: LoRA), else the towers it prompts."""
-    declared = getattr(method, "tuned_towers", None)
-    return set(declared()) | prompted_towers(method) if callable(declared) else prompted_towers(method)
-
-
 def attach_restore(method: PromptedCLIP, options: RestoreOptions, dataset: str | None) -> PromptedCLIP:
     """Add the shift measure, L_fs and the surgery adapters to a built method that changes both towers (deep
     prompts, LoRA, ...): the activation shift compares each tuned block with and without its learnable part.
 
     The ``parameter`` measure and the ``released`` surgery read the Gram norm of deep prompts; on a method
     without prompts in both towers they have no meaning and are refused."""
-    if tuned_towers(method) != {"vision", "text"}:
+    tuned = method.tuned_towers()
+    if tuned != {"vision", "text"}:
         raise ConfigError(
             f"RESTORE needs a base method that tunes both towers; {method.name!r} tunes "
-            f"{', '.join(sorted(tuned_towers(method))) or 'neither'}",
+            f"{', '.join(sorted(tuned)) or 'neither'}",
             hint="use a multi-modal method (deep prompts in both towers, or LoRA with encoder: both)",
         )
     options = options.for_run(None, dataset)  # a no-op on a config the engine resolved
@@ -175,7 +163,7 @@ def attach_restore(method: PromptedCLIP, options: RestoreOptions, dataset: str |
     assert vis_ratio is not None and txt_ratio is not None and fs_weight is not None
     surgery: Mode = options.surgery  # type: ignore[assignment]
     measure_kind: Measure = options.shift_measure  # type: ignore[assignment]
-    prompts_both = prompted_towers(method) == {"vision", "text"}
+    prompts_both = method.prompted_towers() == {"vision", "text"}
     if not prompts_both and (measure_kind == "parameter" or surgery == "released"):
         what = "shift_measure: parameter" if measure_kind == "parameter" else "surgery: released"
         raise ConfigError(

@@ -69,7 +69,7 @@ class SurgeryAdapter(nn.Module):
             # calibrates at the first step with a shift. Prompts shift from the first step, as before.
             return
         if torch.isnan(self.scale):
-            fixed = scale if scale is not None else (ratio / float(total) if float(total) > 0 else 0.0)
+            fixed = scale if scale is not None else ratio / float(total)  # total > 0: returned above
             self.scale.fill_(fixed)
         target = self.scale * total
         # A new tensor, not an in-place update: this step's graph still holds the α it used.
