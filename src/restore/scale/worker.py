@@ -55,7 +55,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         # no row and returns the one `Recorder` writes, built by the engine's `plan_record`.
         data = {**spec["config"], "device": spec.get("device", "auto"), "quiet": True, "db": "none"}
         plan = plan_run(data)
-        outcome.update(run_dir=str(plan.run_dir.resolve()), config_hash=plan.config.hash())
+        outcome.update(run_dir=str(plan.run_dir.resolve()))
         result = execute(plan, resume=True, progress=False)
         outcome.update(status="finished", run_id=result.run_id, metrics=result.metrics, timings=result.timings)
     except RunBusy as e:  # another live process works in this run directory: the driver waits for it
@@ -68,10 +68,8 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         outcome.update(error=f"{type(e).__name__}: {e}")
     if outcome["status"] == "failed" and plan is not None:
         outcome["run_id"] = _run_id(plan.run_dir)
-    if plan is not None and outcome.get("run_id"):
-        from restore.engine.recorder import plan_record  # slow: as above (imported by now)
-
-        outcome["record"] = plan_record(plan, outcome["run_id"]).to_dict()
+    if plan is not None:  # the row of the planned run; without a run id the driver gives it the cell's own
+        outcome["record"] = plan_record(plan, outcome.get("run_id")).to_dict()
     outcome["seconds"] = round(time.perf_counter() - t0, 3)
     return _plain(outcome)
 
