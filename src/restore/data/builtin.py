@@ -68,6 +68,7 @@ def _register_all() -> None:
         DatasetSpec(
             name="imagenet",
             title="ImageNet",
+            classes=1000,
             folder="imagenet",
             image_dir="images",
             aliases=("imagenet1k", "ilsvrc2012"),
@@ -87,6 +88,7 @@ def _register_all() -> None:
         DatasetSpec(
             name="caltech101",
             title="Caltech101",
+            classes=100,
             folder="caltech-101",
             image_dir="101_ObjectCategories",
             split_file="split_zhou_Caltech101.json",
@@ -107,6 +109,7 @@ def _register_all() -> None:
         DatasetSpec(
             name="oxford_pets",
             title="OxfordPets",
+            classes=37,
             folder="oxford_pets",
             image_dir="images",
             split_file="split_zhou_OxfordPets.json",
@@ -133,6 +136,7 @@ def _register_all() -> None:
         DatasetSpec(
             name="stanford_cars",
             title="StanfordCars",
+            classes=196,
             folder="stanford_cars",
             image_dir="",
             split_file="split_zhou_StanfordCars.json",
@@ -148,6 +152,7 @@ def _register_all() -> None:
         DatasetSpec(
             name="oxford_flowers",
             title="OxfordFlowers",
+            classes=102,
             folder="oxford_flowers",
             image_dir="jpg",
             split_file="split_zhou_OxfordFlowers.json",
@@ -178,6 +183,7 @@ def _register_all() -> None:
         DatasetSpec(
             name="food101",
             title="Food101",
+            classes=101,
             folder="food-101",
             image_dir="images",
             split_file="split_zhou_Food101.json",
@@ -197,6 +203,7 @@ def _register_all() -> None:
         DatasetSpec(
             name="fgvc_aircraft",
             title="FGVCAircraft",
+            classes=100,
             folder="fgvc_aircraft",
             image_dir="images",
             aliases=("aircraft", "fgvc"),
@@ -217,6 +224,7 @@ def _register_all() -> None:
         DatasetSpec(
             name="sun397",
             title="SUN397",
+            classes=397,
             folder="sun397",
             image_dir="SUN397",
             split_file="split_zhou_SUN397.json",
@@ -236,6 +244,7 @@ def _register_all() -> None:
         DatasetSpec(
             name="dtd",
             title="DescribableTextures",
+            classes=47,
             folder="dtd",
             image_dir="images",
             split_file="split_zhou_DescribableTextures.json",
@@ -255,6 +264,7 @@ def _register_all() -> None:
         DatasetSpec(
             name="eurosat",
             title="EuroSAT",
+            classes=10,
             folder="eurosat",
             image_dir="2750",
             split_file="split_zhou_EuroSAT.json",
@@ -274,6 +284,7 @@ def _register_all() -> None:
         DatasetSpec(
             name="ucf101",
             title="UCF101",
+            classes=101,
             folder="ucf101",
             image_dir="UCF-101-midframes",
             split_file="split_zhou_UCF101.json",

@@ -59,7 +59,8 @@ class DatasetSpec:
     that split-file paths are relative to, `split_file` the split file's name inside `folder`.
     `files_listed`: the reader lists files from disk (so they exist by construction; no separate check).
     `fewshot_val`: few-shot sampling also subsamples val (CoOp does, except for ImageNet whose val is its test).
-    `expected_sizes`: the published (train, val, test) sizes, to flag a non-standard split file.
+    `expected_sizes`: the published (train, val, test) sizes, to flag a non-standard split file; `classes` its
+    class count (known before any file is read: a schedule in iterations turns it into epochs).
     `resources` are fetched by `restore data download`; `manual` says what a user must do by hand.
     `generate(root)` writes a synthetic dataset under ``root`` on first use (idempotent: cheap when it is there);
     `default_root()` is where it goes when a run names no data root.
@@ -78,6 +79,7 @@ class DatasetSpec:
     files_listed: bool = False
     fewshot_val: bool = True
     expected_sizes: tuple[int, int, int] | None = None
+    classes: int | None = None
     layout: str = ""
     resources: tuple[Resource, ...] = ()
     manual: str | None = None

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from restore.data import get_dataset
+from restore.data.protocols import base_class_count
 from restore.data.registry import normalise
 from restore.errors import ConfigError
 
@@ -449,16 +450,10 @@ TABLE[("tcp", "restore_paper")] = {"b2n": _R_TCP_B2N, "xd": _R_TCP_XD}
 # iteration to 1e-6 and no warm-up. Our engine schedules per epoch, so the iterations become the epochs that
 # hold them: ceil(500 x shots / steps per epoch), steps = the few-shot training images (shots x training
 # classes) over the batch, the last incomplete batch dropped. The training classes come from the dataset's class
-# count (base: ceil(n/2) under b2n); on a dataset the table does not know, ``epochs`` is used as it stands.
+# count (`DatasetSpec.classes`; base: `base_class_count` under b2n); on a dataset without one, ``epochs``
+# is used as it stands.
 LORA = "MaxZanella/CLIP-LoRA"
 LORA_ITERATIONS_PER_SHOT = 500
-# Class counts of the CoOp datasets (their split files) and the synthetic world's tasks (restore.world.tasks).
-_CLASSES = {
-    "imagenet": 1000, "caltech101": 100, "oxford_pets": 37, "stanford_cars": 196, "oxford_flowers": 102,
-    "food101": 101, "fgvc_aircraft": 100, "sun397": 397, "dtd": 47, "eurosat": 10, "ucf101": 101,
-    "world_shapes": 12, "world_color_shape": 36, "world_pattern_shape": 30, "world_tinted_colours": 12,
-    "world_tinted_colour_shape": 36, "world_tinted_colour_pattern": 36,
-}  # fmt: skip
 _LORA_OPTIM = {"optimizer": "adamw", "weight_decay": 0.01, "warmup_epochs": 0}
 _LORA_NOTE = (
     "500 x shots iterations as epochs: ceil(500 x shots / steps per epoch) from the dataset's class count (DTD "
@@ -467,11 +462,12 @@ _LORA_NOTE = (
 )
 
 
-def _dataset_key(dataset: str) -> str:
+def _class_count(dataset: str) -> int | None:
+    """The registered dataset's class count (`DatasetSpec.classes`), or None for one without it."""
     try:
-        return get_dataset(dataset).name
+        return get_dataset(dataset).classes
     except ConfigError:
-        return normalise(dataset)
+        return None
 
 
 @dataclass(frozen=True)
@@ -482,10 +478,10 @@ class IterationSchedule(Schedule):
     base_only: bool = False  # b2n trains on the base half of the classes
 
     def epochs_for(self, dataset: str, shots: int) -> int:
-        n = _CLASSES.get(_dataset_key(dataset)) if dataset else None
+        n = _class_count(dataset) if dataset else None
         if n is None or shots <= 0:
             return self.epochs
-        classes = math.ceil(n / 2) if self.base_only else n
+        classes = base_class_count(n) if self.base_only else n
         images = shots * classes
         steps = images // self.batch_size if images >= self.batch_size else 1
         return math.ceil(self.iterations_per_shot * shots / steps)

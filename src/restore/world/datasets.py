@@ -31,6 +31,7 @@ def _spec(task: Task) -> DatasetSpec:
         title="World" + task.title,
         folder=task.name,
         split_file=task.split_file,
+        classes=len(task.classes),
         aliases=(f"world/{task.name}",),
         description=f"SYNTHETIC world task: {task.description}",
         generate=generate,
