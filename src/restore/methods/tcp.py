@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from restore.clip.model import CLIP
+from restore.clip.model import CLIP, QuickGELU
 from restore.clip.templates import KGCOOP_TEMPLATES, check_template
 from restore.errors import ConfigError
 from restore.methods.base import MAX_TEXT_PROMPT_TOKENS, MethodConfig, PromptedCLIP, register
@@ -66,13 +66,6 @@ def teacher_template(dataset: str | None) -> str:
 
 def prompt_suffix(dataset: str | None) -> str:
     return PROMPT_SUFFIXES.get(dataset or "", DEFAULT_SUFFIX)
-
-
-class QuickGELU(nn.Module):
-    """x * sigmoid(1.702 x): the activation of the released TKE (and of OpenAI's CLIP blocks)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x * torch.sigmoid(1.702 * x)
 
 
 class TextKnowledgeEmbedding(nn.Sequential):
